@@ -1,0 +1,262 @@
+// Package rowcast holds the types shared by capture (package cdc) and delivery
+// (package broadcast): a captured row Change, its position, and the Sink that
+// capture hands changes to. Both sides import this package; neither imports
+// the other, and only cmd/rowcast wires them together.
+package rowcast
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Op is what happened to a row, or a control marker in the change stream.
+type Op string
+
+const (
+	OpInsert Op = "insert"
+	OpUpdate Op = "update"
+	OpDelete Op = "delete"
+	// OpTruncate: the table was truncated; consumers must recompute state.
+	OpTruncate Op = "truncate"
+	// OpMessage: an application event written by rowcast.broadcast() in SQL.
+	OpMessage Op = "message"
+	// OpResync: capture may have missed changes (NOTIFY connection lost, slot
+	// recreated). Consumers must recompute state and tell clients to refetch.
+	OpResync Op = "resync"
+)
+
+// Change is one captured row change (or control marker), in commit order.
+type Change struct {
+	Op     Op
+	Schema string
+	Table  string
+	// Key holds the primary key column(s) of the row.
+	Key Row
+	// Row is the new row for inserts and updates, nil for deletes.
+	Row Row
+	// Old holds old values for updates and deletes. The NOTIFY trigger sends
+	// the stats columns only; logical replication (REPLICA IDENTITY FULL)
+	// sends the whole old row.
+	Old Row
+	// Xid is the writing transaction's id, used to tell whether a change is
+	// already counted in a stats snapshot (see StatsSnapshot).
+	Xid uint64
+	// CommitTime is the transaction's commit time when the source knows it
+	// (logical replication); zero otherwise.
+	CommitTime time.Time
+	// CaptureTime is when rowcast received the change.
+	CaptureTime time.Time
+	// ID orders changes and survives restarts where the source allows it.
+	ID EventID
+	// Event and Payload carry an application event (OpMessage).
+	Event   string
+	Payload json.RawMessage
+	// Reason explains an OpResync or OpTruncate.
+	Reason string
+}
+
+// Time is the event timestamp: the commit time when known, else capture time.
+func (c *Change) Time() time.Time {
+	if !c.CommitTime.IsZero() {
+		return c.CommitTime
+	}
+	return c.CaptureTime
+}
+
+// Sink receives changes in commit order. Capture calls it from one goroutine.
+// When Apply returns nil, the changes are handed on: a logical replication
+// source may acknowledge them to PostgreSQL once Retained allows it.
+type Sink interface {
+	Apply(ctx context.Context, changes []Change) error
+}
+
+// Retainer is implemented by sinks that keep recent changes (the replay
+// window). Oldest returns the ID of the oldest change still held; a logical
+// replication source never acknowledges past that transaction, so that after
+// a crash the slot sends the window again.
+type Retainer interface {
+	Oldest() (EventID, bool)
+}
+
+// Column is one column of a row: its name and its value as JSON.
+type Column struct {
+	Name  string
+	Value json.RawMessage
+}
+
+// Row is an ordered list of columns. Values are kept as JSON so that a row
+// is encoded exactly once and without loss (bigint, numeric, timestamps).
+type Row []Column
+
+var jsonNull = json.RawMessage("null")
+
+// Get returns the JSON value of a column.
+func (r Row) Get(name string) (json.RawMessage, bool) {
+	for i := range r {
+		if r[i].Name == name {
+			return r[i].Value, true
+		}
+	}
+	return nil, false
+}
+
+// Text returns a column value as text: strings unquoted, other JSON as is.
+// ok is false when the column is missing or NULL.
+func (r Row) Text(name string) (string, bool) {
+	v, found := r.Get(name)
+	if !found || bytes.Equal(v, jsonNull) {
+		return "", false
+	}
+	return JSONText(v), true
+}
+
+// JSONText turns a JSON scalar into text: strings unquoted, others verbatim.
+func JSONText(v json.RawMessage) string {
+	if len(v) > 0 && v[0] == '"' {
+		var s string
+		if err := json.Unmarshal(v, &s); err == nil {
+			return s
+		}
+	}
+	return string(v)
+}
+
+// Set replaces or appends a column.
+func (r Row) Set(name string, value json.RawMessage) Row {
+	for i := range r {
+		if r[i].Name == name {
+			r[i].Value = value
+			return r
+		}
+	}
+	return append(r, Column{Name: name, Value: value})
+}
+
+// MarshalJSON writes the columns as one JSON object, in column order.
+func (r Row) MarshalJSON() ([]byte, error) {
+	if r == nil {
+		return []byte("null"), nil
+	}
+	var b bytes.Buffer
+	b.Grow(16 * len(r))
+	b.WriteByte('{')
+	for i, c := range r {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		name, _ := json.Marshal(c.Name)
+		b.Write(name)
+		b.WriteByte(':')
+		if len(c.Value) == 0 {
+			b.WriteString("null")
+		} else {
+			b.Write(c.Value)
+		}
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+// UnmarshalJSON reads a JSON object keeping its key order.
+func (r *Row) UnmarshalJSON(data []byte) error {
+	if bytes.Equal(bytes.TrimSpace(data), jsonNull) {
+		*r = nil
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return errors.New("row: want a JSON object")
+	}
+	out := Row{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		name, ok := tok.(string)
+		if !ok {
+			return errors.New("row: want a column name")
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return fmt.Errorf("row: column %q: %w", name, err)
+		}
+		out = append(out, Column{Name: name, Value: v})
+	}
+	*r = out
+	return nil
+}
+
+// EventID orders events. Logical replication IDs are (commit LSN, index in
+// the transaction) with Epoch 0, so they are stable across restarts. NOTIFY
+// IDs are (epoch, sequence): the epoch changes whenever rowcast starts or its
+// listener reconnects, because NOTIFY cannot replay what was missed.
+type EventID struct {
+	Epoch uint64
+	Pos   uint64
+	Index uint32
+}
+
+// IsZero reports whether the ID is unset.
+func (id EventID) IsZero() bool { return id == EventID{} }
+
+// Less orders IDs; IDs of different epochs are not comparable (see SameEpoch).
+func (id EventID) Less(o EventID) bool {
+	if id.Pos != o.Pos {
+		return id.Pos < o.Pos
+	}
+	return id.Index < o.Index
+}
+
+// SameEpoch reports whether two IDs can be compared.
+func (id EventID) SameEpoch(o EventID) bool { return id.Epoch == o.Epoch }
+
+// String formats the ID so that IDs of one epoch sort as strings too:
+// "00000000016B3748-00000003" (logical) or "e18A2B...-0000000000000007" (notify).
+func (id EventID) String() string {
+	if id.Epoch == 0 {
+		return fmt.Sprintf("%016X-%08X", id.Pos, id.Index)
+	}
+	return fmt.Sprintf("e%X-%016X", id.Epoch, id.Pos)
+}
+
+// ParseEventID parses the String form.
+func ParseEventID(s string) (EventID, error) {
+	bad := fmt.Errorf("malformed event id %q: want the id of an event as received", s)
+	if len(s) > 64 {
+		return EventID{}, bad
+	}
+	if len(s) > 1 && s[0] == 'e' {
+		var epoch, pos string
+		for i := 1; i < len(s); i++ {
+			if s[i] == '-' {
+				epoch, pos = s[1:i], s[i+1:]
+				break
+			}
+		}
+		e, err1 := strconv.ParseUint(epoch, 16, 64)
+		p, err2 := strconv.ParseUint(pos, 16, 64)
+		if err1 != nil || err2 != nil || e == 0 {
+			return EventID{}, bad
+		}
+		return EventID{Epoch: e, Pos: p}, nil
+	}
+	if len(s) != 25 || s[16] != '-' {
+		return EventID{}, bad
+	}
+	p, err1 := strconv.ParseUint(s[:16], 16, 64)
+	i, err2 := strconv.ParseUint(s[17:], 16, 32)
+	if err1 != nil || err2 != nil {
+		return EventID{}, bad
+	}
+	return EventID{Pos: p, Index: uint32(i)}, nil
+}
