@@ -28,6 +28,10 @@ const (
 	// OpResync: capture may have missed changes (NOTIFY connection lost, slot
 	// recreated). Consumers must recompute state and tell clients to refetch.
 	OpResync Op = "resync"
+	// OpStart: capture (re)started; every later change has an ID at or
+	// after this Change's ID. It lets the replay window tell a client
+	// resuming from an older ID that it must resync.
+	OpStart Op = "start"
 )
 
 // Change is one captured row change (or control marker), in commit order.

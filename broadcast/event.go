@@ -1,0 +1,196 @@
+// Package broadcast turns captured changes into dashboard events and pushes
+// them to authenticated clients: the Hub (fan-out, replay window, stats),
+// client sessions with bounded queues, and the transports (WebSocket).
+package broadcast
+
+import (
+	"encoding/json"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"github.com/gorilla/websocket"
+
+	"rowcast"
+)
+
+// Event is one message to clients. It is encoded once per transport and the
+// bytes are shared by every client that receives it.
+type Event struct {
+	ID    rowcast.EventID
+	HasID bool
+	Name  string
+	// Data is the event's payload as JSON.
+	Data json.RawMessage
+	// Time is the commit (or capture) time, for latency measurement.
+	Time time.Time
+	// Row and Old are the row's new and old values (nil when not a row
+	// event), kept for per-client filters and visibility.
+	Row, Old rowcast.Row
+
+	wsOnce sync.Once
+	ws     *websocket.PreparedMessage
+	wsRaw  []byte
+}
+
+// Frame returns the JSON text frame {"id":...,"event":...,"data":...}.
+func (e *Event) Frame() []byte {
+	e.wsOnce.Do(e.encodeWS)
+	return e.wsRaw
+}
+
+func (e *Event) prepared() *websocket.PreparedMessage {
+	e.wsOnce.Do(e.encodeWS)
+	return e.ws
+}
+
+func (e *Event) encodeWS() {
+	b := make([]byte, 0, len(e.Data)+len(e.Name)+64)
+	b = append(b, '{')
+	if e.HasID {
+		b = append(b, `"id":"`...)
+		b = append(b, e.ID.String()...)
+		b = append(b, `",`...)
+	}
+	b = append(b, `"event":`...)
+	b = appendJSONString(b, e.Name)
+	b = append(b, `,"data":`...)
+	b = append(b, e.Data...)
+	b = append(b, '}')
+	e.wsRaw = b
+	// PreparedMessage frames the message once for all clients.
+	e.ws, _ = websocket.NewPreparedMessage(websocket.TextMessage, b)
+}
+
+// timeLayout is RFC 3339 in UTC with milliseconds, as the contract says.
+const timeLayout = "2006-01-02T15:04:05.000Z07:00"
+
+func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
+
+func appendTimestamp(b []byte, t time.Time) []byte {
+	b = append(b, `"timestamp":"`...)
+	b = t.UTC().AppendFormat(b, timeLayout)
+	return append(b, '"')
+}
+
+// Names are the event names for one table.
+type Names struct {
+	// Prefix is the singular entity name: "ticket" for table tickets.
+	Prefix                   string
+	Created, Updated, Delete string
+	// IDField names the key in delete payloads: "ticketId".
+	IDField string
+}
+
+// NamesFor derives event names from a prefix ("ticket").
+func NamesFor(prefix string) Names {
+	return Names{
+		Prefix:  prefix,
+		Created: prefix + ":created",
+		Updated: prefix + ":updated",
+		Delete:  prefix + ":deleted",
+		IDField: camel(prefix) + "Id",
+	}
+}
+
+// PrefixForTable derives the default event prefix: "tickets" → "ticket".
+func PrefixForTable(table string) string {
+	switch {
+	case strings.HasSuffix(table, "ies") && len(table) > 3:
+		return table[:len(table)-3] + "y"
+	case strings.HasSuffix(table, "ses") || strings.HasSuffix(table, "xes"):
+		return table[:len(table)-2]
+	case strings.HasSuffix(table, "s") && !strings.HasSuffix(table, "ss") && len(table) > 1:
+		return table[:len(table)-1]
+	}
+	return table
+}
+
+// camel turns snake_case into camelCase: assignee_email → assigneeEmail.
+func camel(s string) string {
+	var b strings.Builder
+	up := false
+	for _, r := range s {
+		if r == '_' || r == '-' || r == ' ' {
+			up = true
+			continue
+		}
+		if up && b.Len() > 0 {
+			r = unicode.ToUpper(r)
+		}
+		up = false
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// Translate turns a row change into its event. ok is false for changes
+// that are not client events (control markers).
+func (n Names) Translate(c *rowcast.Change) (*Event, bool) {
+	ev := &Event{ID: c.ID, HasID: !c.ID.IsZero(), Time: c.Time(), Row: c.Row, Old: c.Old}
+	var b []byte
+	switch c.Op {
+	case rowcast.OpInsert, rowcast.OpUpdate:
+		ev.Name = n.Updated
+		if c.Op == rowcast.OpInsert {
+			ev.Name = n.Created
+		}
+		row, _ := c.Row.MarshalJSON()
+		b = make([]byte, 0, len(row)+len(n.Prefix)+48)
+		b = append(b, '{')
+		b = appendJSONString(b, n.Prefix)
+		b = append(b, ':')
+		b = append(b, row...)
+		b = append(b, ',')
+		b = appendTimestamp(b, ev.Time)
+		b = append(b, '}')
+	case rowcast.OpDelete:
+		ev.Name = n.Delete
+		b = append(b, '{')
+		b = appendJSONString(b, n.IDField)
+		b = append(b, ':')
+		b = append(b, keyValue(c.Key)...)
+		b = append(b, ',')
+		b = appendTimestamp(b, ev.Time)
+		b = append(b, '}')
+		if ev.Old == nil {
+			ev.Old = c.Key
+		}
+	case rowcast.OpMessage:
+		ev.Name = c.Event
+		b = c.Payload
+		if len(b) == 0 {
+			b = []byte("null")
+		}
+	default:
+		return nil, false
+	}
+	ev.Data = b
+	return ev, true
+}
+
+// keyValue is the key's single value, or an object for composite keys.
+func keyValue(key rowcast.Row) []byte {
+	if len(key) == 1 {
+		return key[0].Value
+	}
+	b, _ := key.MarshalJSON()
+	return b
+}
+
+// ResyncEvent tells clients to refetch their data.
+func ResyncEvent(reason string, t time.Time) *Event {
+	b := []byte(`{"reason":`)
+	b = appendJSONString(b, reason)
+	b = append(b, ',')
+	b = appendTimestamp(b, t)
+	b = append(b, '}')
+	return &Event{Name: "resync", Data: b, Time: t}
+}
+
+// appendJSONString appends s as a JSON string literal.
+func appendJSONString(b []byte, s string) []byte {
+	q, _ := json.Marshal(s)
+	return append(b, q...)
+}

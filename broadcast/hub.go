@@ -1,0 +1,276 @@
+package broadcast
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"rowcast"
+)
+
+// HubConfig configures a Hub.
+type HubConfig struct {
+	Names        Names
+	StatsColumns []string
+	// StatsInterval is the least time between stats:updated events.
+	StatsInterval time.Duration
+	// Counts loads row counts under a snapshot (at start, after resyncs).
+	Counts rowcast.CountsLoader
+	// WindowSize and WindowAge bound the replay window.
+	WindowSize int
+	WindowAge  time.Duration
+	// QueueSize bounds each client's send queue.
+	QueueSize int
+	Observer  Observer
+	Logger    *slog.Logger
+}
+
+// ErrShuttingDown is returned by Subscribe once the hub is shut down.
+var ErrShuttingDown = errors.New("server is shutting down")
+
+// Hub receives changes from capture (it is a rowcast.Sink and a
+// rowcast.Retainer), turns them into events, keeps the replay window and the
+// stats, and fans events out to sessions without ever waiting for one.
+type Hub struct {
+	cfg    HubConfig
+	log    *slog.Logger
+	obs    Observer
+	reload chan struct{}
+
+	mu       sync.Mutex
+	sessions map[*Session]struct{}
+	win      *window
+	stats    *statsState
+	lastID   rowcast.EventID
+	closed   bool
+}
+
+// NewHub makes a hub; call Run to maintain stats and expire the window.
+func NewHub(cfg HubConfig) *Hub {
+	if cfg.StatsInterval <= 0 {
+		cfg.StatsInterval = 250 * time.Millisecond
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = 1024
+	}
+	return &Hub{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		obs:      cfg.Observer,
+		reload:   make(chan struct{}, 1),
+		sessions: map[*Session]struct{}{},
+		win:      newWindow(cfg.WindowSize, cfg.WindowAge),
+		stats:    newStatsState(cfg.StatsColumns),
+	}
+}
+
+// Names returns the hub's event names.
+func (h *Hub) Names() Names { return h.cfg.Names }
+
+// Apply implements rowcast.Sink. When it returns, every event of the
+// changes is in the replay window and queued for the connected clients.
+func (h *Hub) Apply(ctx context.Context, changes []rowcast.Change) error {
+	now := time.Now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i := range changes {
+		c := &changes[i]
+		if c.Op == rowcast.OpStart {
+			h.win.start(c.ID)
+			continue
+		}
+		if !c.ID.IsZero() && !h.lastID.IsZero() && c.ID.SameEpoch(h.lastID) && !h.lastID.Less(c.ID) {
+			continue // sent again after a reconnect; already handled
+		}
+		if !c.ID.IsZero() {
+			h.lastID = c.ID
+		}
+		switch c.Op {
+		case rowcast.OpResync, rowcast.OpTruncate:
+			h.log.Warn("resync: clients must refetch", "reason", c.Reason)
+			h.win.reset()
+			h.stats.invalidate()
+			h.fanout(ResyncEvent(c.Reason, now))
+			h.wakeStats()
+			continue
+		}
+		ev, ok := h.cfg.Names.Translate(c)
+		if !ok {
+			continue
+		}
+		h.obs.ChangeApplied(c.Table, string(c.Op))
+		h.stats.apply(c)
+		if h.stats.needLoad {
+			h.wakeStats()
+		}
+		if ev.HasID {
+			h.win.add(ev, now)
+		}
+		h.fanout(ev)
+	}
+	h.obs.WindowSize(h.win.len())
+	return nil
+}
+
+func (h *Hub) wakeStats() {
+	select {
+	case h.reload <- struct{}{}:
+	default:
+	}
+}
+
+// Oldest implements rowcast.Retainer.
+func (h *Hub) Oldest() (rowcast.EventID, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.win.oldest()
+}
+
+// fanout offers ev to every session; a session whose queue is full is
+// closed as a slow consumer. Called with h.mu held.
+func (h *Hub) fanout(ev *Event) {
+	var ws, other int
+	for s := range h.sessions {
+		if !s.offer(ev) {
+			h.dropSlow(s)
+			continue
+		}
+		if s.Transport == "ws" {
+			ws++
+		} else {
+			other++
+			h.obs.EventQueued(ev.Name, s.Transport, 1)
+		}
+	}
+	if ws > 0 {
+		h.obs.EventQueued(ev.Name, "ws", ws)
+	}
+}
+
+func (h *Hub) dropSlow(s *Session) {
+	delete(h.sessions, s)
+	s.drop(CloseSlowConsumer, "slow consumer")
+	h.obs.SlowConsumer(s.Transport)
+	h.log.Warn("disconnecting slow consumer", "conn", s.ID, "transport", s.Transport, "queue", cap(s.queue))
+}
+
+// Subscribe adds a session. With resume set, the subscription replays the
+// events after it, or carries a resync when the window cannot.
+func (h *Hub) Subscribe(s *Session, resume *rowcast.EventID) (Subscription, error) {
+	now := time.Now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return Subscription{}, ErrShuttingDown
+	}
+	var sub Subscription
+	if resume != nil {
+		evs, ok := h.win.after(*resume)
+		if ok {
+			sub.Replay, sub.Cursor, sub.HasCursor = evs, *resume, true
+			h.obs.Resume("replayed")
+		} else {
+			sub.Resync = ResyncEvent("lastEventId is older than the replay window; refetch your data", now)
+			h.obs.Resume("resync")
+		}
+	}
+	if h.stats.loaded {
+		sub.Stats = h.stats.event(now)
+	}
+	h.sessions[s] = struct{}{}
+	return sub, nil
+}
+
+// Unsubscribe removes a session.
+func (h *Hub) Unsubscribe(s *Session) {
+	h.mu.Lock()
+	delete(h.sessions, s)
+	h.mu.Unlock()
+}
+
+// Clients counts connected sessions.
+func (h *Hub) Clients() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.sessions)
+}
+
+// Cursor is the ID of the last event handled (for a snapshot's lastEventId)
+// and the current stats payload, if loaded.
+func (h *Hub) Cursor() (id string, stats []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.lastID.IsZero() && h.win.baseSet {
+		id = h.lastID.String()
+	} else if h.win.baseSet {
+		id = h.win.base.String()
+	}
+	if h.stats.loaded {
+		stats = h.stats.payload()
+	}
+	return id, stats
+}
+
+// Shutdown closes every session with 1001 and refuses new ones.
+func (h *Hub) Shutdown() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for s := range h.sessions {
+		s.Close(CloseGoingAway, "server shutting down")
+		delete(h.sessions, s)
+	}
+}
+
+// Run loads and maintains stats, sends stats:updated at most once per
+// StatsInterval, and expires the replay window, until ctx ends.
+func (h *Hub) Run(ctx context.Context) error {
+	tick := time.NewTicker(h.cfg.StatsInterval)
+	defer tick.Stop()
+	retry := time.Time{}
+	for {
+		h.mu.Lock()
+		need := h.stats.needLoad && !h.stats.loading && time.Now().After(retry)
+		var gen uint64
+		if need {
+			gen = h.stats.beginLoad()
+		}
+		h.mu.Unlock()
+		if need && h.cfg.Counts != nil {
+			counts, snap, err := h.cfg.Counts(ctx)
+			if err != nil && ctx.Err() == nil {
+				h.log.Error("counting rows for stats failed; retrying", "err", err)
+				retry = time.Now().Add(2 * time.Second)
+			}
+			h.mu.Lock()
+			h.stats.finishLoad(gen, counts, snap, err)
+			h.mu.Unlock()
+			if err == nil {
+				h.obs.StatsRecomputed()
+			}
+		}
+		h.mu.Lock()
+		now := time.Now()
+		h.win.expire(now)
+		h.obs.WindowSize(h.win.len())
+		if h.stats.loaded && h.stats.dirty {
+			h.stats.dirty = false
+			h.fanout(h.stats.event(now))
+		}
+		h.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		case <-h.reload:
+		}
+	}
+}

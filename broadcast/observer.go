@@ -1,0 +1,35 @@
+package broadcast
+
+import "time"
+
+// Observer is told what the hub and transports do; package metrics turns it
+// into Prometheus series. Label values must stay bounded: transports,
+// event names, reasons, outcomes; never a user or a connection.
+type Observer interface {
+	ClientConnected(transport string)
+	ClientDisconnected(transport string)
+	ConnectionRefused(transport, reason string)
+	// EventQueued counts n clients receiving an event.
+	EventQueued(event, transport string, n int)
+	SlowConsumer(transport string)
+	// Delivered is called when an event was written to a client, with the
+	// time since its commit (or capture when the commit time is unknown).
+	Delivered(transport string, sinceCommit time.Duration)
+	ChangeApplied(table, op string)
+	StatsRecomputed()
+	Resume(outcome string)
+	WindowSize(n int)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) ClientConnected(string)           {}
+func (nopObserver) ClientDisconnected(string)        {}
+func (nopObserver) ConnectionRefused(string, string) {}
+func (nopObserver) EventQueued(string, string, int)  {}
+func (nopObserver) SlowConsumer(string)              {}
+func (nopObserver) Delivered(string, time.Duration)  {}
+func (nopObserver) ChangeApplied(string, string)     {}
+func (nopObserver) StatsRecomputed()                 {}
+func (nopObserver) Resume(string)                    {}
+func (nopObserver) WindowSize(int)                   {}

@@ -1,0 +1,9 @@
+package broadcast
+
+import "sync"
+
+// syncPool adapts sync.Pool to websocket.BufferPool.
+type syncPool struct{ p sync.Pool }
+
+func (s *syncPool) Get() any  { return s.p.Get() }
+func (s *syncPool) Put(v any) { s.p.Put(v) }

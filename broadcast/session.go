@@ -1,0 +1,178 @@
+package broadcast
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"sync"
+	"time"
+
+	"rowcast"
+)
+
+// Close codes sent to clients.
+const (
+	CloseGoingAway    = 1001 // server shutting down
+	ClosePolicy       = 1008 // client broke the protocol
+	CloseSlowConsumer = 4008 // send queue overflowed
+)
+
+// Session is one connected client. The hub offers it events without ever
+// blocking; the transport's single writer goroutine drains its queue.
+type Session struct {
+	ID        string
+	Transport string
+	User      Identity
+
+	queue     chan *Event
+	done      chan struct{}
+	closeOnce sync.Once
+	mu        sync.Mutex
+	code      int
+	reason    string
+	// abort unblocks the transport's writer when the session is dropped
+	// while a write is stuck on a client that stopped reading.
+	abort func()
+}
+
+// SetAbort sets what Drop calls to unblock a stuck writer. Call it before
+// subscribing.
+func (s *Session) SetAbort(f func()) { s.abort = f }
+
+// drop closes a session that fell behind and unblocks its writer.
+func (s *Session) drop(code int, reason string) {
+	s.Close(code, reason)
+	if s.abort != nil {
+		s.abort()
+	}
+}
+
+// NewSession makes a session with a bounded send queue.
+func NewSession(transport string, user Identity, queueSize int) *Session {
+	if queueSize <= 0 {
+		queueSize = 1024
+	}
+	return &Session{
+		ID:        newID(),
+		Transport: transport,
+		User:      user,
+		queue:     make(chan *Event, queueSize),
+		done:      make(chan struct{}),
+	}
+}
+
+func newID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// offer queues an event; false means the queue is full.
+func (s *Session) offer(ev *Event) bool {
+	select {
+	case s.queue <- ev:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close ends the session with a close code and reason; the first call wins.
+func (s *Session) Close(code int, reason string) {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.code, s.reason = code, reason
+		s.mu.Unlock()
+		close(s.done)
+	})
+}
+
+// Done is closed when the session has been told to end.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// CloseReason is the code and reason given to Close.
+func (s *Session) CloseReason() (int, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.code, s.reason
+}
+
+// Pump is the session's writer loop, shared by every transport: it writes
+// the subscription's resync, replay and stats, then live events, skipping
+// any event at or before the client's cursor, and pings every pingEvery.
+// It returns when ctx ends, the session is closed, or a write fails.
+func (s *Session) Pump(ctx context.Context, sub Subscription, obs Observer, write func(*Event) error, ping func() error, pingEvery time.Duration) error {
+	if obs == nil {
+		obs = nopObserver{}
+	}
+	cursor, hasCursor := sub.Cursor, sub.HasCursor
+	send := func(ev *Event) error {
+		if ev.HasID && hasCursor && ev.ID.SameEpoch(cursor) && !cursor.Less(ev.ID) {
+			return nil // already delivered (replay/live overlap after a restart)
+		}
+		if err := write(ev); err != nil {
+			return err
+		}
+		if ev.HasID {
+			cursor, hasCursor = ev.ID, true
+		}
+		obs.Delivered(s.Transport, time.Since(ev.Time))
+		return nil
+	}
+	if sub.Resync != nil {
+		if err := send(sub.Resync); err != nil {
+			return err
+		}
+	}
+	for _, ev := range sub.Replay {
+		if err := send(ev); err != nil {
+			return err
+		}
+	}
+	if sub.Stats != nil {
+		if err := send(sub.Stats); err != nil {
+			return err
+		}
+	}
+	var tick <-chan time.Time
+	if pingEvery > 0 && ping != nil {
+		t := time.NewTicker(pingEvery)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+			return nil
+		case ev := <-s.queue:
+			select {
+			case <-s.done:
+				return nil // dropped: do not keep writing a backlog
+			default:
+			}
+			if err := send(ev); err != nil {
+				return err
+			}
+		case <-tick:
+			if err := ping(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// Subscription is what a session gets when it joins the hub.
+type Subscription struct {
+	// Resync is set when the client asked to resume from an ID the window
+	// no longer covers.
+	Resync *Event
+	// Replay holds the events after the client's lastEventId.
+	Replay []*Event
+	// Stats is the current stats:updated event, if counts are loaded.
+	Stats *Event
+	// Cursor is the last event the client has; later duplicates are skipped.
+	Cursor    rowcast.EventID
+	HasCursor bool
+}

@@ -1,0 +1,132 @@
+package broadcast
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// wsReadLimit bounds what a client may send: only control frames and small
+// JSON messages are expected.
+const wsReadLimit = 4096
+
+var upgrader = websocket.Upgrader{
+	ReadBufferSize:  1024,
+	WriteBufferSize: 4096,
+	// Origin is checked by admit before the upgrade.
+	CheckOrigin: func(*http.Request) bool { return true },
+	// Buffers are shared between connections while idle, which keeps
+	// memory per idle client small.
+	WriteBufferPool: &writePool,
+}
+
+var writePool = syncPool{}
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	resume, err := parseResume(r.URL.Query().Get("lastEventId"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	user, ok := s.admit(w, r, "ws")
+	if !ok {
+		return
+	}
+	defer s.release()
+	conn, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		s.log.Debug("websocket upgrade failed", "err", err)
+		return
+	}
+	s.wg.Add(1)
+	defer s.wg.Done()
+	sess := NewSession("ws", user, s.cfg.QueueSize)
+	sess.SetAbort(func() {
+		// Deadlines on the net.Conn are safe to set from another goroutine;
+		// a write stuck on a full socket fails within a second.
+		_ = conn.UnderlyingConn().SetWriteDeadline(time.Now().Add(time.Second))
+	})
+	sub, err := s.cfg.Hub.Subscribe(sess, resume)
+	if err != nil {
+		closeWS(conn, CloseGoingAway, err.Error(), s.cfg.WriteTimeout)
+		conn.Close()
+		return
+	}
+	s.obs.ClientConnected("ws")
+	s.log.Info("User connected: "+user.Name()+" ("+sess.ID+")", "transport", "ws", "remote", r.RemoteAddr)
+
+	readerDone := make(chan struct{})
+	go s.readWS(conn, sess, readerDone)
+
+	write := func(ev *Event) error {
+		conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		return conn.WritePreparedMessage(ev.prepared())
+	}
+	ping := func() error {
+		return conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.cfg.WriteTimeout))
+	}
+	err = sess.Pump(context.Background(), sub, s.obs, write, ping, s.cfg.PingInterval)
+	s.cfg.Hub.Unsubscribe(sess)
+	code, reason := sess.CloseReason()
+	var ne net.Error
+	switch {
+	case code == CloseSlowConsumer:
+		// Reset rather than close gracefully: a client that stopped
+		// reading would otherwise keep megabytes of socket buffers alive.
+		if tcp, ok := conn.UnderlyingConn().(*net.TCPConn); ok {
+			_ = tcp.SetLinger(0)
+		}
+		if err == nil {
+			closeWS(conn, code, reason, time.Second)
+		}
+	case errors.As(err, &ne) && ne.Timeout():
+		// The client stopped reading: the same as an overflowing queue.
+		reason = "slow consumer (write timed out)"
+		s.obs.SlowConsumer("ws")
+	case err != nil:
+		reason = "write failed: " + err.Error()
+	case code != 0:
+		closeWS(conn, code, reason, s.cfg.WriteTimeout)
+	}
+	conn.Close()
+	<-readerDone
+	s.obs.ClientDisconnected("ws")
+	s.log.Info("User disconnected: "+user.Name()+" ("+sess.ID+")", "transport", "ws", "reason", reason)
+}
+
+func closeWS(conn *websocket.Conn, code int, reason string, timeout time.Duration) {
+	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(timeout))
+}
+
+// readWS reads until the connection fails. Clients send only pongs for now:
+// any data message ends the session with a policy violation.
+func (s *Server) readWS(conn *websocket.Conn, sess *Session, done chan<- struct{}) {
+	defer close(done)
+	conn.SetReadLimit(wsReadLimit)
+	wait := s.cfg.PingInterval + s.cfg.WriteTimeout
+	conn.SetReadDeadline(time.Now().Add(wait))
+	conn.SetPongHandler(func(string) error {
+		conn.SetReadDeadline(time.Now().Add(wait))
+		return nil
+	})
+	for {
+		_, _, err := conn.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			switch {
+			case errors.As(err, &ce):
+				sess.Close(0, "client closed ("+ce.Text+")")
+			case errors.Is(err, websocket.ErrReadLimit):
+				sess.Close(websocket.CloseMessageTooBig, "message too big")
+			default:
+				sess.Close(0, "connection lost: "+err.Error())
+			}
+			return
+		}
+		sess.Close(ClosePolicy, "clients may not send messages on this endpoint")
+	}
+}

@@ -1,0 +1,133 @@
+package cdc
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+	"text/template"
+
+	"github.com/jackc/pgx/v5"
+
+	rsql "rowcast/sql"
+)
+
+// notifyPayloadLimit is where the trigger switches to key-only payloads.
+// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
+const notifyPayloadLimit = 7900
+
+var notifySetupTmpl = template.Must(template.New("notify").Parse(rsql.NotifySetupTemplate))
+
+var channelRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
+
+// ValidChannel checks a NOTIFY channel name.
+func ValidChannel(ch string) error {
+	if !channelRE.MatchString(ch) {
+		return fmt.Errorf("channel %q: use letters, digits and underscores (at most 63), starting with a letter", ch)
+	}
+	return nil
+}
+
+// triggerFunction names the per-table trigger function.
+func triggerFunction(t Table) string {
+	return pgx.Identifier{"capture_" + t.Schema + "_" + t.Name}.Sanitize()
+}
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+func jsonPairs(rec string, cols []string) string {
+	parts := make([]string, 0, len(cols))
+	for _, c := range cols {
+		parts = append(parts, quoteLiteral(c)+", "+rec+"."+pgx.Identifier{c}.Sanitize())
+	}
+	return strings.Join(parts, ", ")
+}
+
+// NotifySetupSQL renders the SQL that installs the NOTIFY trigger.
+func NotifySetupSQL(t Table, channel string, statsColumns []string) (string, error) {
+	if err := ValidChannel(channel); err != nil {
+		return "", err
+	}
+	for _, c := range statsColumns {
+		if !t.Has(c) {
+			return "", fmt.Errorf("stats column %q is not a column of %s (columns: %s); fix ROWCAST_STATS_COLUMNS", c, t, strings.Join(t.Columns, ", "))
+		}
+	}
+	var b bytes.Buffer
+	err := notifySetupTmpl.Execute(&b, map[string]any{
+		"Table":      t.String(),
+		"TableIdent": t.Ident(),
+		"TableLit":   quoteLiteral(t.String()),
+		"Function":   triggerFunction(t),
+		"Channel":    channel,
+		"ChannelLit": quoteLiteral(channel),
+		"KeyNew":     jsonPairs("NEW", t.Key),
+		"KeyOld":     jsonPairs("OLD", t.Key),
+		"StatsNew":   jsonPairs("NEW", statsColumns),
+		"StatsOld":   jsonPairs("OLD", statsColumns),
+		"Limit":      notifyPayloadLimit,
+	})
+	if err != nil {
+		return "", fmt.Errorf("render notify setup: %w", err)
+	}
+	return b.String(), nil
+}
+
+// SetupNotify installs the trigger in one transaction. Running it again
+// replaces the function and trigger with the current version.
+func SetupNotify(ctx context.Context, conn *pgx.Conn, t Table, channel string, statsColumns []string) error {
+	text, err := NotifySetupSQL(t, channel, statsColumns)
+	if err != nil {
+		return err
+	}
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, text); err != nil {
+			return fmt.Errorf("install NOTIFY trigger on %s: %w", t, err)
+		}
+		return nil
+	})
+}
+
+// TeardownNotify removes the triggers and the rowcast schema.
+func TeardownNotify(ctx context.Context, conn *pgx.Conn, t Table) error {
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, t.Ident()).Scan(&exists); err != nil {
+			return fmt.Errorf("teardown: %w", err)
+		}
+		if exists {
+			for _, trg := range []string{"rowcast_capture", "rowcast_capture_truncate"} {
+				if _, err := tx.Exec(ctx, "DROP TRIGGER IF EXISTS "+trg+" ON "+t.Ident()); err != nil {
+					return fmt.Errorf("teardown: drop trigger %s: %w", trg, err)
+				}
+			}
+		}
+		if _, err := tx.Exec(ctx, "DROP SCHEMA IF EXISTS rowcast CASCADE"); err != nil {
+			return fmt.Errorf("teardown: drop schema rowcast: %w", err)
+		}
+		return nil
+	})
+}
+
+// CheckNotifyInstalled returns an error that says to run "rowcast setup"
+// when the trigger is missing or sends on another channel.
+func CheckNotifyInstalled(ctx context.Context, q Querier, t Table, channel string) error {
+	var comment *string
+	err := q.QueryRow(ctx, `
+		SELECT obj_description(tg.oid, 'pg_trigger')
+		FROM pg_trigger tg
+		WHERE tg.tgrelid = $1::regclass AND tg.tgname = 'rowcast_capture' AND NOT tg.tgisinternal`,
+		t.Ident()).Scan(&comment)
+	if err == pgx.ErrNoRows {
+		return fmt.Errorf("the rowcast trigger is not installed on %s; run \"rowcast setup\" (or apply \"rowcast setup --print\") first", t)
+	}
+	if err != nil {
+		return fmt.Errorf("check rowcast trigger on %s: %w", t, err)
+	}
+	want := "rowcast: sends row changes on channel " + channel
+	if comment == nil || *comment != want {
+		return fmt.Errorf("the rowcast trigger on %s sends on another channel than %q; run \"rowcast setup\" again with this configuration", t, channel)
+	}
+	return nil
+}

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"rowcast"
+	"rowcast/broadcast"
+	"rowcast/broadcast/web"
+	"rowcast/cdc"
+	"rowcast/metrics"
+)
+
+func runServe(ctx context.Context, args []string, stderr io.Writer) error {
+	s, raw := newSettings("serve", stderr)
+	if err := s.fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := raw.validate(true)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, cfg.logger(stderr), serveOptions{})
+}
+
+// serveOptions are what the demo adds to a normal serve.
+type serveOptions struct {
+	demoLogin bool
+	// ready is called with the listen address once serving.
+	ready func(addr string)
+}
+
+func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions) error {
+	pc, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	pc.ConnConfig.RuntimeParams["application_name"] = "rowcast"
+	// Timestamps in snapshots come out in UTC, like the events.
+	pc.ConnConfig.RuntimeParams["timezone"] = "UTC"
+	pc.MaxConns = 4
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	defer pool.Close()
+	if err := pool.Ping(ctx); err != nil {
+		return fmt.Errorf("connect to PostgreSQL: %w (check DATABASE_URL and that the server is up)", err)
+	}
+	table, err := cdc.LookupTable(ctx, pool, cfg.Table)
+	if err != nil {
+		return err
+	}
+	for _, c := range cfg.StatsColumns {
+		if !table.Has(c) {
+			return fmt.Errorf("ROWCAST_STATS_COLUMNS: %q is not a column of %s", c, table)
+		}
+	}
+	if err := cdc.CheckNotifyInstalled(ctx, pool, table, cfg.Channel); err != nil {
+		return err
+	}
+	why := "ROWCAST_CAPTURE=notify"
+
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	counts := cdc.CountsLoader(pool, table, cfg.StatsColumns)
+	prefix := cfg.EventPrefix
+	if prefix == "" {
+		prefix = broadcast.PrefixForTable(table.Name)
+	}
+	hub := broadcast.NewHub(broadcast.HubConfig{
+		Names:         broadcast.NamesFor(prefix),
+		StatsColumns:  cfg.StatsColumns,
+		StatsInterval: cfg.StatsInterval,
+		Counts:        counts,
+		WindowSize:    cfg.WindowSize,
+		WindowAge:     cfg.WindowAge,
+		QueueSize:     cfg.QueueSize,
+		Observer:      m,
+		Logger:        log,
+	})
+	var source rowcast.Source = cdc.NewListener(cdc.ListenerConfig{
+		ConnString: pc.ConnString(),
+		Channel:    cfg.Channel,
+		Table:      table,
+		Logger:     log,
+	})
+	metrics.RegisterCapture(reg, source.Status)
+
+	var auth *broadcast.Auth
+	authMode := "jwt"
+	if cfg.AuthOff {
+		authMode = "off"
+		log.Warn("authentication is off (ROWCAST_AUTH=off): anyone who can reach rowcast receives every event")
+	} else {
+		auth = broadcast.NewAuth(cfg.JWTSecret, cfg.JWTCookie)
+	}
+	srv := broadcast.NewServer(broadcast.ServerConfig{
+		Hub:             hub,
+		Auth:            auth,
+		Origins:         cfg.Origins,
+		CORSCredentials: cfg.CORSCredentials,
+		LiveUpdates:     cfg.LiveUpdates,
+		MaxConnections:  cfg.MaxConnections,
+		PingInterval:    cfg.PingInterval,
+		QueueSize:       cfg.QueueSize,
+		PollInterval:    cfg.PollInterval,
+		Ready:           func() bool { return source.Status().Connected },
+		Recent:          cdc.RecentRows(pool, table, cfg.SnapshotOrder),
+		Counts:          counts,
+		StatsColumns:    cfg.StatsColumns,
+		Metrics:         metrics.Handler(reg),
+		Web:             web.Handler(),
+		DemoLogin:       opts.demoLogin,
+		Observer:        m,
+		Logger:          log,
+	})
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (set ROWCAST_LISTEN to a free address)", cfg.Listen, err)
+	}
+	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	log.Info("rowcast starting", "version", version, "capture", source.Status().Mode, "why", why,
+		"table", table.String(), "listen", ln.Addr().String(), "auth", authMode, "live_updates", cfg.LiveUpdates)
+
+	captureCtx, stopCapture := context.WithCancel(context.Background())
+	defer stopCapture()
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	wg.Add(3)
+	go func() { defer wg.Done(); errc <- hub.Run(captureCtx) }()
+	go func() {
+		defer wg.Done()
+		if err := source.Run(captureCtx, hub); err != nil {
+			errc <- fmt.Errorf("capture: %w", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("http: %w", err)
+		}
+	}()
+	if opts.ready != nil {
+		opts.ready(ln.Addr().String())
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case runErr = <-errc:
+		log.Error("stopping", "err", runErr)
+	}
+	// Clients first (1001), then the HTTP server, then capture.
+	hub.Shutdown()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = httpSrv.Shutdown(sctx)
+	cancel()
+	srv.Wait()
+	stopCapture()
+	wg.Wait()
+	log.Info("stopped")
+	return runErr
+}
