@@ -27,7 +27,11 @@ type Event struct {
 	Time time.Time
 	// Row and Old are the row's new and old values (nil when not a row
 	// event), kept for per-client filters and visibility.
-	Row, Old rowcast.Row
+	Row, Old, Key rowcast.Row
+
+	// left is the delete sent to clients for whom the row left their
+	// visibility; built once, under the hub's mutex.
+	left *Event
 
 	wsOnce sync.Once
 	ws     *websocket.PreparedMessage
@@ -74,24 +78,48 @@ func appendTimestamp(b []byte, t time.Time) []byte {
 	return append(b, '"')
 }
 
+// Event profiles (ROWCAST_EVENTS): how row changes are named on the wire.
+const (
+	// ProfileColon: ticket:created, ticket:updated, ticket:deleted.
+	ProfileColon = "colon"
+	// ProfileUpdate: one event ticket_update with a type field
+	// (new_ticket, updated_ticket, deleted_ticket).
+	ProfileUpdate = "ticket_update"
+)
+
 // Names are the event names for one table.
 type Names struct {
 	// Prefix is the singular entity name: "ticket" for table tickets.
 	Prefix                   string
+	Profile                  string
 	Created, Updated, Delete string
 	// IDField names the key in delete payloads: "ticketId".
 	IDField string
 }
 
-// NamesFor derives event names from a prefix ("ticket").
-func NamesFor(prefix string) Names {
-	return Names{
+// NamesFor derives event names from a prefix ("ticket") and a profile.
+func NamesFor(prefix, profile string) Names {
+	n := Names{
 		Prefix:  prefix,
+		Profile: profile,
 		Created: prefix + ":created",
 		Updated: prefix + ":updated",
 		Delete:  prefix + ":deleted",
 		IDField: camel(prefix) + "Id",
 	}
+	if profile == ProfileUpdate {
+		n.Created, n.Updated, n.Delete = prefix+"_update", prefix+"_update", prefix+"_update"
+	} else {
+		n.Profile = ProfileColon
+	}
+	return n
+}
+
+// Reserved reports whether an application event name would collide with
+// the events rowcast itself sends.
+func (n Names) Reserved(name string) bool {
+	return strings.HasPrefix(name, n.Prefix+":") || name == n.Prefix+"_update" ||
+		name == "stats:updated" || name == "resync"
 }
 
 // PrefixForTable derives the default event prefix: "tickets" → "ticket".
@@ -128,7 +156,15 @@ func camel(s string) string {
 // Translate turns a row change into its event. ok is false for changes
 // that are not client events (control markers).
 func (n Names) Translate(c *rowcast.Change) (*Event, bool) {
-	ev := &Event{ID: c.ID, HasID: !c.ID.IsZero(), Time: c.Time(), Row: c.Row, Old: c.Old}
+	ev := &Event{ID: c.ID, HasID: !c.ID.IsZero(), Time: c.Time(), Row: c.Row, Old: c.Old, Key: c.Key}
+	if c.Op == rowcast.OpDelete && ev.Old == nil {
+		ev.Old = c.Key
+	}
+	if n.Profile == ProfileUpdate && (c.Op == rowcast.OpInsert || c.Op == rowcast.OpUpdate || c.Op == rowcast.OpDelete) {
+		ev.Name = n.Created
+		ev.Data = n.updatePayload(c, ev.Time)
+		return ev, true
+	}
 	var b []byte
 	switch c.Op {
 	case rowcast.OpInsert, rowcast.OpUpdate:
@@ -154,9 +190,6 @@ func (n Names) Translate(c *rowcast.Change) (*Event, bool) {
 		b = append(b, ',')
 		b = appendTimestamp(b, ev.Time)
 		b = append(b, '}')
-		if ev.Old == nil {
-			ev.Old = c.Key
-		}
 	case rowcast.OpMessage:
 		ev.Name = c.Event
 		b = c.Payload
@@ -168,6 +201,45 @@ func (n Names) Translate(c *rowcast.Change) (*Event, bool) {
 	}
 	ev.Data = b
 	return ev, true
+}
+
+// updatePayload is the ticket_update profile's data:
+// {"type": "new_ticket", "ticket": {...}, "timestamp": T}.
+func (n Names) updatePayload(c *rowcast.Change, t time.Time) []byte {
+	typ, row := "updated_"+n.Prefix, c.Row
+	switch c.Op {
+	case rowcast.OpInsert:
+		typ = "new_" + n.Prefix
+	case rowcast.OpDelete:
+		typ = "deleted_" + n.Prefix
+		// The old row (whole in logical mode; key and tracked columns in
+		// notify mode), key first.
+		row = append(rowcast.Row{}, c.Key...)
+		for _, col := range c.Old {
+			if _, isKey := c.Key.Get(col.Name); !isKey {
+				row = append(row, col)
+			}
+		}
+	}
+	rowJSON, _ := row.MarshalJSON()
+	b := []byte(`{"type":`)
+	b = appendJSONString(b, typ)
+	b = append(b, ',')
+	b = appendJSONString(b, n.Prefix)
+	b = append(b, ':')
+	b = append(b, rowJSON...)
+	b = append(b, ',')
+	b = appendTimestamp(b, t)
+	return append(b, '}')
+}
+
+// DeletedEvent is the delete event for a row that left a client's
+// visibility: the client must drop it but may not see its new values.
+func (n Names) DeletedEvent(ev *Event) *Event {
+	c := &rowcast.Change{Op: rowcast.OpDelete, Key: ev.Key, Old: ev.Key, ID: ev.ID, CommitTime: ev.Time}
+	d, _ := n.Translate(c)
+	d.Time, d.HasID = ev.Time, ev.HasID
+	return d
 }
 
 // keyValue is the key's single value, or an object for composite keys.

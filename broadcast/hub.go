@@ -134,11 +134,52 @@ func (h *Hub) Oldest() (rowcast.EventID, bool) {
 	return h.win.oldest()
 }
 
+// forSession returns what a session gets of ev: ev itself, nil, or a
+// delete for a row that left what the user may see. Called with h.mu held.
+//
+//   - rows the user may not see are never sent, old or new;
+//   - a row that leaves the client's filter (old matched, new does not) is
+//     still sent as an update, so the client can remove it;
+//   - a row that leaves the user's visibility is sent as a delete of its key
+//     only: the client must drop it but may not see its new values.
+func (h *Hub) forSession(s *Session, ev *Event) *Event {
+	if ev.Row == nil && ev.Old == nil {
+		if ev.Name == statsEvent && !s.scope.All {
+			return nil // restricted users get no global counts
+		}
+		return ev
+	}
+	oldOK := ev.Old != nil && s.scope.Visible(ev.Old) && s.filter.Matches(ev.Old)
+	if ev.Row == nil {
+		if oldOK {
+			return ev
+		}
+		return nil
+	}
+	if s.scope.Visible(ev.Row) {
+		if oldOK || s.filter.Matches(ev.Row) {
+			return ev
+		}
+		return nil
+	}
+	if oldOK {
+		if ev.left == nil {
+			ev.left = h.cfg.Names.DeletedEvent(ev)
+		}
+		return ev.left
+	}
+	return nil
+}
+
 // fanout offers ev to every session; a session whose queue is full is
 // closed as a slow consumer. Called with h.mu held.
 func (h *Hub) fanout(ev *Event) {
 	var ws, other int
 	for s := range h.sessions {
+		ev := h.forSession(s, ev)
+		if ev == nil {
+			continue
+		}
 		if !s.offer(ev) {
 			h.dropSlow(s)
 			continue
@@ -175,18 +216,31 @@ func (h *Hub) Subscribe(s *Session, resume *rowcast.EventID) (Subscription, erro
 	if resume != nil {
 		evs, ok := h.win.after(*resume)
 		if ok {
-			sub.Replay, sub.Cursor, sub.HasCursor = evs, *resume, true
+			// Replay respects visibility and filters like live events.
+			for _, ev := range evs {
+				if ev := h.forSession(s, ev); ev != nil {
+					sub.Replay = append(sub.Replay, ev)
+				}
+			}
+			sub.Cursor, sub.HasCursor = *resume, true
 			h.obs.Resume("replayed")
 		} else {
 			sub.Resync = ResyncEvent("lastEventId is older than the replay window; refetch your data", now)
 			h.obs.Resume("resync")
 		}
 	}
-	if h.stats.loaded {
+	if h.stats.loaded && s.scope.All {
 		sub.Stats = h.stats.event(now)
 	}
 	h.sessions[s] = struct{}{}
 	return sub, nil
+}
+
+// SetFilter changes a subscribed session's filter (a subscribe message).
+func (h *Hub) SetFilter(s *Session, f Filter) {
+	h.mu.Lock()
+	s.filter = f
+	h.mu.Unlock()
 }
 
 // Unsubscribe removes a session.

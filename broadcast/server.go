@@ -21,6 +21,10 @@ type ServerConfig struct {
 	Hub *Hub
 	// Auth checks tokens; nil means ROWCAST_AUTH=off.
 	Auth *Auth
+	// Visibility maps users to the rows they may see (nil: all).
+	Visibility *Visibility
+	// FilterColumns are the columns clients may filter on.
+	FilterColumns []string
 	// Origins is the allowlist for cross-origin clients ("*" allows any).
 	Origins []string
 	// CORSCredentials lets allowed origins send cookies (CORS_CREDENTIALS).
@@ -36,7 +40,7 @@ type ServerConfig struct {
 	// Ready reports whether capture is connected (for /readyz).
 	Ready func() bool
 	// Recent reads the newest rows for /api/snapshot.
-	Recent func(ctx context.Context, limit int) ([]rowcast.Row, error)
+	Recent func(ctx context.Context, limit int, where []rowcast.Condition) ([]rowcast.Row, error)
 	// Counts loads stats when the hub has none yet.
 	Counts       rowcast.CountsLoader
 	StatsColumns []string
@@ -213,6 +217,21 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, transport string)
 
 func (s *Server) release() { s.conns.Add(-1) }
 
+// newSession makes a session for an admitted user.
+func (s *Server) newSession(transport string, user Identity, filter Filter) *Session {
+	scope := Scope{All: true}
+	if s.cfg.Auth != nil {
+		scope = s.cfg.Visibility.ScopeFor(user)
+	}
+	return NewSession(transport, user, scope, filter, s.cfg.QueueSize)
+}
+
+// ErrorEvent tells a client what it did wrong: {"message": "..."}.
+func ErrorEvent(msg string) *Event {
+	b, _ := json.Marshal(map[string]string{"message": msg})
+	return &Event{Name: "error", Data: b, Time: time.Now()}
+}
+
 // parseResume reads lastEventId; an empty value means a fresh start.
 func parseResume(v string) (*rowcast.EventID, error) {
 	if v == "" {
@@ -226,9 +245,20 @@ func parseResume(v string) (*rowcast.EventID, error) {
 }
 
 func (s *Server) serveSnapshot(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.cfg.Auth.Authenticate(r); err != nil {
+	user, err := s.cfg.Auth.Authenticate(r)
+	if err != nil {
 		writeError(w, http.StatusUnauthorized, err.Error())
 		return
+	}
+	filter, err := ParseFilterQuery(r.URL.Query(), s.cfg.FilterColumns)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	scope := s.newSession("snapshot", user, nil).scope
+	where := filter.Conditions()
+	if !scope.All {
+		where = append(where, rowcast.Condition{Column: scope.Column, Values: []string{scope.Value}})
 	}
 	limit := 50
 	if v := r.URL.Query().Get("limit"); v != "" {
@@ -243,7 +273,9 @@ func (s *Server) serveSnapshot(w http.ResponseWriter, r *http.Request) {
 	// committed before the read, so the rows include it; later events may
 	// be included too, and applying them again is harmless (upsert/delete).
 	cursor, stats := s.cfg.Hub.Cursor()
-	if stats == nil && s.cfg.Counts != nil {
+	if !scope.All {
+		stats = []byte("null") // restricted users get no global counts
+	} else if stats == nil && s.cfg.Counts != nil {
 		counts, _, err := s.cfg.Counts(r.Context())
 		if err != nil {
 			s.log.Error("snapshot: counting rows failed", "err", err)
@@ -255,9 +287,8 @@ func (s *Server) serveSnapshot(w http.ResponseWriter, r *http.Request) {
 		stats = st.payload()
 	}
 	var rows []rowcast.Row
-	if s.cfg.Recent != nil {
-		var err error
-		rows, err = s.cfg.Recent(r.Context(), limit)
+	if s.cfg.Recent != nil && !scope.None {
+		rows, err = s.cfg.Recent(r.Context(), limit, where)
 		if err != nil {
 			if errors.Is(err, context.Canceled) {
 				return

@@ -30,6 +30,10 @@ type Session struct {
 	mu        sync.Mutex
 	code      int
 	reason    string
+	// scope and filter decide which row events the client gets; guarded
+	// by the hub's mutex once subscribed.
+	scope  Scope
+	filter Filter
 	// abort unblocks the transport's writer when the session is dropped
 	// while a write is stuck on a client that stopped reading.
 	abort func()
@@ -47,8 +51,9 @@ func (s *Session) drop(code int, reason string) {
 	}
 }
 
-// NewSession makes a session with a bounded send queue.
-func NewSession(transport string, user Identity, queueSize int) *Session {
+// NewSession makes a session with a bounded send queue. scope is what the
+// user may see (Visibility.ScopeFor), filter what the client asked for.
+func NewSession(transport string, user Identity, scope Scope, filter Filter, queueSize int) *Session {
 	if queueSize <= 0 {
 		queueSize = 1024
 	}
@@ -56,10 +61,15 @@ func NewSession(transport string, user Identity, queueSize int) *Session {
 		ID:        newID(),
 		Transport: transport,
 		User:      user,
+		scope:     scope,
+		filter:    filter,
 		queue:     make(chan *Event, queueSize),
 		done:      make(chan struct{}),
 	}
 }
+
+// Scope is what the session's user may see.
+func (s *Session) Scope() Scope { return s.scope }
 
 func newID() string {
 	var b [8]byte

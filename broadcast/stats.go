@@ -8,6 +8,8 @@ import (
 	"rowcast"
 )
 
+const statsEvent = "stats:updated"
+
 // statsState maintains row counts by the stats columns from the changes'
 // old and new values, starting from counts taken under a snapshot. It is
 // guarded by the Hub's mutex.
@@ -211,5 +213,5 @@ func (s *statsState) event(now time.Time) *Event {
 	b = append(b, ',')
 	b = appendTimestamp(b, now)
 	b = append(b, '}')
-	return &Event{Name: "stats:updated", Data: b, Time: now}
+	return &Event{Name: statsEvent, Data: b, Time: now}
 }

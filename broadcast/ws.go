@@ -2,7 +2,9 @@ package broadcast
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"time"
@@ -37,6 +39,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.release()
+	filter, filterErr := ParseFilterQuery(r.URL.Query(), s.cfg.FilterColumns)
 	conn, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		s.log.Debug("websocket upgrade failed", "err", err)
@@ -44,7 +47,15 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	s.wg.Add(1)
 	defer s.wg.Done()
-	sess := NewSession("ws", user, s.cfg.QueueSize)
+	if filterErr != nil {
+		// Said on the socket: a browser cannot read an HTTP error body.
+		conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		conn.WriteMessage(websocket.TextMessage, ErrorEvent(filterErr.Error()).Frame())
+		closeWS(conn, ClosePolicy, "bad filter", s.cfg.WriteTimeout)
+		conn.Close()
+		return
+	}
+	sess := s.newSession("ws", user, filter)
 	sess.SetAbort(func() {
 		// Deadlines on the net.Conn are safe to set from another goroutine;
 		// a write stuck on a full socket fails within a second.
@@ -102,8 +113,8 @@ func closeWS(conn *websocket.Conn, code int, reason string, timeout time.Duratio
 	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(timeout))
 }
 
-// readWS reads until the connection fails. Clients send only pongs for now:
-// any data message ends the session with a policy violation.
+// readWS reads until the connection fails. Clients may send one kind of
+// message: {"type": "subscribe", "filter": {...}} to change their filter.
 func (s *Server) readWS(conn *websocket.Conn, sess *Session, done chan<- struct{}) {
 	defer close(done)
 	conn.SetReadLimit(wsReadLimit)
@@ -114,7 +125,7 @@ func (s *Server) readWS(conn *websocket.Conn, sess *Session, done chan<- struct{
 		return nil
 	})
 	for {
-		_, _, err := conn.ReadMessage()
+		typ, data, err := conn.ReadMessage()
 		if err != nil {
 			var ce *websocket.CloseError
 			switch {
@@ -127,6 +138,34 @@ func (s *Server) readWS(conn *websocket.Conn, sess *Session, done chan<- struct{
 			}
 			return
 		}
-		sess.Close(ClosePolicy, "clients may not send messages on this endpoint")
+		if typ != websocket.TextMessage {
+			sess.Close(websocket.CloseUnsupportedData, "only JSON text messages are accepted")
+			return
+		}
+		if reply := s.clientMessage(sess, data); !sess.offer(reply) {
+			sess.Close(CloseSlowConsumer, "slow consumer")
+			return
+		}
 	}
+}
+
+// clientMessage handles a message from a client and returns the reply.
+func (s *Server) clientMessage(sess *Session, data []byte) *Event {
+	var msg struct {
+		Type   string          `json:"type"`
+		Filter json.RawMessage `json:"filter"`
+	}
+	if err := json.Unmarshal(data, &msg); err != nil {
+		return ErrorEvent("malformed message: want JSON like {\"type\":\"subscribe\",\"filter\":{\"status\":[\"open\"]}}")
+	}
+	if msg.Type != "subscribe" {
+		return ErrorEvent(fmt.Sprintf("unknown message type %q: the only client message is subscribe", msg.Type))
+	}
+	f, err := ParseFilterJSON(msg.Filter, s.cfg.FilterColumns)
+	if err != nil {
+		return ErrorEvent(err.Error())
+	}
+	s.cfg.Hub.SetFilter(sess, f)
+	b, _ := json.Marshal(map[string]any{"filter": f})
+	return &Event{Name: "subscribed", Data: b, Time: time.Now()}
 }

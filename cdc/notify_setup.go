@@ -17,7 +17,31 @@ import (
 // PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 const notifyPayloadLimit = 7900
 
-var notifySetupTmpl = template.Must(template.New("notify").Parse(rsql.NotifySetupTemplate))
+var (
+	notifySetupTmpl = template.Must(template.New("notify").Parse(rsql.NotifySetupTemplate))
+	broadcastTmpl   = template.Must(template.New("broadcast").Parse(rsql.BroadcastTemplate))
+)
+
+// BroadcastFunctionSQL renders rowcast.broadcast(event, payload) for a
+// capture mode: pg_notify on channel, or a transactional logical decoding
+// message. Names colliding with prefix's events are refused.
+func BroadcastFunctionSQL(logical bool, channel, prefix string) (string, error) {
+	if err := ValidChannel(channel); err != nil {
+		return "", err
+	}
+	var b bytes.Buffer
+	err := broadcastTmpl.Execute(&b, map[string]any{
+		"Logical":    logical,
+		"ChannelLit": quoteLiteral(channel),
+		"PrefixLit":  quoteLiteral(prefix),
+		"PrefixLen":  len([]rune(prefix)),
+		"Limit":      notifyPayloadLimit,
+	})
+	if err != nil {
+		return "", fmt.Errorf("render rowcast.broadcast: %w", err)
+	}
+	return b.String(), nil
+}
 
 var channelRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
 
@@ -44,16 +68,25 @@ func jsonPairs(rec string, cols []string) string {
 	return strings.Join(parts, ", ")
 }
 
-// NotifySetupSQL renders the SQL that installs the NOTIFY trigger.
-func NotifySetupSQL(t Table, channel string, statsColumns []string) (string, error) {
+// triggerComment records what the trigger was installed with, so that
+// serve can tell when setup must run again.
+func triggerComment(channel string, tracked []string) string {
+	return "rowcast: sends row changes on channel " + channel + "; old values of " + strings.Join(tracked, ",")
+}
+
+// NotifySetupSQL renders the SQL that installs the NOTIFY trigger. tracked
+// lists the columns whose old values updates and deletes carry (the stats,
+// filter and visibility columns), sorted.
+func NotifySetupSQL(t Table, channel string, tracked []string) (string, error) {
 	if err := ValidChannel(channel); err != nil {
 		return "", err
 	}
-	for _, c := range statsColumns {
+	for _, c := range tracked {
 		if !t.Has(c) {
-			return "", fmt.Errorf("stats column %q is not a column of %s (columns: %s); fix ROWCAST_STATS_COLUMNS", c, t, strings.Join(t.Columns, ", "))
+			return "", fmt.Errorf("column %q is not a column of %s (columns: %s); fix ROWCAST_STATS_COLUMNS, ROWCAST_FILTER_COLUMNS or ROWCAST_VISIBILITY", c, t, strings.Join(t.Columns, ", "))
 		}
 	}
+	statsColumns := tracked
 	var b bytes.Buffer
 	err := notifySetupTmpl.Execute(&b, map[string]any{
 		"Table":      t.String(),
@@ -67,6 +100,7 @@ func NotifySetupSQL(t Table, channel string, statsColumns []string) (string, err
 		"StatsNew":   jsonPairs("NEW", statsColumns),
 		"StatsOld":   jsonPairs("OLD", statsColumns),
 		"Limit":      notifyPayloadLimit,
+		"CommentLit": quoteLiteral(triggerComment(channel, tracked)),
 	})
 	if err != nil {
 		return "", fmt.Errorf("render notify setup: %w", err)
@@ -76,11 +110,16 @@ func NotifySetupSQL(t Table, channel string, statsColumns []string) (string, err
 
 // SetupNotify installs the trigger in one transaction. Running it again
 // replaces the function and trigger with the current version.
-func SetupNotify(ctx context.Context, conn *pgx.Conn, t Table, channel string, statsColumns []string) error {
-	text, err := NotifySetupSQL(t, channel, statsColumns)
+func SetupNotify(ctx context.Context, conn *pgx.Conn, t Table, channel string, tracked []string, eventPrefix string) error {
+	text, err := NotifySetupSQL(t, channel, tracked)
 	if err != nil {
 		return err
 	}
+	fn, err := BroadcastFunctionSQL(false, channel, eventPrefix)
+	if err != nil {
+		return err
+	}
+	text += fn
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, text); err != nil {
 			return fmt.Errorf("install NOTIFY trigger on %s: %w", t, err)
@@ -112,7 +151,7 @@ func TeardownNotify(ctx context.Context, conn *pgx.Conn, t Table) error {
 
 // CheckNotifyInstalled returns an error that says to run "rowcast setup"
 // when the trigger is missing or sends on another channel.
-func CheckNotifyInstalled(ctx context.Context, q Querier, t Table, channel string) error {
+func CheckNotifyInstalled(ctx context.Context, q Querier, t Table, channel string, tracked []string) error {
 	var comment *string
 	err := q.QueryRow(ctx, `
 		SELECT obj_description(tg.oid, 'pg_trigger')
@@ -125,9 +164,8 @@ func CheckNotifyInstalled(ctx context.Context, q Querier, t Table, channel strin
 	if err != nil {
 		return fmt.Errorf("check rowcast trigger on %s: %w", t, err)
 	}
-	want := "rowcast: sends row changes on channel " + channel
-	if comment == nil || *comment != want {
-		return fmt.Errorf("the rowcast trigger on %s sends on another channel than %q; run \"rowcast setup\" again with this configuration", t, channel)
+	if comment == nil || *comment != triggerComment(channel, tracked) {
+		return fmt.Errorf("the rowcast trigger on %s was installed with other settings (channel, stats, filter or visibility columns); run \"rowcast setup\" again with this configuration", t)
 	}
 	return nil
 }

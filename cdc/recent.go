@@ -11,9 +11,10 @@ import (
 	"rowcast"
 )
 
-// RecentRows returns a reader of the newest rows, ordered by orderColumn
-// (newest first) when the table has it, else by primary key descending.
-func RecentRows(q Querier, t Table, orderColumn string) func(ctx context.Context, limit int) ([]rowcast.Row, error) {
+// RecentRows returns a reader of the newest rows matching the conditions,
+// ordered by orderColumn (newest first) when the table has it, else by
+// primary key descending.
+func RecentRows(q Querier, t Table, orderColumn string) func(ctx context.Context, limit int, where []rowcast.Condition) ([]rowcast.Row, error) {
 	var order []string
 	if orderColumn != "" && t.Has(orderColumn) {
 		order = append(order, pgx.Identifier{orderColumn}.Sanitize()+" DESC")
@@ -21,9 +22,23 @@ func RecentRows(q Querier, t Table, orderColumn string) func(ctx context.Context
 	for _, k := range t.Key {
 		order = append(order, pgx.Identifier{k}.Sanitize()+" DESC")
 	}
-	query := fmt.Sprintf("SELECT row_to_json(t)::text FROM %s t ORDER BY %s LIMIT $1", t.Ident(), strings.Join(order, ", "))
-	return func(ctx context.Context, limit int) ([]rowcast.Row, error) {
-		rows, err := q.Query(ctx, query, limit)
+	orderBy := strings.Join(order, ", ")
+	return func(ctx context.Context, limit int, where []rowcast.Condition) ([]rowcast.Row, error) {
+		args := []any{limit}
+		var conds []string
+		for _, c := range where {
+			if !t.Has(c.Column) {
+				return nil, fmt.Errorf("read recent rows of %s: no column %q", t, c.Column)
+			}
+			args = append(args, c.Values)
+			conds = append(conds, fmt.Sprintf("t.%s::text = ANY($%d)", pgx.Identifier{c.Column}.Sanitize(), len(args)))
+		}
+		query := "SELECT row_to_json(t)::text FROM " + t.Ident() + " t"
+		if len(conds) > 0 {
+			query += " WHERE " + strings.Join(conds, " AND ")
+		}
+		query += " ORDER BY " + orderBy + " LIMIT $1"
+		rows, err := q.Query(ctx, query, args...)
 		if err != nil {
 			return nil, fmt.Errorf("read recent rows of %s: %w", t, err)
 		}

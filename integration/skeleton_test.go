@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"reflect"
 	"regexp"
 	"strings"
@@ -20,7 +21,7 @@ import (
 )
 
 // captureModes lists the capture modes every end-to-end test runs in.
-var captureModes = []string{"notify"}
+var captureModes = []string{"notify", "logical"}
 
 func forModes(t *testing.T, f func(t *testing.T, mode string)) {
 	for _, mode := range captureModes {
@@ -32,9 +33,18 @@ func forModes(t *testing.T, f func(t *testing.T, mode string)) {
 func startMode(t *testing.T, mode string, env ...string) (string, *server) {
 	t.Helper()
 	db := newDatabase(t)
-	env = append(env, "ROWCAST_CAPTURE="+mode)
+	// Slots are per cluster; tests share one, so each database gets its own.
+	env = append(env, "ROWCAST_CAPTURE="+mode, "ROWCAST_SLOT="+slotName(db))
 	setup(t, db, env...)
 	return db, startServer(t, db, env...)
+}
+
+func slotName(dbURL string) string {
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		return "rowcast"
+	}
+	return "rc_" + strings.Trim(strings.ToLower(u.Path), "/")
 }
 
 var timestampRE = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`)

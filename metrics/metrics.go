@@ -1,5 +1,11 @@
 // Package metrics exposes rowcast's Prometheus series. Everything is
 // registered on a registry passed in by the caller; nothing is global.
+//
+// Naming follows the Prometheus conventions: every series starts with
+// rowcast_, uses base units (_seconds, _bytes, _ratio), counters end in
+// _total, and label values come from small fixed sets (transports, event
+// names, operations, reasons, outcomes, capture modes, slot states): never
+// a user, a token, a row key or a connection.
 package metrics
 
 import (
@@ -13,7 +19,9 @@ import (
 	"rowcast"
 )
 
-// Metrics implements broadcast.Observer.
+// Metrics turns what the hub and the transports report into series. It
+// implements broadcast.Observer (by its method set; this package does not
+// import broadcast).
 type Metrics struct {
 	changes        *prometheus.CounterVec
 	eventsSent     *prometheus.CounterVec
@@ -30,7 +38,8 @@ type Metrics struct {
 var LatencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
 // New registers the collectors on reg, including the Go and process ones.
-func New(reg *prometheus.Registry) *Metrics {
+// It panics if one of them is already registered.
+func New(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rowcast_changes_captured_total",
@@ -98,20 +107,72 @@ func (m *Metrics) StatsRecomputed()               { m.statsRecompute.Inc() }
 func (m *Metrics) Resume(outcome string)          { m.resumes.WithLabelValues(outcome).Inc() }
 func (m *Metrics) WindowSize(n int)               { m.windowSize.Set(float64(n)) }
 
-// RegisterCapture exposes the capture source's status.
-func RegisterCapture(reg *prometheus.Registry, status func() rowcast.CaptureStatus) {
-	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "rowcast_capture_connected",
-		Help: "1 while capture is connected and listening or streaming, else 0.",
-	}, func() float64 {
-		if status().Connected {
-			return 1
-		}
-		return 0
-	})
-	reconnects := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "rowcast_capture_reconnects_total",
-		Help: "Capture connection losses followed by a reconnect attempt.",
-	}, func() float64 { return float64(status().Reconnects) })
-	reg.MustRegister(up, reconnects)
+// RegisterCapture exposes the capture source's status. status is called
+// once per scrape, so all capture series of a scrape come from the same
+// snapshot. It panics if the series are already registered.
+func RegisterCapture(reg prometheus.Registerer, status func() rowcast.CaptureStatus) {
+	reg.MustRegister(newCaptureCollector(status))
 }
+
+// captureCollector reads a rowcast.CaptureStatus at scrape time.
+type captureCollector struct {
+	status func() rowcast.CaptureStatus
+
+	connected, reconnects, info        *prometheus.Desc
+	receivedLSN, flushedLSN, recreated *prometheus.Desc
+}
+
+func newCaptureCollector(status func() rowcast.CaptureStatus) *captureCollector {
+	return &captureCollector{
+		status: status,
+		connected: prometheus.NewDesc("rowcast_capture_connected",
+			"1 while capture is connected and listening or streaming, else 0.", nil, nil),
+		reconnects: prometheus.NewDesc("rowcast_capture_reconnects_total",
+			"Capture connection losses followed by a reconnect attempt.", nil, nil),
+		info: prometheus.NewDesc("rowcast_capture_info",
+			"Capture mode of this process (notify or logical); the value is always 1.", []string{"mode"}, nil),
+		receivedLSN: prometheus.NewDesc("rowcast_replication_received_lsn_bytes",
+			"WAL position (LSN as a byte offset) of the last data received from the replication slot. Logical mode only.", nil, nil),
+		flushedLSN: prometheus.NewDesc("rowcast_replication_flushed_lsn_bytes",
+			"WAL position (LSN as a byte offset) rowcast last reported to PostgreSQL as flushed, i.e. handed on to clients. Logical mode only.", nil, nil),
+		recreated: prometheus.NewDesc("rowcast_replication_slot_recreations_total",
+			"Replication slots recreated after being lost or invalidated; every recreation means changes were missed and clients were told to resync.", nil, nil),
+	}
+}
+
+func (c *captureCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.connected, c.reconnects, c.info, c.receivedLSN, c.flushedLSN, c.recreated} {
+		ch <- d
+	}
+}
+
+func (c *captureCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.status()
+	connected := 0.0
+	if st.Connected {
+		connected = 1
+	}
+	mode := st.Mode
+	if mode == "" {
+		mode = "unknown"
+	}
+	ch <- prometheus.MustNewConstMetric(c.connected, prometheus.GaugeValue, connected)
+	ch <- prometheus.MustNewConstMetric(c.reconnects, prometheus.CounterValue, float64(st.Reconnects))
+	ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1, mode)
+	ch <- prometheus.MustNewConstMetric(c.recreated, prometheus.CounterValue, float64(st.SlotRecreations))
+	if st.Mode == ModeLogical {
+		// Before the first message the positions are 0: not worth a point.
+		if st.ReceivedLSN > 0 {
+			ch <- prometheus.MustNewConstMetric(c.receivedLSN, prometheus.GaugeValue, float64(st.ReceivedLSN))
+		}
+		if st.FlushedLSN > 0 {
+			ch <- prometheus.MustNewConstMetric(c.flushedLSN, prometheus.GaugeValue, float64(st.FlushedLSN))
+		}
+	}
+}
+
+// Capture modes as reported in rowcast.CaptureStatus.Mode.
+const (
+	ModeNotify  = "notify"
+	ModeLogical = "logical"
+)

@@ -17,3 +17,9 @@ var Tickets string
 //
 //go:embed notify_setup.sql.tmpl
 var NotifySetupTemplate string
+
+// BroadcastTemplate is a text/template for rowcast.broadcast() (see
+// cdc.BroadcastFunctionSQL).
+//
+//go:embed broadcast.sql.tmpl
+var BroadcastTemplate string

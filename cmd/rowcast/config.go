@@ -42,6 +42,8 @@ type Config struct {
 	Listen, DatabaseURL, Table, Capture, Channel, Publication, Slot string
 	StatsColumns, FilterColumns                                     []string
 	EventPrefix, SnapshotOrder                                      string
+	Events, Visibility                                              string
+	FilterColumnsSet                                                bool
 	StatsInterval, PingInterval, PollInterval, WindowAge            time.Duration
 	WindowSize, MaxConnections, QueueSize                           int
 	JWTSecret, JWTCookie                                            string
@@ -58,7 +60,7 @@ type rawConfig struct {
 	statsInterval, pingInterval, pollInterval, windowAge           *string
 	windowSize, maxConns, queueSize                                *string
 	jwtSecret, jwtCookie, auth, origins, corsCreds, live, logLevel *string
-	logFormat                                                      *string
+	logFormat, events, visibility, filterColumns                   *string
 }
 
 func newSettings(name string, out io.Writer) (*settings, *rawConfig) {
@@ -68,13 +70,16 @@ func newSettings(name string, out io.Writer) (*settings, *rawConfig) {
 		listen:        s.add("listen", "ROWCAST_LISTEN", ":8080", "HTTP listen address"),
 		dbURL:         s.addSecret("database-url", "DATABASE_URL", "PostgreSQL connection URL (required)"),
 		table:         s.add("table", "ROWCAST_TABLE", "public.tickets", "table to capture (schema.table; it needs a primary key)"),
-		capture:       s.add("capture", "ROWCAST_CAPTURE", "notify", "capture mode: notify (trigger + LISTEN/NOTIFY)"),
+		capture:       s.add("capture", "ROWCAST_CAPTURE", "auto", "capture mode: logical (replication slot), notify (trigger + LISTEN/NOTIFY) or auto (logical when the server and role allow it)"),
 		channel:       s.add("channel", "ROWCAST_CHANNEL", "rowcast", "NOTIFY channel the trigger sends on"),
 		publication:   s.add("publication", "ROWCAST_PUBLICATION", "rowcast", "publication for logical capture"),
 		slot:          s.add("slot", "ROWCAST_SLOT", "rowcast", "replication slot for logical capture"),
 		statsColumns:  s.add("stats-columns", "ROWCAST_STATS_COLUMNS", "status,priority", "columns counted in stats:updated (comma-separated)"),
 		eventPrefix:   s.add("event-prefix", "ROWCAST_EVENT_PREFIX", "", "event name prefix (default: the table name in singular, tickets → ticket)"),
 		snapshotOrder: s.add("snapshot-order", "ROWCAST_SNAPSHOT_ORDER", "updated_at", "column that orders /api/snapshot, newest first (falls back to the primary key)"),
+		events:        s.add("events", "ROWCAST_EVENTS", "colon", "event profile: colon (ticket:created, ...) or ticket_update (one ticket_update event with a type)"),
+		filterColumns: s.add("filter-columns", "ROWCAST_FILTER_COLUMNS", "status,priority,category,assignee_email,requester_email", "columns clients may filter on (those the table lacks are left out)"),
+		visibility:    s.add("visibility", "ROWCAST_VISIBILITY", "", "which rows each user sees, from JWT claims (default for a table with requester_email: \"claim:role in agent,admin => all; requester_email = claim:email\", else all)"),
 		statsInterval: s.add("stats-interval", "ROWCAST_STATS_INTERVAL", "250ms", "least time between stats:updated events"),
 		pingInterval:  s.add("ping-interval", "ROWCAST_PING_INTERVAL", "25s", "WebSocket ping interval"),
 		pollInterval:  s.add("poll-interval", "ROWCAST_POLL_INTERVAL", "30s", "dashboard poll interval when live updates are off"),
@@ -156,6 +161,8 @@ func (r *rawConfig) validate(needServe bool) (Config, error) {
 		StatsColumns: splitList(*r.statsColumns), EventPrefix: *r.eventPrefix, SnapshotOrder: *r.snapshotOrder,
 		JWTSecret: *r.jwtSecret, JWTCookie: *r.jwtCookie, Origins: splitList(*r.origins),
 		LogFormat: strings.ToLower(*r.logFormat),
+		Events:    strings.ToLower(*r.events), Visibility: strings.TrimSpace(*r.visibility),
+		FilterColumns: splitList(*r.filterColumns),
 	}
 	check := func(err error) {
 		if err != nil {
@@ -163,13 +170,17 @@ func (r *rawConfig) validate(needServe bool) (Config, error) {
 		}
 	}
 	var err error
+	_, c.FilterColumnsSet = os.LookupEnv("ROWCAST_FILTER_COLUMNS")
+	if c.Events != "colon" && c.Events != "ticket_update" {
+		check(fmt.Errorf("ROWCAST_EVENTS=%q: want colon or ticket_update", *r.events))
+	}
 	if c.DatabaseURL == "" {
 		check(errors.New("DATABASE_URL is required, e.g. postgres://user:pass@localhost:5432/helpdesk"))
 	}
 	switch c.Capture {
-	case "notify":
+	case "notify", "logical", "auto":
 	default:
-		check(fmt.Errorf("ROWCAST_CAPTURE=%q: want notify", *r.capture))
+		check(fmt.Errorf("ROWCAST_CAPTURE=%q: want logical, notify or auto", *r.capture))
 	}
 	c.StatsInterval, err = parseDuration("ROWCAST_STATS_INTERVAL", *r.statsInterval)
 	check(err)

@@ -61,25 +61,25 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 	if err != nil {
 		return err
 	}
-	for _, c := range cfg.StatsColumns {
-		if !table.Has(c) {
-			return fmt.Errorf("ROWCAST_STATS_COLUMNS: %q is not a column of %s", c, table)
-		}
-	}
-	if err := cdc.CheckNotifyInstalled(ctx, pool, table, cfg.Channel); err != nil {
+	res, err := resolve(cfg, table)
+	if err != nil {
 		return err
 	}
-	why := "ROWCAST_CAPTURE=notify"
+	mode, why, err := pickCapture(ctx, pool, cfg, table)
+	if err != nil {
+		return err
+	}
+	if mode == "notify" {
+		if err := cdc.CheckNotifyInstalled(ctx, pool, table, cfg.Channel, res.tracked); err != nil {
+			return err
+		}
+	}
 
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	counts := cdc.CountsLoader(pool, table, cfg.StatsColumns)
-	prefix := cfg.EventPrefix
-	if prefix == "" {
-		prefix = broadcast.PrefixForTable(table.Name)
-	}
 	hub := broadcast.NewHub(broadcast.HubConfig{
-		Names:         broadcast.NamesFor(prefix),
+		Names:         broadcast.NamesFor(res.prefix, cfg.Events),
 		StatsColumns:  cfg.StatsColumns,
 		StatsInterval: cfg.StatsInterval,
 		Counts:        counts,
@@ -89,12 +89,22 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 		Observer:      m,
 		Logger:        log,
 	})
-	var source rowcast.Source = cdc.NewListener(cdc.ListenerConfig{
-		ConnString: pc.ConnString(),
-		Channel:    cfg.Channel,
-		Table:      table,
-		Logger:     log,
-	})
+	var source rowcast.Source
+	if mode == "logical" {
+		source = cdc.NewSlot(cdc.SlotConfig{
+			ConnString:  pc.ConnString(),
+			Slot:        cfg.Slot,
+			Publication: cfg.Publication,
+			Logger:      log,
+		})
+	} else {
+		source = cdc.NewListener(cdc.ListenerConfig{
+			ConnString: pc.ConnString(),
+			Channel:    cfg.Channel,
+			Table:      table,
+			Logger:     log,
+		})
+	}
 	metrics.RegisterCapture(reg, source.Status)
 
 	var auth *broadcast.Auth
@@ -108,6 +118,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 	srv := broadcast.NewServer(broadcast.ServerConfig{
 		Hub:             hub,
 		Auth:            auth,
+		Visibility:      res.visibility,
+		FilterColumns:   res.filterColumns,
 		Origins:         cfg.Origins,
 		CORSCredentials: cfg.CORSCredentials,
 		LiveUpdates:     cfg.LiveUpdates,
@@ -131,8 +143,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 		return fmt.Errorf("listen on %s: %w (set ROWCAST_LISTEN to a free address)", cfg.Listen, err)
 	}
 	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-	log.Info("rowcast starting", "version", version, "capture", source.Status().Mode, "why", why,
-		"table", table.String(), "listen", ln.Addr().String(), "auth", authMode, "live_updates", cfg.LiveUpdates)
+	log.Info("rowcast starting", "version", version, "capture", mode, "why", why,
+		"table", table.String(), "events", cfg.Events, "visibility", res.visibility.String(), "listen", ln.Addr().String(), "auth", authMode, "live_updates", cfg.LiveUpdates)
 
 	captureCtx, stopCapture := context.WithCancel(context.Background())
 	defer stopCapture()
@@ -173,4 +185,27 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 	wg.Wait()
 	log.Info("stopped")
 	return runErr
+}
+
+// pickCapture chooses the capture mode on a pooled connection.
+func pickCapture(ctx context.Context, pool *pgxpool.Pool, cfg Config, table cdc.Table) (mode, why string, err error) {
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		return "", "", fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	defer c.Release()
+	mode, why, err = chooseCapture(ctx, c.Conn(), cfg, installedCapture(ctx, c.Conn(), cfg, table))
+	if err != nil {
+		return "", "", err
+	}
+	if mode == "logical" {
+		logical, _, err := installedCapture(ctx, c.Conn(), cfg, table)()
+		if err != nil {
+			return "", "", err
+		}
+		if !logical {
+			return "", "", fmt.Errorf("publication %q does not include %s; run \"rowcast setup\" (or apply \"rowcast setup --print\") first", cfg.Publication, table)
+		}
+	}
+	return mode, why, nil
 }

@@ -43,31 +43,73 @@ func runSetup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	res, err := resolve(cfg, table)
+	if err != nil {
+		return err
+	}
+	mode, why, err := chooseCapture(ctx, conn, cfg, nil)
+	if err != nil {
+		return err
+	}
+	if mode == "logical" {
+		return setupLogical(ctx, conn, cfg, table, res, *print, why, stdout)
+	}
 	if *print {
-		text, err := cdc.NotifySetupSQL(table, cfg.Channel, cfg.StatsColumns)
+		text, err := cdc.NotifySetupSQL(table, cfg.Channel, res.tracked)
+		if err != nil {
+			return err
+		}
+		fn, err := cdc.BroadcastFunctionSQL(false, cfg.Channel, res.prefix)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintln(stdout, "BEGIN;")
 		fmt.Fprint(stdout, text)
+		fmt.Fprint(stdout, fn)
 		fmt.Fprintln(stdout, "COMMIT;")
 		return nil
 	}
-	if err := cdc.SetupNotify(ctx, conn, table, cfg.Channel, cfg.StatsColumns); err != nil {
+	if err := cdc.SetupNotify(ctx, conn, table, cfg.Channel, res.tracked, res.prefix); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "rowcast: NOTIFY capture installed on %s (channel %s)\n", table, cfg.Channel)
+	fmt.Fprintf(stdout, "rowcast: NOTIFY capture installed on %s (channel %s; %s)\n", table, cfg.Channel, why)
+	return nil
+}
+
+func setupLogical(ctx context.Context, conn *pgx.Conn, cfg Config, table cdc.Table, res resolved, print bool, why string, stdout io.Writer) error {
+	fn, err := cdc.BroadcastFunctionSQL(true, cfg.Channel, res.prefix)
+	if err != nil {
+		return err
+	}
+	if print {
+		fmt.Fprint(stdout, cdc.LogicalSetupSQL(table.String(), cfg.Publication, cfg.Slot))
+		fmt.Fprintln(stdout, "BEGIN;")
+		fmt.Fprint(stdout, fn)
+		fmt.Fprintln(stdout, "COMMIT;")
+		return nil
+	}
+	if err := cdc.SetupLogical(ctx, conn, table.String(), cfg.Publication, cfg.Slot); err != nil {
+		return err
+	}
+	if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, fn)
+		return err
+	}); err != nil {
+		return fmt.Errorf("install rowcast.broadcast: %w", err)
+	}
+	fmt.Fprintf(stdout, "rowcast: logical capture installed on %s (publication %s, slot %s; %s)\n",
+		table, cfg.Publication, cfg.Slot, why)
 	return nil
 }
 
 func runTeardown(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	s, raw := newSettings("teardown", stderr)
-	yes := s.fs.Bool("yes", false, "confirm: drop the trigger and the rowcast schema")
+	yes := s.fs.Bool("yes", false, "confirm: drop the replication slot, publication, trigger and the rowcast schema")
 	if err := s.fs.Parse(args); err != nil {
 		return err
 	}
 	if !*yes {
-		return errors.New("teardown removes rowcast's trigger and schema; run it again with --yes to confirm")
+		return errors.New("teardown drops rowcast's replication slot, publication, trigger and schema; run it again with --yes to confirm")
 	}
 	cfg, err := raw.validate(false)
 	if err != nil {
@@ -78,8 +120,14 @@ func runTeardown(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer conn.Close(context.Background())
+	if err := cdc.TeardownLogical(ctx, conn, cfg.Publication, cfg.Slot); err != nil {
+		return err
+	}
 	table, err := cdc.LookupTable(ctx, conn, cfg.Table)
-	if err != nil && !errors.Is(err, cdc.ErrNoTable) {
+	if errors.Is(err, cdc.ErrNoTable) {
+		table.Schema, table.Name, err = cdc.SplitTableName(cfg.Table)
+	}
+	if err != nil {
 		return err
 	}
 	if err := cdc.TeardownNotify(ctx, conn, table); err != nil {

@@ -87,6 +87,7 @@
     startAttempt: 0,
     lastUpdated: 0,
     renderQueued: false,
+    backfillTimer: 0,
   };
 
   const rows = new Map(); // String(id) -> <tr>
@@ -120,20 +121,26 @@
     return Number.isFinite(n) ? n : 0;
   }
 
-  // compareIds compares event ids made of dash-separated hex fields, such as
-  // "00000000016B3748-00000003". It returns null when they cannot be compared.
-  function compareIds(a, b) {
-    const re = /^[0-9a-f]+(-[0-9a-f]+)*$/i;
-    if (!re.test(a) || !re.test(b)) return null;
-    const pa = a.split('-');
-    const pb = b.split('-');
-    if (pa.length !== pb.length) return null;
-    for (let i = 0; i < pa.length; i++) {
-      const x = pa[i].replace(/^0+/, '').toLowerCase();
-      const y = pb[i].replace(/^0+/, '').toLowerCase();
-      if (x.length !== y.length) return x.length < y.length ? -1 : 1;
-      if (x !== y) return x < y ? -1 : 1;
-    }
+  // Event ids come in two forms, each sorting as a string within its kind:
+  // "00000000016B3748-00000003" (position-index) and
+  // "e18A2B-0000000000000007" (epoch-position; ids of different epochs are
+  // unrelated). parseId returns {kind, a, b} or null for other forms.
+  function parseId(id) {
+    let m = /^e([0-9a-f]+)-([0-9a-f]{16})$/i.exec(id);
+    if (m) return { kind: `e${m[1].toUpperCase()}`, a: m[2].toUpperCase(), b: '' };
+    m = /^([0-9a-f]{16})-([0-9a-f]{8})$/i.exec(id);
+    if (m) return { kind: 'pos', a: m[1].toUpperCase(), b: m[2].toUpperCase() };
+    return null;
+  }
+
+  // compareIds orders two event ids, or returns null when they cannot be
+  // compared (unknown form, or different epochs).
+  function compareIds(x, y) {
+    const a = parseId(x);
+    const b = parseId(y);
+    if (!a || !b || a.kind !== b.kind) return null;
+    if (a.a !== b.a) return a.a < b.a ? -1 : 1;
+    if (a.b !== b.b) return a.b < b.b ? -1 : 1;
     return 0;
   }
 
@@ -408,10 +415,23 @@
   }
 
   function removeTicket(k) {
-    state.tickets.delete(k);
+    const had = state.tickets.delete(k);
     state.newUntil.delete(k);
     state.flash.delete(k);
     scheduleRender();
+    if (had) scheduleBackfill();
+  }
+
+  // After deletions the list may hold fewer rows than the server has:
+  // fetch the snapshot again, once things have settled.
+  function scheduleBackfill() {
+    clearTimeout(state.backfillTimer);
+    state.backfillTimer = setTimeout(() => {
+      const total = state.stats ? Number(state.stats.total) : NaN;
+      if (!state.polling && state.tickets.size < LIMIT && Number.isFinite(total) && total > state.tickets.size) {
+        refreshSnapshot();
+      }
+    }, 1500);
   }
 
   // ------------------------------------------------------------ websocket
@@ -512,6 +532,13 @@
       // The browser hides why an upgrade failed; ask the endpoint.
       const status = await probeSocket();
       if (state.ws || !liveAllowed()) return;
+      if (status === 400 && state.lastEventId) {
+        // The server no longer understands our position (e.g. it was
+        // reconfigured): start over from a fresh snapshot.
+        state.lastEventId = '';
+        await refreshSnapshot();
+        if (state.ws || !liveAllowed()) return;
+      }
       if (status === 503) {
         startPolling('fallback');
         scheduleReconnect(WS_RETRY_WHILE_POLLING_MS);
@@ -535,7 +562,8 @@
 
   async function probeSocket() {
     try {
-      const res = await request('/ws');
+      const q = state.lastEventId ? `?lastEventId=${encodeURIComponent(state.lastEventId)}` : '';
+      const res = await request(`/ws${q}`);
       return res.status;
     } catch {
       return 0;

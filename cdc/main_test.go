@@ -1,0 +1,9 @@
+package cdc
+
+import (
+	"testing"
+
+	"rowcast/integration/pgcluster"
+)
+
+func TestMain(m *testing.M) { pgcluster.Main(m) }

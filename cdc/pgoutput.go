@@ -1,0 +1,569 @@
+package cdc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"rowcast"
+)
+
+// relation is a cached pgoutput Relation message plus the primary key.
+type relation struct {
+	id     uint32
+	schema string
+	table  string
+	cols   []relColumn
+	// identity holds the replica identity columns (flagged by pgoutput);
+	// under REPLICA IDENTITY FULL that is every column.
+	identity []int
+	// key holds the primary key columns, looked up on first use.
+	key      []int
+	keyKnown bool
+	// warnedToast limits the missing-old-value warning to one per relation.
+	warnedToast bool
+}
+
+type relColumn struct {
+	name string
+	oid  uint32
+}
+
+func newRelation(m *pglogrepl.RelationMessage) *relation {
+	r := &relation{id: m.RelationID, schema: m.Namespace, table: m.RelationName}
+	for i, c := range m.Columns {
+		r.cols = append(r.cols, relColumn{name: c.Name, oid: c.DataType})
+		if c.Flags&1 != 0 {
+			r.identity = append(r.identity, i)
+		}
+	}
+	return r
+}
+
+// stream decodes one START_REPLICATION session. It is used by the Run
+// goroutine only, which owns the replication connection.
+type stream struct {
+	s        *Slot
+	repl     *pgconn.PgConn
+	reg      *pgx.Conn
+	sink     rowcast.Sink
+	retainer rowcast.Retainer
+	dec      *valueDecoder
+
+	relations map[uint32]*relation
+
+	inTx  bool
+	begin pglogrepl.BeginMessage
+	index uint32
+	batch []rowcast.Change
+
+	// serverEnd is the last keepalive's ServerWALEnd: everything before it
+	// has been sent to us.
+	serverEnd  pglogrepl.LSN
+	nextStatus time.Time
+}
+
+func newStream(s *Slot, repl *pgconn.PgConn, reg *pgx.Conn, sink rowcast.Sink) *stream {
+	st := &stream{
+		s:         s,
+		repl:      repl,
+		reg:       reg,
+		sink:      sink,
+		dec:       newValueDecoder(),
+		relations: make(map[uint32]*relation),
+	}
+	st.retainer, _ = sink.(rowcast.Retainer)
+	return st
+}
+
+// run follows the structure of pglogrepl's demo loop: the receive deadline
+// is the next status update, and a keepalive asking for a reply gets one at
+// once.
+func (st *stream) run(ctx context.Context) error {
+	st.nextStatus = time.Now().Add(st.s.cfg.StandbyTimeout)
+	for {
+		if !time.Now().Before(st.nextStatus) {
+			if err := st.sendStatus(st.idle()); err != nil {
+				return err
+			}
+		}
+		rctx, cancel := context.WithDeadline(ctx, st.nextStatus)
+		raw, err := st.repl.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				st.finish()
+				return nil
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("cdc: receiving from the replication connection: %w", err)
+		}
+		switch msg := raw.(type) {
+		case *pgproto3.CopyData:
+			if err := st.copyData(ctx, msg.Data); err != nil {
+				if ctx.Err() != nil {
+					st.finish()
+					return nil
+				}
+				return err
+			}
+		case *pgproto3.ErrorResponse:
+			return classify(fmt.Errorf("cdc: replication stream: %w", pgconn.ErrorResponseToPgError(msg)))
+		case *pgproto3.CopyDone:
+			return errors.New("cdc: PostgreSQL ended the replication stream (server shutting down?)")
+		}
+	}
+}
+
+func (st *stream) copyData(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("cdc: %w", err)
+		}
+		if pkm.ServerWALEnd > st.serverEnd {
+			st.serverEnd = pkm.ServerWALEnd
+		}
+		if pkm.ReplyRequested {
+			return st.sendStatus(false)
+		}
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("cdc: %w", err)
+		}
+		st.s.raiseReceived(xld.WALStart + pglogrepl.LSN(len(xld.WALData)))
+		return st.handle(ctx, xld.WALData)
+	}
+	return nil
+}
+
+// idle reports whether everything received has been handed on, so that
+// the flush position may follow the server's WAL end.
+func (st *stream) idle() bool {
+	return !st.inTx && len(st.batch) == 0
+}
+
+// ackTarget is the flush position PostgreSQL may forget WAL up to.
+func (st *stream) ackTarget() pglogrepl.LSN {
+	target := st.s.handedOn
+	if st.retainer != nil {
+		if oldest, ok := st.retainer.Oldest(); ok && oldest.Epoch == 0 {
+			// Acknowledging exactly the oldest held commit LSN makes
+			// PostgreSQL resend that transaction after a crash, which
+			// rebuilds the sink's replay window.
+			return min(target, pglogrepl.LSN(oldest.Pos))
+		}
+	}
+	if st.idle() && st.serverEnd > target {
+		// Writes to tables outside the publication advance the WAL without
+		// sending us anything; without this the slot would pin that WAL.
+		target = st.serverEnd
+	}
+	return target
+}
+
+func (st *stream) sendStatus(requestReply bool) error {
+	flush := st.s.raiseFlushed(st.ackTarget())
+	write := max(pglogrepl.LSN(st.s.receivedLSN.Load()), flush)
+	if flush == 0 {
+		// pglogrepl would report the write position as flushed.
+		write = 0
+	}
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), st.repl, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: write,
+		WALFlushPosition: flush,
+		WALApplyPosition: flush,
+		ReplyRequested:   requestReply,
+	})
+	st.nextStatus = time.Now().Add(st.s.cfg.StandbyTimeout)
+	if err != nil {
+		return fmt.Errorf("cdc: sending standby status: %w", err)
+	}
+	return nil
+}
+
+// finish reports the final flush position and ends the copy stream
+// cleanly, so that the walsender has processed the position before the
+// connection closes.
+func (st *stream) finish() {
+	if err := st.sendStatus(false); err != nil {
+		return
+	}
+	st.repl.Frontend().Send(&pgproto3.CopyDone{})
+	if err := st.repl.Frontend().Flush(); err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for {
+		msg, err := st.repl.ReceiveMessage(ctx)
+		if err != nil {
+			return
+		}
+		switch msg.(type) {
+		case *pgproto3.ReadyForQuery, *pgproto3.ErrorResponse:
+			return
+		}
+	}
+}
+
+func (st *stream) handle(ctx context.Context, walData []byte) error {
+	msg, err := pglogrepl.Parse(walData)
+	if err != nil {
+		return fmt.Errorf("cdc: parsing pgoutput message: %w", err)
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.RelationMessage:
+		// Sent before the first change of a relation in a session and again
+		// after its schema changed; the new entry replaces the old one.
+		st.relations[m.RelationID] = newRelation(m)
+	case *pglogrepl.BeginMessage:
+		if st.inTx {
+			return errors.New("cdc: pgoutput protocol error: BEGIN inside a transaction")
+		}
+		st.inTx, st.begin, st.index = true, *m, 0
+	case *pglogrepl.CommitMessage:
+		if !st.inTx {
+			return errors.New("cdc: pgoutput protocol error: COMMIT outside a transaction")
+		}
+		st.inTx = false
+		return st.apply(ctx, m.TransactionEndLSN)
+	case *pglogrepl.InsertMessage:
+		return st.insert(ctx, m)
+	case *pglogrepl.UpdateMessage:
+		return st.update(ctx, m)
+	case *pglogrepl.DeleteMessage:
+		return st.delete(ctx, m)
+	case *pglogrepl.TruncateMessage:
+		for _, id := range m.RelationIDs {
+			rel, err := st.relation(id)
+			if err != nil {
+				return err
+			}
+			if err := st.add(ctx, rowcast.Change{Op: rowcast.OpTruncate, Schema: rel.schema, Table: rel.table, Reason: "truncate"}); err != nil {
+				return err
+			}
+		}
+	case *pglogrepl.LogicalDecodingMessage:
+		return st.message(ctx, m)
+	}
+	return nil
+}
+
+func (st *stream) relation(id uint32) (*relation, error) {
+	rel, ok := st.relations[id]
+	if !ok {
+		return nil, fmt.Errorf("cdc: pgoutput protocol error: change for relation %d before its RELATION message", id)
+	}
+	return rel, nil
+}
+
+// add numbers a change within its transaction and hands a full batch on.
+func (st *stream) add(ctx context.Context, c rowcast.Change) error {
+	if !st.inTx {
+		return fmt.Errorf("cdc: pgoutput protocol error: %s outside a transaction", c.Op)
+	}
+	c.Xid = uint64(st.begin.Xid)
+	c.CommitTime = st.begin.CommitTime
+	c.CaptureTime = time.Now()
+	c.ID = rowcast.EventID{Pos: uint64(st.begin.FinalLSN), Index: st.index}
+	st.index++
+	st.batch = append(st.batch, c)
+	if len(st.batch) >= st.s.cfg.BatchSize {
+		return st.apply(ctx, 0)
+	}
+	return nil
+}
+
+// apply hands the batch to the sink. commitEnd is the transaction's end
+// LSN when the batch ends with its commit, else 0.
+func (st *stream) apply(ctx context.Context, commitEnd pglogrepl.LSN) error {
+	if len(st.batch) > 0 {
+		if err := st.sink.Apply(ctx, st.batch); err != nil {
+			return fmt.Errorf("cdc: sink did not accept %d changes (they will be resent after reconnecting): %w", len(st.batch), err)
+		}
+		// A new slice each time: the sink may keep the one it was given.
+		st.batch = nil
+	}
+	if commitEnd > st.s.handedOn {
+		st.s.handedOn = commitEnd
+	}
+	return nil
+}
+
+func (st *stream) insert(ctx context.Context, m *pglogrepl.InsertMessage) error {
+	rel, err := st.relation(m.RelationID)
+	if err != nil {
+		return err
+	}
+	vals, err := st.decodeTuple(rel, m.Tuple)
+	if err != nil {
+		return err
+	}
+	key, err := st.keyOf(ctx, rel, vals)
+	if err != nil {
+		return err
+	}
+	return st.add(ctx, rowcast.Change{Op: rowcast.OpInsert, Schema: rel.schema, Table: rel.table,
+		Key: key, Row: rel.row(vals, nil)})
+}
+
+func (st *stream) update(ctx context.Context, m *pglogrepl.UpdateMessage) error {
+	rel, err := st.relation(m.RelationID)
+	if err != nil {
+		return err
+	}
+	newVals, err := st.decodeTuple(rel, m.NewTuple)
+	if err != nil {
+		return err
+	}
+	var oldVals []json.RawMessage
+	if m.OldTuple != nil {
+		if oldVals, err = st.decodeTuple(rel, m.OldTuple); err != nil {
+			return err
+		}
+	}
+	// Unchanged TOAST values are not in the new tuple. Under REPLICA
+	// IDENTITY FULL the old tuple has them in full.
+	var missing []int
+	for i, v := range newVals {
+		if v != nil {
+			continue
+		}
+		if m.OldTupleType == pglogrepl.UpdateMessageTupleTypeOld && oldVals[i] != nil {
+			newVals[i] = oldVals[i]
+			continue
+		}
+		missing = append(missing, i)
+	}
+	if len(missing) > 0 {
+		if err := st.fetchUnchanged(ctx, rel, m.NewTuple, newVals, missing); err != nil {
+			return err
+		}
+	}
+	key, err := st.keyOf(ctx, rel, newVals)
+	if err != nil {
+		return err
+	}
+	return st.add(ctx, rowcast.Change{Op: rowcast.OpUpdate, Schema: rel.schema, Table: rel.table,
+		Key: key, Row: rel.row(newVals, nil), Old: rel.oldRow(m.OldTupleType, oldVals)})
+}
+
+func (st *stream) delete(ctx context.Context, m *pglogrepl.DeleteMessage) error {
+	rel, err := st.relation(m.RelationID)
+	if err != nil {
+		return err
+	}
+	oldVals, err := st.decodeTuple(rel, m.OldTuple)
+	if err != nil {
+		return err
+	}
+	key, err := st.keyOf(ctx, rel, oldVals)
+	if err != nil {
+		return err
+	}
+	return st.add(ctx, rowcast.Change{Op: rowcast.OpDelete, Schema: rel.schema, Table: rel.table,
+		Key: key, Old: rel.oldRow(m.OldTupleType, oldVals)})
+}
+
+// message turns rowcast's transactional logical decoding messages into
+// OpMessage changes. Non-transactional ones are not ordered with the data
+// and would reach clients even for rolled-back work, so they are ignored.
+func (st *stream) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessage) error {
+	if !m.Transactional || m.Prefix != MessagePrefix {
+		return nil
+	}
+	var body struct {
+		Event   string          `json:"event"`
+		Payload json.RawMessage `json:"payload"`
+	}
+	if err := json.Unmarshal(m.Content, &body); err != nil || body.Event == "" {
+		st.s.log.Warn("ignoring a rowcast message whose content is not {\"event\": \"...\", \"payload\": ...}",
+			"lsn", m.LSN.String(), "err", err)
+		return nil
+	}
+	return st.add(ctx, rowcast.Change{Op: rowcast.OpMessage, Event: body.Event, Payload: body.Payload})
+}
+
+// decodeTuple returns one JSON value per relation column; nil marks an
+// unchanged TOAST value, which the tuple does not carry.
+func (st *stream) decodeTuple(rel *relation, t *pglogrepl.TupleData) ([]json.RawMessage, error) {
+	if t == nil {
+		return nil, fmt.Errorf("cdc: pgoutput protocol error: missing tuple for %s.%s", rel.schema, rel.table)
+	}
+	if len(t.Columns) != len(rel.cols) {
+		return nil, fmt.Errorf("cdc: pgoutput protocol error: %s.%s tuple has %d columns, relation has %d",
+			rel.schema, rel.table, len(t.Columns), len(rel.cols))
+	}
+	vals := make([]json.RawMessage, len(t.Columns))
+	for i, c := range t.Columns {
+		switch c.DataType {
+		case pglogrepl.TupleDataTypeNull:
+			vals[i] = json.RawMessage("null")
+		case pglogrepl.TupleDataTypeText:
+			v, err := st.dec.decode(rel.cols[i].oid, c.Data)
+			if err != nil {
+				return nil, fmt.Errorf("cdc: decoding %s.%s.%s: %w", rel.schema, rel.table, rel.cols[i].name, err)
+			}
+			vals[i] = v
+		case pglogrepl.TupleDataTypeToast:
+		default:
+			return nil, fmt.Errorf("cdc: pgoutput protocol error: column format %q in %s.%s", c.DataType, rel.schema, rel.table)
+		}
+	}
+	return vals, nil
+}
+
+// row builds a Row of the columns at idx (all when idx is nil), leaving out
+// values the tuple did not carry.
+func (rel *relation) row(vals []json.RawMessage, idx []int) rowcast.Row {
+	if idx == nil {
+		out := make(rowcast.Row, 0, len(vals))
+		for i, v := range vals {
+			if v != nil {
+				out = append(out, rowcast.Column{Name: rel.cols[i].name, Value: v})
+			}
+		}
+		return out
+	}
+	out := make(rowcast.Row, 0, len(idx))
+	for _, i := range idx {
+		if vals[i] != nil {
+			out = append(out, rowcast.Column{Name: rel.cols[i].name, Value: vals[i]})
+		}
+	}
+	return out
+}
+
+// oldRow is the old tuple: the whole row under REPLICA IDENTITY FULL, else
+// the replica identity columns (the rest of a key tuple is null filler).
+func (rel *relation) oldRow(kind uint8, vals []json.RawMessage) rowcast.Row {
+	switch kind {
+	case pglogrepl.UpdateMessageTupleTypeOld:
+		return rel.row(vals, nil)
+	case pglogrepl.UpdateMessageTupleTypeKey:
+		return rel.row(vals, rel.identity)
+	}
+	return nil
+}
+
+// keyOf returns the primary key columns of a row. Relation messages flag
+// the replica identity, which under REPLICA IDENTITY FULL is every column,
+// so the primary key is looked up once per relation. Tables without one
+// fall back to the replica identity.
+func (st *stream) keyOf(ctx context.Context, rel *relation, vals []json.RawMessage) (rowcast.Row, error) {
+	if !rel.keyKnown {
+		rows, err := st.reg.Query(ctx, `
+			SELECT a.attname
+			FROM pg_index i
+			JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+			WHERE i.indrelid = $1::oid AND i.indisprimary
+			ORDER BY array_position(i.indkey::int2[], a.attnum)`, rel.id)
+		if err != nil {
+			return nil, fmt.Errorf("cdc: looking up the primary key of %s.%s: %w", rel.schema, rel.table, err)
+		}
+		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return nil, fmt.Errorf("cdc: looking up the primary key of %s.%s: %w", rel.schema, rel.table, err)
+		}
+		rel.key = nil
+		for _, n := range names {
+			for i, c := range rel.cols {
+				if c.name == n {
+					rel.key = append(rel.key, i)
+				}
+			}
+		}
+		if len(rel.key) == 0 {
+			rel.key = rel.identity
+		}
+		rel.keyKnown = true
+	}
+	return rel.row(vals, rel.key), nil
+}
+
+// fetchUnchanged fills unchanged TOAST columns that the old tuple lacks
+// (the table is not REPLICA IDENTITY FULL) by reading the row by its key.
+// The value read may be newer than this change; a later change in the
+// stream then corrects it. A row deleted meanwhile gives null, and its
+// delete follows in the stream.
+func (st *stream) fetchUnchanged(ctx context.Context, rel *relation, t *pglogrepl.TupleData, vals []json.RawMessage, missing []int) error {
+	if !rel.warnedToast {
+		rel.warnedToast = true
+		st.s.log.Warn("unchanged TOAST values arrive without their old value because the table is not REPLICA IDENTITY FULL; reading them from the table instead (run `rowcast setup` to fix)",
+			"table", rel.schema+"."+rel.table)
+	}
+	if _, err := st.keyOf(ctx, rel, vals); err != nil {
+		return err
+	}
+	cols := make([]string, len(missing))
+	for j, i := range missing {
+		cols[j] = pgx.Identifier{rel.cols[i].name}.Sanitize()
+	}
+	var where []string
+	var args []any
+	for _, i := range rel.key {
+		c := t.Columns[i]
+		if c.DataType != pglogrepl.TupleDataTypeText {
+			where = nil
+			break
+		}
+		args = append(args, string(c.Data))
+		where = append(where, fmt.Sprintf("%s = $%d", pgx.Identifier{rel.cols[i].name}.Sanitize(), len(args)))
+	}
+	fillNull := func(why string) error {
+		st.s.log.Warn("unchanged TOAST value not available; emitting null", "table", rel.schema+"."+rel.table, "why", why)
+		for _, i := range missing {
+			vals[i] = json.RawMessage("null")
+		}
+		return nil
+	}
+	if len(where) == 0 {
+		return fillNull("no usable key")
+	}
+	q := "SELECT " + strings.Join(cols, ", ") + " FROM " + pgx.Identifier{rel.schema, rel.table}.Sanitize() +
+		" WHERE " + strings.Join(where, " AND ")
+	// The simple protocol returns values in text format from the types'
+	// output functions, exactly like pgoutput, and sends the key as
+	// untyped literals that PostgreSQL casts to the column types.
+	rows, err := st.reg.Query(ctx, q, append([]any{pgx.QueryExecModeSimpleProtocol}, args...)...)
+	if err != nil {
+		return fmt.Errorf("cdc: reading unchanged TOAST values of %s.%s: %w", rel.schema, rel.table, err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("cdc: reading unchanged TOAST values of %s.%s: %w", rel.schema, rel.table, err)
+		}
+		return fillNull("row no longer exists")
+	}
+	for j, raw := range rows.RawValues() {
+		i := missing[j]
+		if raw == nil {
+			vals[i] = json.RawMessage("null")
+			continue
+		}
+		v, err := st.dec.decode(rel.cols[i].oid, raw)
+		if err != nil {
+			return fmt.Errorf("cdc: decoding %s.%s.%s: %w", rel.schema, rel.table, rel.cols[i].name, err)
+		}
+		vals[i] = v
+	}
+	rows.Close()
+	return rows.Err()
+}

@@ -1,0 +1,9 @@
+package rowcast
+
+// Condition restricts rows to those whose Column, as text, is one of
+// Values. Delivery builds them from filters and visibility; capture turns
+// them into SQL for snapshots.
+type Condition struct {
+	Column string
+	Values []string
+}

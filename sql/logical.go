@@ -1,0 +1,16 @@
+package sql
+
+import _ "embed"
+
+// LogicalSetupTemplate is a text/template for the logical replication setup
+// of one table, with templates "publication" and "slot" (see
+// cdc.LogicalSetupSQL for its fields).
+//
+//go:embed logical_setup.sql
+var LogicalSetupTemplate string
+
+// LogicalTeardownTemplate is a text/template that undoes the logical
+// replication setup (see cdc.LogicalTeardownSQL).
+//
+//go:embed logical_teardown.sql
+var LogicalTeardownTemplate string
