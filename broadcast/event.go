@@ -33,6 +33,9 @@ type Event struct {
 	// visibility; built once, under the hub's mutex.
 	left *Event
 
+	sseOnce sync.Once
+	sse     []byte
+
 	wsOnce sync.Once
 	ws     *websocket.PreparedMessage
 	wsRaw  []byte

@@ -33,8 +33,10 @@ type ServerConfig struct {
 	LiveUpdates    bool
 	MaxConnections int
 	PingInterval   time.Duration
-	WriteTimeout   time.Duration
-	QueueSize      int
+	// SSEKeepalive is how often idle SSE streams get a comment (15s).
+	SSEKeepalive time.Duration
+	WriteTimeout time.Duration
+	QueueSize    int
 	// PollInterval is what the dashboard polls at without live updates.
 	PollInterval time.Duration
 	// Ready reports whether capture is connected (for /readyz).
@@ -51,6 +53,8 @@ type ServerConfig struct {
 	DemoLogin bool
 	Observer  Observer
 	Logger    *slog.Logger
+	// SocketIO configures /socket.io/ (Engine.IO 4 + Socket.IO 5).
+	SocketIO SocketIOConfig
 }
 
 // Server serves /ws, /api/snapshot, /api/config, /healthz, /readyz,
@@ -90,6 +94,8 @@ func NewServer(cfg ServerConfig) *Server {
 	})
 	s.mux.HandleFunc("GET /readyz", s.serveReady)
 	s.mux.HandleFunc("GET /ws", s.serveWS)
+	s.mux.HandleFunc("/socket.io/", s.serveSocketIO)
+	s.mux.HandleFunc("GET /events", s.serveSSE)
 	s.mux.HandleFunc("GET /api/snapshot", s.cors(s.serveSnapshot))
 	s.mux.HandleFunc("OPTIONS /api/snapshot", s.cors(nil))
 	s.mux.HandleFunc("GET /api/config", s.serveConfig)

@@ -45,6 +45,7 @@ type Config struct {
 	Events, Visibility                                              string
 	FilterColumnsSet                                                bool
 	StatsInterval, PingInterval, PollInterval, WindowAge            time.Duration
+	SSEKeepalive                                                    time.Duration
 	WindowSize, MaxConnections, QueueSize                           int
 	JWTSecret, JWTCookie                                            string
 	AuthOff                                                         bool
@@ -58,6 +59,7 @@ type rawConfig struct {
 	listen, dbURL, table, capture, channel, publication, slot      *string
 	statsColumns, eventPrefix, snapshotOrder                       *string
 	statsInterval, pingInterval, pollInterval, windowAge           *string
+	sseKeepalive                                                   *string
 	windowSize, maxConns, queueSize                                *string
 	jwtSecret, jwtCookie, auth, origins, corsCreds, live, logLevel *string
 	logFormat, events, visibility, filterColumns                   *string
@@ -82,6 +84,7 @@ func newSettings(name string, out io.Writer) (*settings, *rawConfig) {
 		visibility:    s.add("visibility", "ROWCAST_VISIBILITY", "", "which rows each user sees, from JWT claims (default for a table with requester_email: \"claim:role in agent,admin => all; requester_email = claim:email\", else all)"),
 		statsInterval: s.add("stats-interval", "ROWCAST_STATS_INTERVAL", "250ms", "least time between stats:updated events"),
 		pingInterval:  s.add("ping-interval", "ROWCAST_PING_INTERVAL", "25s", "WebSocket ping interval"),
+		sseKeepalive:  s.add("sse-keepalive", "ROWCAST_SSE_KEEPALIVE", "15s", "interval of keepalive comments on idle /events streams"),
 		pollInterval:  s.add("poll-interval", "ROWCAST_POLL_INTERVAL", "30s", "dashboard poll interval when live updates are off"),
 		windowSize:    s.add("replay-window", "ROWCAST_REPLAY_WINDOW", "10000", "events kept for clients resuming with lastEventId"),
 		windowAge:     s.add("replay-window-age", "ROWCAST_REPLAY_WINDOW_AGE", "5m", "longest time an event stays in the replay window"),
@@ -187,6 +190,8 @@ func (r *rawConfig) validate(needServe bool) (Config, error) {
 	c.PingInterval, err = parseDuration("ROWCAST_PING_INTERVAL", *r.pingInterval)
 	check(err)
 	c.PollInterval, err = parseDuration("ROWCAST_POLL_INTERVAL", *r.pollInterval)
+	check(err)
+	c.SSEKeepalive, err = parseDuration("ROWCAST_SSE_KEEPALIVE", *r.sseKeepalive)
 	check(err)
 	c.WindowAge, err = parseDuration("ROWCAST_REPLAY_WINDOW_AGE", *r.windowAge)
 	check(err)

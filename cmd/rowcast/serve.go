@@ -125,6 +125,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 		LiveUpdates:     cfg.LiveUpdates,
 		MaxConnections:  cfg.MaxConnections,
 		PingInterval:    cfg.PingInterval,
+		SSEKeepalive:    cfg.SSEKeepalive,
 		QueueSize:       cfg.QueueSize,
 		PollInterval:    cfg.PollInterval,
 		Ready:           func() bool { return source.Status().Connected },
