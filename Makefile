@@ -10,8 +10,9 @@ test:
 build:
 	$(GO) build -o bin/rowcast ./cmd/rowcast
 
-demo:
-	$(GO) run ./cmd/rowcast demo
+# Built first: "go run" exits 1 when interrupted, the binary exits 0.
+demo: build
+	bin/rowcast demo
 
 bench:
 	$(GO) run ./cmd/rowcast-bench

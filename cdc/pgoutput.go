@@ -2,6 +2,7 @@ package cdc
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -139,6 +140,9 @@ func (st *stream) copyData(ctx context.Context, data []byte) error {
 			st.serverEnd = pkm.ServerWALEnd
 		}
 		if pkm.ReplyRequested {
+			if st.idle() && st.ackTarget() < st.serverEnd {
+				return st.sendCaughtUp()
+			}
 			return st.sendStatus(false)
 		}
 	case pglogrepl.XLogDataByteID:
@@ -196,6 +200,40 @@ func (st *stream) sendStatus(requestReply bool) error {
 	}
 	return nil
 }
+
+// sendCaughtUp answers a server that asks for a reply while nothing
+// received is unhanded but the replay window still holds transactions: it
+// reports everything up to the server's WAL end as written and no flush
+// position (InvalidXLogRecPtr), which leaves the slot where the window
+// needs it. A walsender shutting down waits until the client's flush
+// position, or its write position when the flush is invalid, reaches what
+// it sent; answering with the window's position would hold up
+// PostgreSQL's shutdown until rowcast disconnects. pglogrepl's helper would
+// copy the write position into the flush position, so the message is
+// encoded here.
+func (st *stream) sendCaughtUp() error {
+	// Exactly the server's sent position: the walsender compares for
+	// equality, and WALStart+len of logical messages can overshoot it.
+	write := st.serverEnd
+	data := make([]byte, 0, 34)
+	data = append(data, pglogrepl.StandbyStatusUpdateByteID)
+	data = binary.BigEndian.AppendUint64(data, uint64(write))
+	data = binary.BigEndian.AppendUint64(data, 0) // flush: invalid
+	data = binary.BigEndian.AppendUint64(data, 0) // apply: invalid
+	data = binary.BigEndian.AppendUint64(data, uint64(time.Since(pgEpoch).Microseconds()))
+	data = append(data, 0)
+	buf, err := (&pgproto3.CopyData{Data: data}).Encode(nil)
+	if err != nil {
+		return fmt.Errorf("cdc: encoding standby status: %w", err)
+	}
+	if err := st.repl.Frontend().SendUnbufferedEncodedCopyData(buf); err != nil {
+		return fmt.Errorf("cdc: sending standby status: %w", err)
+	}
+	return nil
+}
+
+// pgEpoch is PostgreSQL's timestamp origin.
+var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // finish reports the final flush position and ends the copy stream
 // cleanly, so that the walsender has processed the position before the

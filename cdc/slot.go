@@ -223,8 +223,6 @@ func (s *Slot) session(ctx context.Context, sink rowcast.Sink) (streamed bool, e
 		s.handedOn = start
 	}
 	s.raiseFlushed(start)
-	s.connected.Store(true)
-	s.log.Info("logical replication streaming", "start_lsn", start.String(), "publication", s.cfg.Publication)
 
 	if s.resync != nil {
 		if err := sink.Apply(ctx, []rowcast.Change{*s.resync}); err != nil {
@@ -238,6 +236,10 @@ func (s *Slot) session(ctx context.Context, sink rowcast.Sink) (streamed bool, e
 		ID: rowcast.EventID{Pos: uint64(start)}}}); err != nil {
 		return true, fmt.Errorf("cdc: handing the start marker to the sink: %w", err)
 	}
+	// Ready only now: a client resuming after a restart needs the start
+	// marker in the hub before it can be told what it missed.
+	s.connected.Store(true)
+	s.log.Info("logical replication streaming", "start_lsn", start.String(), "publication", s.cfg.Publication)
 
 	st := newStream(s, repl, reg, sink)
 	return true, st.run(ctx)

@@ -20,6 +20,13 @@ import (
 func legacyWriters(ctx context.Context, t testing.TB, db string, writers, total int, pace time.Duration) int64 {
 	t.Helper()
 	var committed atomic.Int64
+	return legacyWritersProgress(ctx, t, db, writers, total, pace, &committed)
+}
+
+// legacyWritersProgress is legacyWriters counting commits in committed as
+// they happen.
+func legacyWritersProgress(ctx context.Context, t testing.TB, db string, writers, total int, pace time.Duration, committed *atomic.Int64) int64 {
+	t.Helper()
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	statuses := []string{"open", "in_progress", "resolved", "closed"}

@@ -25,6 +25,7 @@ Usage:
   rowcast serve      [flags]   capture changes and serve /ws, /api/snapshot, /metrics
   rowcast setup      [flags]   install capture in the database (idempotent); --print writes the SQL instead
   rowcast teardown --yes       remove everything setup installed
+  rowcast demo       [flags]   the dashboard on sample tickets, with a throwaway PostgreSQL and a writer
   rowcast version              print the version
 
 Every flag can be set with the environment variable named in its help.
@@ -52,6 +53,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runSetup(ctx, rest, stdout, stderr)
 	case "teardown":
 		err = runTeardown(ctx, rest, stdout, stderr)
+	case "demo":
+		err = runDemo(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "rowcast", version)
 		return 0

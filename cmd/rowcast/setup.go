@@ -47,59 +47,78 @@ func runSetup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	mode, why, err := chooseCapture(ctx, conn, cfg, nil)
+	if *print {
+		mode, _, err := chooseCapture(ctx, conn, cfg, nil)
+		if err != nil {
+			return err
+		}
+		return printSetup(cfg, table, res, mode, stdout)
+	}
+	summary, err := install(ctx, conn, cfg, table, res)
 	if err != nil {
 		return err
 	}
-	if mode == "logical" {
-		return setupLogical(ctx, conn, cfg, table, res, *print, why, stdout)
-	}
-	if *print {
-		text, err := cdc.NotifySetupSQL(table, cfg.Channel, res.tracked)
-		if err != nil {
-			return err
-		}
-		fn, err := cdc.BroadcastFunctionSQL(false, cfg.Channel, res.prefix)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(stdout, "BEGIN;")
-		fmt.Fprint(stdout, text)
-		fmt.Fprint(stdout, fn)
-		fmt.Fprintln(stdout, "COMMIT;")
-		return nil
-	}
-	if err := cdc.SetupNotify(ctx, conn, table, cfg.Channel, res.tracked, res.prefix); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "rowcast: NOTIFY capture installed on %s (channel %s; %s)\n", table, cfg.Channel, why)
+	fmt.Fprintln(stdout, "rowcast:", summary)
 	return nil
 }
 
-func setupLogical(ctx context.Context, conn *pgx.Conn, cfg Config, table cdc.Table, res resolved, print bool, why string, stdout io.Writer) error {
-	fn, err := cdc.BroadcastFunctionSQL(true, cfg.Channel, res.prefix)
-	if err != nil {
-		return err
-	}
-	if print {
+// printSetup writes the SQL that install would run for mode.
+func printSetup(cfg Config, table cdc.Table, res resolved, mode string, stdout io.Writer) error {
+	if mode == "logical" {
+		fn, err := cdc.BroadcastFunctionSQL(true, cfg.Channel, res.prefix)
+		if err != nil {
+			return err
+		}
 		fmt.Fprint(stdout, cdc.LogicalSetupSQL(table.String(), cfg.Publication, cfg.Slot))
 		fmt.Fprintln(stdout, "BEGIN;")
 		fmt.Fprint(stdout, fn)
 		fmt.Fprintln(stdout, "COMMIT;")
 		return nil
 	}
-	if err := cdc.SetupLogical(ctx, conn, table.String(), cfg.Publication, cfg.Slot); err != nil {
+	text, err := cdc.NotifySetupSQL(table, cfg.Channel, res.tracked)
+	if err != nil {
 		return err
 	}
-	if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, fn)
+	fn, err := cdc.BroadcastFunctionSQL(false, cfg.Channel, res.prefix)
+	if err != nil {
 		return err
-	}); err != nil {
-		return fmt.Errorf("install rowcast.broadcast: %w", err)
 	}
-	fmt.Fprintf(stdout, "rowcast: logical capture installed on %s (publication %s, slot %s; %s)\n",
-		table, cfg.Publication, cfg.Slot, why)
+	fmt.Fprintln(stdout, "BEGIN;")
+	fmt.Fprint(stdout, text)
+	fmt.Fprint(stdout, fn)
+	fmt.Fprintln(stdout, "COMMIT;")
 	return nil
+}
+
+// install installs capture on table (in the mode chooseCapture picks, as
+// "rowcast setup" does) and rowcast.broadcast. It is idempotent and returns
+// a one-line summary of what it installed and why.
+func install(ctx context.Context, conn *pgx.Conn, cfg Config, table cdc.Table, res resolved) (string, error) {
+	mode, why, err := chooseCapture(ctx, conn, cfg, nil)
+	if err != nil {
+		return "", err
+	}
+	if mode == "logical" {
+		fn, err := cdc.BroadcastFunctionSQL(true, cfg.Channel, res.prefix)
+		if err != nil {
+			return "", err
+		}
+		if err := cdc.SetupLogical(ctx, conn, table.String(), cfg.Publication, cfg.Slot); err != nil {
+			return "", err
+		}
+		if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, fn)
+			return err
+		}); err != nil {
+			return "", fmt.Errorf("install rowcast.broadcast: %w", err)
+		}
+		return fmt.Sprintf("logical capture installed on %s (publication %s, slot %s; %s)",
+			table, cfg.Publication, cfg.Slot, why), nil
+	}
+	if err := cdc.SetupNotify(ctx, conn, table, cfg.Channel, res.tracked, res.prefix); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("NOTIFY capture installed on %s (channel %s; %s)", table, cfg.Channel, why), nil
 }
 
 func runTeardown(ctx context.Context, args []string, stdout, stderr io.Writer) error {
