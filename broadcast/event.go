@@ -132,7 +132,9 @@ func PrefixForTable(table string) string {
 		return table[:len(table)-3] + "y"
 	case strings.HasSuffix(table, "ses") || strings.HasSuffix(table, "xes"):
 		return table[:len(table)-2]
-	case strings.HasSuffix(table, "s") && !strings.HasSuffix(table, "ss") && len(table) > 1:
+	case strings.HasSuffix(table, "ss"), strings.HasSuffix(table, "us"), strings.HasSuffix(table, "is"):
+		return table // address, status, analysis: not plurals
+	case strings.HasSuffix(table, "s") && len(table) > 1:
 		return table[:len(table)-1]
 	}
 	return table

@@ -1,0 +1,305 @@
+package broadcast
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"rowcast"
+)
+
+func row(kv ...string) rowcast.Row {
+	var r rowcast.Row
+	for i := 0; i+1 < len(kv); i += 2 {
+		v, _ := json.Marshal(kv[i+1])
+		if kv[i] == "id" {
+			v = json.RawMessage(kv[i+1])
+		}
+		r = append(r, rowcast.Column{Name: kv[i], Value: v})
+	}
+	return r
+}
+
+func change(op rowcast.Op, pos uint64, xid uint64, newRow, old rowcast.Row) rowcast.Change {
+	c := rowcast.Change{Op: op, Schema: "public", Table: "tickets", Row: newRow, Old: old, Xid: xid,
+		ID: rowcast.EventID{Pos: pos}, CaptureTime: time.Now()}
+	if newRow != nil {
+		v, _ := newRow.Get("id")
+		c.Key = rowcast.Row{{Name: "id", Value: v}}
+	} else if old != nil {
+		v, _ := old.Get("id")
+		c.Key = rowcast.Row{{Name: "id", Value: v}}
+	}
+	return c
+}
+
+func newTestHub(counts rowcast.CountsLoader, window int) *Hub {
+	return NewHub(HubConfig{Names: NamesFor("ticket", ProfileColon), StatsColumns: []string{"status"},
+		StatsInterval: 5 * time.Millisecond, Counts: counts, WindowSize: window, QueueSize: 64})
+}
+
+func drain(s *Session) []*Event {
+	var out []*Event
+	for {
+		select {
+		case ev := <-s.queue:
+			out = append(out, ev)
+		default:
+			return out
+		}
+	}
+}
+
+func names(evs []*Event) string {
+	var n []string
+	for _, e := range evs {
+		n = append(n, e.Name)
+	}
+	return strings.Join(n, " ")
+}
+
+func TestTranslatePayloads(t *testing.T) {
+	n := NamesFor(PrefixForTable("tickets"), ProfileColon)
+	ts := time.Date(2026, 1, 2, 3, 4, 5, 678900000, time.FixedZone("x", 3600))
+	c := change(rowcast.OpInsert, 10, 1, row("id", "7", "title", "Hi \"there\"", "status", "open"), nil)
+	c.CommitTime = ts
+	ev, _ := n.Translate(&c)
+	want := `{"id":"000000000000000A-00000000","event":"ticket:created","data":{"ticket":{"id":7,"title":"Hi \"there\"","status":"open"},"timestamp":"2026-01-02T02:04:05.678Z"}}`
+	if string(ev.Frame()) != want {
+		t.Errorf("frame\n got %s\nwant %s", ev.Frame(), want)
+	}
+	d := change(rowcast.OpDelete, 11, 1, nil, row("id", "7", "status", "open"))
+	d.CommitTime = ts
+	ev, _ = n.Translate(&d)
+	if string(ev.Data) != `{"ticketId":7,"timestamp":"2026-01-02T02:04:05.678Z"}` {
+		t.Errorf("delete data %s", ev.Data)
+	}
+	u := NamesFor("ticket", ProfileUpdate)
+	ev, _ = u.Translate(&d)
+	if ev.Name != "ticket_update" || string(ev.Data) != `{"type":"deleted_ticket","ticket":{"id":7,"status":"open"},"timestamp":"2026-01-02T02:04:05.678Z"}` {
+		t.Errorf("ticket_update delete %s %s", ev.Name, ev.Data)
+	}
+	for table, prefix := range map[string]string{"tickets": "ticket", "categories": "category", "boxes": "box", "status": "status", "news": "new"} {
+		if got := PrefixForTable(table); got != prefix {
+			t.Errorf("PrefixForTable(%q) = %q, want %q", table, got, prefix)
+		}
+	}
+	if !n.Reserved("ticket:created") || !n.Reserved("resync") || n.Reserved("notification") {
+		t.Error("Reserved")
+	}
+}
+
+// TestStatsSnapshotExact: changes that the counted snapshot already saw
+// are not counted twice, even when they arrive during the load.
+func TestStatsSnapshotExact(t *testing.T) {
+	loadStarted := make(chan struct{})
+	release := make(chan struct{})
+	loader := func(ctx context.Context) (rowcast.Counts, rowcast.XidSnapshot, error) {
+		close(loadStarted)
+		<-release
+		// The count saw xid 100 (and everything below 100), not 105.
+		return rowcast.Counts{Total: 2, By: map[string]map[string]int64{"status": {"open": 2}}},
+			rowcast.XidSnapshot{Xmin: 101, Xmax: 106, Xip: []uint64{105}}, nil
+	}
+	h := newTestHub(loader, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go h.Run(ctx)
+	<-loadStarted
+	// Arrive while loading: xid 100 (seen by the count) and 105 (not seen).
+	h.Apply(ctx, []rowcast.Change{
+		change(rowcast.OpInsert, 1, 100, row("id", "1", "status", "open"), nil),
+		change(rowcast.OpInsert, 2, 105, row("id", "2", "status", "closed"), nil),
+	})
+	close(release)
+	waitUntilTrue(t, func() bool { _, st := h.Cursor(); return st != nil })
+	// After the load: xid 106 is new, xid 99 is old.
+	h.Apply(ctx, []rowcast.Change{
+		change(rowcast.OpUpdate, 3, 106, row("id", "1", "status", "closed"), row("id", "1", "status", "open")),
+		change(rowcast.OpDelete, 4, 99, nil, row("id", "0", "status", "open")),
+	})
+	_, st := h.Cursor()
+	if string(st) != `{"total":3,"byStatus":{"closed":2,"open":1}}` {
+		t.Errorf("stats = %s", st)
+	}
+}
+
+func waitUntilTrue(t *testing.T, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func loaded(ctx context.Context) (rowcast.Counts, rowcast.XidSnapshot, error) {
+	return rowcast.Counts{By: map[string]map[string]int64{"status": {}}}, rowcast.XidSnapshot{}, nil
+}
+
+func TestWindowResume(t *testing.T) {
+	h := newTestHub(loaded, 3)
+	ctx := context.Background()
+	h.Apply(ctx, []rowcast.Change{{Op: rowcast.OpStart, ID: rowcast.EventID{Pos: 1}}})
+	for i := uint64(1); i <= 5; i++ {
+		h.Apply(ctx, []rowcast.Change{change(rowcast.OpInsert, i*10, i, row("id", "1", "status", "open"), nil)})
+	}
+	// The window holds 30, 40, 50; it promises everything after 20.
+	if id, ok := h.Oldest(); !ok || id.Pos != 30 {
+		t.Fatalf("oldest = %v %v", id, ok)
+	}
+	s := NewSession("ws", Identity{}, Scope{All: true}, nil, 8)
+	sub, _ := h.Subscribe(s, &rowcast.EventID{Pos: 20})
+	if sub.Resync != nil || len(sub.Replay) != 3 || sub.Replay[0].ID.Pos != 30 {
+		t.Errorf("resume at the promise: resync %v, replay %d", sub.Resync, len(sub.Replay))
+	}
+	s2 := NewSession("ws", Identity{}, Scope{All: true}, nil, 8)
+	if sub, _ := h.Subscribe(s2, &rowcast.EventID{Pos: 10}); sub.Resync == nil || len(sub.Replay) != 0 {
+		t.Errorf("resume before the window: want resync, got %+v", sub)
+	}
+	s3 := NewSession("ws", Identity{}, Scope{All: true}, nil, 8)
+	if sub, _ := h.Subscribe(s3, &rowcast.EventID{Epoch: 9, Pos: 40}); sub.Resync == nil {
+		t.Error("resume from another epoch: want resync")
+	}
+	// Duplicates (a slot resending after a reconnect) are dropped.
+	h.Apply(ctx, []rowcast.Change{change(rowcast.OpInsert, 50, 5, row("id", "1", "status", "open"), nil)})
+	if got := drain(s); len(got) != 0 {
+		t.Errorf("duplicate delivered: %s", names(got))
+	}
+	// A resync empties the window: no earlier id can resume.
+	h.Apply(ctx, []rowcast.Change{{Op: rowcast.OpResync, Reason: "slot lost"}})
+	if got := drain(s); names(got) != "resync" {
+		t.Errorf("got %s, want resync", names(got))
+	}
+	s4 := NewSession("ws", Identity{}, Scope{All: true}, nil, 8)
+	if sub, _ := h.Subscribe(s4, &rowcast.EventID{Pos: 50}); sub.Resync == nil {
+		t.Error("resume after resync: want resync")
+	}
+}
+
+func TestSlowConsumerDoesNotBlock(t *testing.T) {
+	h := newTestHub(loaded, 100)
+	ctx := context.Background()
+	slow := NewSession("ws", Identity{}, Scope{All: true}, nil, 2)
+	fast := NewSession("ws", Identity{}, Scope{All: true}, nil, 100)
+	aborted := false
+	slow.SetAbort(func() { aborted = true })
+	h.Subscribe(slow, nil)
+	h.Subscribe(fast, nil)
+	for i := uint64(1); i <= 5; i++ {
+		h.Apply(ctx, []rowcast.Change{change(rowcast.OpInsert, i, i, row("id", "1", "status", "open"), nil)})
+	}
+	if code, reason := slow.CloseReason(); code != CloseSlowConsumer || reason != "slow consumer" || !aborted {
+		t.Errorf("slow: %d %q aborted=%v", code, reason, aborted)
+	}
+	if got := drain(fast); len(got) != 5 {
+		t.Errorf("fast got %d events", len(got))
+	}
+	if h.Clients() != 1 {
+		t.Errorf("clients = %d", h.Clients())
+	}
+}
+
+func TestVisibilityAndFilterRouting(t *testing.T) {
+	vis, err := ParseVisibility(DefaultVisibility)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ann := vis.ScopeFor(Identity{Claims: map[string]any{"email": "ann@x", "role": "customer"}})
+	agent := vis.ScopeFor(Identity{Claims: map[string]any{"email": "a@x", "roles": "x", "role": "admin"}})
+	none := vis.ScopeFor(Identity{Claims: map[string]any{"sub": "s"}})
+	arr := vis.ScopeFor(Identity{Claims: map[string]any{"role": []any{"viewer", "agent"}}})
+	if ann.All || ann.Column != "requester_email" || ann.Value != "ann@x" || !agent.All || !none.None || !arr.All {
+		t.Fatalf("scopes: ann %+v agent %+v none %+v arr %+v", ann, agent, none, arr)
+	}
+	h := newTestHub(loaded, 100)
+	ctx := context.Background()
+	sa := NewSession("ws", Identity{}, ann, nil, 100)
+	sf := NewSession("ws", Identity{}, Scope{All: true}, Filter{"status": {"open"}}, 100)
+	h.Subscribe(sa, nil)
+	h.Subscribe(sf, nil)
+	mine := row("id", "1", "status", "open", "requester_email", "ann@x")
+	h.Apply(ctx, []rowcast.Change{
+		change(rowcast.OpInsert, 1, 1, mine, nil),
+		change(rowcast.OpInsert, 2, 2, row("id", "2", "status", "open", "requester_email", "bob@x"), nil),
+		// Ann's ticket handed to Bob and closed.
+		change(rowcast.OpUpdate, 3, 3, row("id", "1", "status", "closed", "requester_email", "bob@x"), mine),
+		change(rowcast.OpDelete, 4, 4, nil, row("id", "2", "status", "open", "requester_email", "bob@x")),
+	})
+	got := drain(sa)
+	if names(got) != "ticket:created ticket:deleted" || strings.Contains(string(got[1].Data), "bob") {
+		t.Errorf("ann got %s / %s", names(got), got[len(got)-1].Data)
+	}
+	// The filtered client: both opens, the leaving update, the open delete.
+	if got := drain(sf); names(got) != "ticket:created ticket:created ticket:updated ticket:deleted" {
+		t.Errorf("filtered got %s", names(got))
+	}
+	// Stats go to unrestricted sessions only.
+	ctx2, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); h.Run(ctx2) }()
+	waitUntilTrue(t, func() bool {
+		for _, e := range drain(sf) {
+			if e.Name == statsEvent {
+				return true
+			}
+		}
+		return false
+	})
+	cancel()
+	wg.Wait()
+	for _, e := range drain(sa) {
+		if e.Name == statsEvent {
+			t.Error("restricted session got stats")
+		}
+	}
+	for _, bad := range []string{"", "role => all", "claim:role in => all", "status", "x = y"} {
+		if _, err := ParseVisibility(bad); err == nil {
+			t.Errorf("ParseVisibility(%q) accepted", bad)
+		}
+	}
+}
+
+func TestParseFilter(t *testing.T) {
+	allowed := []string{"status", "priority"}
+	f, err := ParseFilterJSON(json.RawMessage(`{"status":["open","in_progress"],"priority":"high"}`), allowed)
+	if err != nil || len(f["status"]) != 2 || f["priority"][0] != "high" {
+		t.Fatalf("%v %v", f, err)
+	}
+	if _, err := ParseFilterJSON(json.RawMessage(`{"title":"x"}`), allowed); err == nil || !strings.Contains(err.Error(), `unknown filter column "title"`) {
+		t.Errorf("unknown column: %v", err)
+	}
+	if _, err := ParseFilterJSON(json.RawMessage(`[1]`), allowed); err == nil {
+		t.Error("array accepted")
+	}
+	if f, err := ParseFilterJSON(json.RawMessage(`null`), allowed); err != nil || f != nil {
+		t.Error("null should clear")
+	}
+}
+
+func BenchmarkFanout1000(b *testing.B) {
+	h := newTestHub(loaded, 10000)
+	sessions := make([]*Session, 1000)
+	for i := range sessions {
+		sessions[i] = NewSession("ws", Identity{}, Scope{All: true}, nil, 1024)
+		h.Subscribe(sessions[i], nil)
+	}
+	r := row("id", "1", "title", strings.Repeat("x", 300), "status", "open")
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		h.Apply(ctx, []rowcast.Change{change(rowcast.OpUpdate, uint64(i+1), uint64(i+1), r, r)})
+		if i%512 == 511 {
+			for _, s := range sessions {
+				drain(s)
+			}
+		}
+	}
+}
