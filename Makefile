@@ -4,8 +4,13 @@ GO ?= go
 
 all: build
 
+# The load tests run again without the race detector, at full size.
+LOAD_TESTS = TestResumeUnderLoad|TestLargeTransaction
+
 test:
-	$(GO) vet ./... && $(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -timeout 20m -run '$(LOAD_TESTS)' ./integration/
 
 build:
 	$(GO) build -o bin/rowcast ./cmd/rowcast

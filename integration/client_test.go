@@ -28,8 +28,8 @@ func envInt(name string, def int) int {
 // TestResumeUnderLoad: clients drop at random moments while writers are
 // busy and reconnect with their last id; each ends with every event exactly
 // once, in order, and a view equal to the table. The race detector slows
-// everything tenfold, so under -race the default size is smaller; CI also
-// runs it at full size (200 clients, 20,000 changes) without -race.
+// everything tenfold, so under -race the default size is smaller; "make
+// test" runs it again at full size (200 clients, 20,000 changes) without.
 func TestResumeUnderLoad(t *testing.T) {
 	clients, changes := 200, 20000
 	if raceEnabled {
