@@ -36,6 +36,9 @@ type Event struct {
 	sseOnce sync.Once
 	sse     []byte
 
+	sioOnce sync.Once
+	sio     []byte
+
 	wsOnce sync.Once
 	ws     *websocket.PreparedMessage
 	wsRaw  []byte

@@ -94,7 +94,7 @@ func NewServer(cfg ServerConfig) *Server {
 	})
 	s.mux.HandleFunc("GET /readyz", s.serveReady)
 	s.mux.HandleFunc("GET /ws", s.serveWS)
-	s.mux.HandleFunc("/socket.io/", s.serveSocketIO)
+	s.routeSocketIO()
 	s.mux.HandleFunc("GET /events", s.serveSSE)
 	s.mux.HandleFunc("GET /api/snapshot", s.cors(s.serveSnapshot))
 	s.mux.HandleFunc("OPTIONS /api/snapshot", s.cors(nil))

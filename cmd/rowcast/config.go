@@ -46,6 +46,8 @@ type Config struct {
 	FilterColumnsSet                                                bool
 	StatsInterval, PingInterval, PollInterval, WindowAge            time.Duration
 	SSEKeepalive                                                    time.Duration
+	SIOPingInterval, SIOPingTimeout                                 time.Duration
+	SIOMaxPayload                                                   int
 	WindowSize, MaxConnections, QueueSize                           int
 	JWTSecret, JWTCookie                                            string
 	AuthOff                                                         bool
@@ -53,6 +55,7 @@ type Config struct {
 	CORSCredentials, LiveUpdates                                    bool
 	LogLevel                                                        slog.Level
 	LogFormat                                                       string
+	DebugListen                                                     string
 }
 
 type rawConfig struct {
@@ -60,9 +63,11 @@ type rawConfig struct {
 	statsColumns, eventPrefix, snapshotOrder                       *string
 	statsInterval, pingInterval, pollInterval, windowAge           *string
 	sseKeepalive                                                   *string
+	sioPingInterval, sioPingTimeout, sioMaxPayload                 *string
 	windowSize, maxConns, queueSize                                *string
 	jwtSecret, jwtCookie, auth, origins, corsCreds, live, logLevel *string
 	logFormat, events, visibility, filterColumns                   *string
+	debugListen                                                    *string
 }
 
 func newSettings(name string, out io.Writer) (*settings, *rawConfig) {
@@ -98,7 +103,11 @@ func newSettings(name string, out io.Writer) (*settings, *rawConfig) {
 		live:          s.add("live-updates", "ENABLE_LIVE_UPDATES", "true", "false makes /ws answer 503 so dashboards poll"),
 		logLevel:      s.add("log-level", "ROWCAST_LOG_LEVEL", "info", "debug, info, warn or error"),
 		logFormat:     s.add("log-format", "ROWCAST_LOG_FORMAT", "text", "text or json"),
+		debugListen:   s.add("debug-listen", "ROWCAST_DEBUG_LISTEN", "", "address for Go's pprof handlers (/debug/pprof/), e.g. 127.0.0.1:6060; off when empty"),
 	}
+	r.sioPingInterval = s.add("sio-ping-interval", "ROWCAST_SIO_PING_INTERVAL", "25s", "Socket.IO (/socket.io/) ping interval")
+	r.sioPingTimeout = s.add("sio-ping-timeout", "ROWCAST_SIO_PING_TIMEOUT", "20s", "Socket.IO: how long a pong may take before the client is disconnected")
+	r.sioMaxPayload = s.add("sio-max-payload", "ROWCAST_SIO_MAX_PAYLOAD", "1000000", "Socket.IO: most bytes a client may send in one request or message")
 	for _, st := range s.list {
 		def := st.def
 		if v, ok := os.LookupEnv(st.env); ok {
@@ -163,8 +172,8 @@ func (r *rawConfig) validate(needServe bool) (Config, error) {
 		Channel: *r.channel, Publication: *r.publication, Slot: *r.slot,
 		StatsColumns: splitList(*r.statsColumns), EventPrefix: *r.eventPrefix, SnapshotOrder: *r.snapshotOrder,
 		JWTSecret: *r.jwtSecret, JWTCookie: *r.jwtCookie, Origins: splitList(*r.origins),
-		LogFormat: strings.ToLower(*r.logFormat),
-		Events:    strings.ToLower(*r.events), Visibility: strings.TrimSpace(*r.visibility),
+		LogFormat: strings.ToLower(*r.logFormat), DebugListen: *r.debugListen,
+		Events: strings.ToLower(*r.events), Visibility: strings.TrimSpace(*r.visibility),
 		FilterColumns: splitList(*r.filterColumns),
 	}
 	check := func(err error) {
@@ -192,6 +201,12 @@ func (r *rawConfig) validate(needServe bool) (Config, error) {
 	c.PollInterval, err = parseDuration("ROWCAST_POLL_INTERVAL", *r.pollInterval)
 	check(err)
 	c.SSEKeepalive, err = parseDuration("ROWCAST_SSE_KEEPALIVE", *r.sseKeepalive)
+	check(err)
+	c.SIOPingInterval, err = parseDuration("ROWCAST_SIO_PING_INTERVAL", *r.sioPingInterval)
+	check(err)
+	c.SIOPingTimeout, err = parseDuration("ROWCAST_SIO_PING_TIMEOUT", *r.sioPingTimeout)
+	check(err)
+	c.SIOMaxPayload, err = parsePositive("ROWCAST_SIO_MAX_PAYLOAD", *r.sioMaxPayload)
 	check(err)
 	c.WindowAge, err = parseDuration("ROWCAST_REPLAY_WINDOW_AGE", *r.windowAge)
 	check(err)

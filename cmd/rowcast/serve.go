@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -126,6 +127,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 		MaxConnections:  cfg.MaxConnections,
 		PingInterval:    cfg.PingInterval,
 		SSEKeepalive:    cfg.SSEKeepalive,
+		SocketIO:        broadcast.SocketIOConfig{PingInterval: cfg.SIOPingInterval, PingTimeout: cfg.SIOPingTimeout, MaxPayload: cfg.SIOMaxPayload},
 		QueueSize:       cfg.QueueSize,
 		PollInterval:    cfg.PollInterval,
 		Ready:           func() bool { return source.Status().Connected },
@@ -144,6 +146,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 		return fmt.Errorf("listen on %s: %w (set ROWCAST_LISTEN to a free address)", cfg.Listen, err)
 	}
 	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	if cfg.DebugListen != "" {
+		stopDebug, err := serveDebug(cfg.DebugListen, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stopDebug()
+	}
 	log.Info("rowcast starting", "version", version, "capture", mode, "why", why,
 		"table", table.String(), "events", cfg.Events, "visibility", res.visibility.String(), "listen", ln.Addr().String(), "auth", authMode, "live_updates", cfg.LiveUpdates)
 
@@ -209,4 +219,23 @@ func pickCapture(ctx context.Context, pool *pgxpool.Pool, cfg Config, table cdc.
 		}
 	}
 	return mode, why, nil
+}
+
+// serveDebug serves Go's profiling handlers on their own address, never on
+// the public one: profiles reveal internals and cost CPU.
+func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("ROWCAST_DEBUG_LISTEN: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	log.Info("profiling handlers", "addr", ln.Addr().String())
+	return func() { _ = srv.Close() }, nil
 }

@@ -1,0 +1,456 @@
+package broadcast
+
+import (
+	"encoding/json"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+)
+
+// Namespace states of an Engine.IO session (only the main namespace).
+const (
+	sioNSIdle       = iota // not joined (before CONNECT, after DISCONNECT or CONNECT_ERROR)
+	sioNSConnecting        // CONNECT received, being checked by the writer
+	sioNSConnected
+)
+
+var (
+	errEIOClosed = errors.New("socket.io session closed")
+	// errSIOSessionEnded: the namespace session ended while its writer
+	// waited for the client to poll.
+	errSIOSessionEnded = errors.New("session ended")
+)
+
+// sioProtocolError is a client breaking the protocol; the session is
+// closed.
+type sioProtocolError struct{ msg string }
+
+func (e *sioProtocolError) Error() string { return e.msg }
+
+func sioProtoErr(msg string) error { return &sioProtocolError{msg} }
+
+// sioMaxCtrl bounds control packets (connect errors) waiting for the writer.
+const sioMaxCtrl = 16
+
+// eioSession is one Engine.IO session. Whatever its transport, one writer
+// goroutine (run) produces every packet the server sends: pings, the
+// namespace's replies and, through Session.Pump, the events. With
+// long-polling the packets wait in the outbox until a GET takes them; with
+// WebSocket the writer writes frames itself. The transport's reader (POST
+// requests or the WebSocket read loop) handles what the client sends.
+type eioSession struct {
+	id     string
+	srv    *Server
+	reg    *sioRegistry
+	cfg    SocketIOConfig
+	token  string // from the handshake request; never logged
+	remote string
+	done   chan struct{}
+
+	mu          sync.Mutex
+	closed      bool
+	byClient    bool // the client closed: a pending GET gets noop, not close
+	closeReason string
+	engine      string          // "polling" or "websocket"
+	ws          *websocket.Conn // set once the transport is WebSocket
+	probe       *websocket.Conn // WebSocket being probed for an upgrade
+	probing     bool            // an upgrade is under way (one at a time)
+	upgrading   bool            // probe answered: GETs return at once
+	outbox      [][]byte        // packets waiting for a GET
+	outBytes    int
+	drained     chan struct{} // closed (and replaced) when the outbox is taken
+	pollWake    chan struct{} // wakes the pending GET
+	polling     bool          // a GET is pending
+	posting     bool          // a POST is being read
+	pollTimer   *time.Timer   // no GET for PingInterval+PingTimeout: close
+	pongTimer   *time.Timer
+	waitingPong bool
+	ns          int      // namespace state
+	sess        *Session // the namespace's session while connected
+	ctrl        [][]byte // control packets for the writer
+
+	wake    chan struct{}        // ctrl packets for the idle writer
+	connect chan json.RawMessage // CONNECT payloads for the writer
+	// kick is queued to the connected Session to make its writer flush
+	// ctrl; compared by pointer, never sent.
+	kick   *Event
+	wsConn atomic.Pointer[websocket.Conn]
+
+	// Writer-only state.
+	lastPing      time.Time
+	skipDelivered bool
+}
+
+func newEIOSession(s *Server, reg *sioRegistry, token, remote string) *eioSession {
+	e := &eioSession{
+		id:       sioID(),
+		srv:      s,
+		reg:      reg,
+		cfg:      reg.cfg,
+		token:    token,
+		remote:   remote,
+		done:     make(chan struct{}),
+		drained:  make(chan struct{}),
+		pollWake: make(chan struct{}, 1),
+		wake:     make(chan struct{}, 1),
+		connect:  make(chan json.RawMessage, 1),
+		kick:     &Event{Name: "socket.io control"},
+		lastPing: time.Now(),
+	}
+	e.pongTimer = time.AfterFunc(time.Hour, e.pongTimedOut)
+	e.pongTimer.Stop()
+	e.pollTimer = time.AfterFunc(time.Hour, e.pollTimedOut)
+	e.pollTimer.Stop()
+	return e
+}
+
+func sioSignal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// close ends the session once: the connected Session ends, a pending GET
+// is answered (close packet, or noop when the client closed), WebSockets
+// are closed (with a close frame when code is set), the connection slot
+// is released.
+func (e *eioSession) close(reason string, byClient bool, code int) {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	e.closed, e.byClient, e.closeReason = true, byClient, reason
+	sess, ws, probe := e.sess, e.ws, e.probe
+	e.pongTimer.Stop()
+	e.pollTimer.Stop()
+	close(e.done)
+	e.mu.Unlock()
+
+	e.reg.remove(e)
+	if sess != nil {
+		sess.Close(0, reason)
+	}
+	if ws != nil {
+		if code != 0 {
+			_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, sioCloseText(reason)), time.Now().Add(time.Second))
+		}
+		ws.Close()
+	}
+	if probe != nil {
+		probe.Close()
+	}
+	e.srv.release()
+	e.srv.log.Debug("socket.io session closed", "sid", e.id, "reason", reason)
+}
+
+// sioCloseText fits a reason into a close frame (123 bytes at most).
+func sioCloseText(reason string) string {
+	if len(reason) <= 120 {
+		return reason
+	}
+	cut := 120
+	for cut > 0 && !utf8.RuneStart(reason[cut]) {
+		cut--
+	}
+	return reason[:cut]
+}
+
+// protocolError closes the session of a client that broke the protocol.
+func (e *eioSession) protocolError(err error) {
+	e.srv.log.Debug("socket.io protocol error", "sid", e.id, "err", err, "remote", e.remote)
+	e.close("protocol error: "+err.Error(), false, ClosePolicy)
+}
+
+func (e *eioSession) isClosed() bool {
+	select {
+	case <-e.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// pongTimedOut: the client did not answer a ping within PingTimeout.
+func (e *eioSession) pongTimedOut() {
+	e.mu.Lock()
+	late := e.waitingPong
+	e.mu.Unlock()
+	if late {
+		e.close("ping timeout", false, 0)
+	}
+}
+
+// pollTimedOut: a polling client stopped polling.
+func (e *eioSession) pollTimedOut() {
+	e.mu.Lock()
+	idle := !e.polling && e.ws == nil
+	e.mu.Unlock()
+	if idle {
+		e.close("polling timeout: no poll for pingInterval+pingTimeout", false, 0)
+	}
+}
+
+// armPollTimer starts the polling expiry. Called with e.mu held.
+func (e *eioSession) armPollTimer() {
+	if !e.closed && e.ws == nil {
+		e.pollTimer.Reset(e.cfg.PingInterval + e.cfg.PingTimeout)
+	}
+}
+
+// onPong handles a pong.
+func (e *eioSession) onPong() {
+	e.mu.Lock()
+	e.waitingPong = false
+	e.pongTimer.Stop()
+	e.mu.Unlock()
+}
+
+// sioOutboxLimit is how many bytes may wait for a GET before the event
+// writer waits; then the Session's queue fills and the hub drops the
+// client as a slow consumer, as with /ws.
+const sioOutboxLimit = 64 << 10
+
+// send hands a packet to the transport. Event packets (sessDone set) wait
+// while the polling outbox is full; control packets never wait.
+func (e *eioSession) send(p []byte, sessDone <-chan struct{}) error {
+	e.mu.Lock()
+	for {
+		if e.closed {
+			e.mu.Unlock()
+			return errEIOClosed
+		}
+		if e.ws != nil {
+			break
+		}
+		if sessDone == nil || e.outBytes < sioOutboxLimit {
+			e.outbox = append(e.outbox, p)
+			e.outBytes += len(p)
+			sioSignal(e.pollWake)
+			e.mu.Unlock()
+			return nil
+		}
+		drained := e.drained
+		e.mu.Unlock()
+		select {
+		case <-drained:
+		case <-e.done:
+		case <-sessDone:
+			return errSIOSessionEnded
+		}
+		e.mu.Lock()
+	}
+	ws := e.ws
+	e.mu.Unlock()
+	ws.SetWriteDeadline(time.Now().Add(e.srv.cfg.WriteTimeout))
+	return ws.WriteMessage(websocket.TextMessage, p)
+}
+
+// ping sends a ping and expects a pong within PingTimeout.
+func (e *eioSession) ping() error {
+	e.mu.Lock()
+	if !e.waitingPong && !e.closed {
+		e.waitingPong = true
+		e.pongTimer.Reset(e.cfg.PingTimeout)
+	}
+	e.mu.Unlock()
+	e.lastPing = time.Now()
+	return e.send(eioPingPacket, nil)
+}
+
+// pingIfDue pings when the next regular ping would come later than the
+// client waits (pingInterval+pingTimeout after the last one): the ping
+// ticker restarts whenever the writer changes phase.
+func (e *eioSession) pingIfDue() error {
+	if time.Since(e.lastPing) >= e.cfg.PingTimeout/2 {
+		return e.ping()
+	}
+	return nil
+}
+
+// queueCtrl queues a control packet for the writer.
+func (e *eioSession) queueCtrl(p []byte) error {
+	e.mu.Lock()
+	if len(e.ctrl) >= sioMaxCtrl {
+		e.mu.Unlock()
+		return sioProtoErr("too many unanswered requests")
+	}
+	e.ctrl = append(e.ctrl, p)
+	sess := e.sess
+	e.mu.Unlock()
+	if sess != nil {
+		sess.offer(e.kick)
+	}
+	sioSignal(e.wake)
+	return nil
+}
+
+// flushCtrl sends the queued control packets (writer only).
+func (e *eioSession) flushCtrl() error {
+	e.mu.Lock()
+	ctrl := e.ctrl
+	e.ctrl = nil
+	e.mu.Unlock()
+	for _, p := range ctrl {
+		if err := e.send(p, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// run is the session's writer: it pings, answers the namespace and runs
+// the connected Session's Pump, until the session closes.
+func (e *eioSession) run() {
+	tick := time.NewTicker(e.cfg.PingInterval)
+	defer tick.Stop()
+	connectTimer := time.NewTimer(e.cfg.ConnectTimeout)
+	defer connectTimer.Stop()
+	connectTimeout := connectTimer.C
+	for {
+		var err error
+		select {
+		case <-e.done:
+			return
+		case <-tick.C:
+			err = e.ping()
+		case <-connectTimeout:
+			e.mu.Lock()
+			idle := e.ns == sioNSIdle
+			e.mu.Unlock()
+			if idle {
+				e.close("no Socket.IO CONNECT within "+e.cfg.ConnectTimeout.String(), false, ClosePolicy)
+				return
+			}
+		case <-e.wake:
+			err = e.flushCtrl()
+		case payload := <-e.connect:
+			joined, open := e.serveNamespace(payload)
+			if !open {
+				return
+			}
+			if joined {
+				connectTimer.Stop()
+				connectTimeout = nil
+			}
+			err = e.flushCtrl()
+			if err == nil {
+				err = e.pingIfDue()
+			}
+			tick.Reset(e.cfg.PingInterval)
+		}
+		if err != nil {
+			e.close(sioWriteFailure(err), false, 0)
+			return
+		}
+	}
+}
+
+func sioWriteFailure(err error) string {
+	if errors.Is(err, errEIOClosed) {
+		return "closed"
+	}
+	return "write failed: " + err.Error()
+}
+
+// onPacket handles one Engine.IO packet from the client's current
+// transport. An error closes the session.
+func (e *eioSession) onPacket(p []byte) error {
+	if len(p) == 0 {
+		return sioProtoErr("empty packet")
+	}
+	switch p[0] {
+	case eioPong:
+		e.onPong()
+		return nil
+	case eioMessage:
+		return e.onMessage(p[1:])
+	case eioClose:
+		e.close("client closed the connection", true, 0)
+		return errEIOClosed
+	case eioUpgrade, eioNoop:
+		return nil // outside an upgrade: nothing to do
+	case eioPing:
+		return sioProtoErr("ping from the client: in Engine.IO 4 the server pings")
+	case 'b':
+		return sioProtoErr("binary payloads are not supported")
+	}
+	return sioProtoErr("unknown Engine.IO packet type " + string(p[:1]))
+}
+
+// onMessage handles a Socket.IO packet.
+func (e *eioSession) onMessage(data []byte) error {
+	p, err := decodeSIOPacket(data)
+	if err != nil {
+		return sioProtoErr(err.Error())
+	}
+	if p.NSP != "/" {
+		if p.Type == sioConnect {
+			return e.queueCtrl(sioConnectErrorPacket(p.NSP, "Invalid namespace"))
+		}
+		return sioProtoErr("namespace " + p.NSP + " is not connected")
+	}
+	e.mu.Lock()
+	state, sess := e.ns, e.sess
+	switch {
+	case p.Type == sioConnect && state == sioNSIdle:
+		e.ns = sioNSConnecting
+	case p.Type == sioDisconnect && state == sioNSConnected:
+		e.ns, e.sess = sioNSIdle, nil
+	}
+	e.mu.Unlock()
+	switch p.Type {
+	case sioConnect:
+		if state != sioNSIdle {
+			return sioProtoErr("CONNECT to a namespace already joined")
+		}
+		select {
+		case e.connect <- p.Data:
+			return nil
+		default:
+			return sioProtoErr("CONNECT while another is pending")
+		}
+	case sioDisconnect:
+		if state != sioNSConnected {
+			return sioProtoErr("DISCONNECT from a namespace not joined")
+		}
+		sess.Close(0, "client left the namespace")
+		return nil
+	case sioEvent:
+		if state != sioNSConnected {
+			return sioProtoErr("EVENT before CONNECT")
+		}
+		// An ack id asks for an acknowledgement rowcast never sends, as a
+		// Socket.IO server without a handler for the event would not.
+		return e.onEvent(sess, p.Data)
+	case sioAck:
+		return sioProtoErr("acknowledgements are not supported")
+	}
+	return sioProtoErr("unexpected Socket.IO packet type")
+}
+
+// abortWrite unblocks a writer stuck on a WebSocket client that stopped
+// reading (Session.SetAbort). It must not take e.mu: the hub calls it
+// with its own lock held.
+func (e *eioSession) abortWrite() {
+	if c := e.wsConn.Load(); c != nil {
+		_ = c.UnderlyingConn().SetWriteDeadline(time.Now().Add(time.Second))
+	}
+}
+
+// sioResetConn drops a slow client's TCP connection rather than closing it
+// gracefully, as /ws does.
+func sioResetConn(c *websocket.Conn) {
+	if c == nil {
+		return
+	}
+	if tcp, ok := c.UnderlyingConn().(*net.TCPConn); ok {
+		_ = tcp.SetLinger(0)
+	}
+}

@@ -1,0 +1,1038 @@
+package broadcast
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"rowcast"
+)
+
+// sioObserver counts what the transports report.
+type sioObserver struct {
+	mu        sync.Mutex
+	refused   map[string]int
+	connected map[string]int
+	delivered int
+}
+
+func newSIOObserver() *sioObserver {
+	return &sioObserver{refused: map[string]int{}, connected: map[string]int{}}
+}
+
+func (o *sioObserver) ClientConnected(t string) {
+	o.mu.Lock()
+	o.connected[t]++
+	o.mu.Unlock()
+}
+func (o *sioObserver) ClientDisconnected(t string) {
+	o.mu.Lock()
+	o.connected[t]--
+	o.mu.Unlock()
+}
+func (o *sioObserver) ConnectionRefused(t, reason string) {
+	o.mu.Lock()
+	o.refused[t+"/"+reason]++
+	o.mu.Unlock()
+}
+func (o *sioObserver) EventQueued(string, string, int) {}
+func (o *sioObserver) SlowConsumer(string)             {}
+func (o *sioObserver) Delivered(string, time.Duration) {
+	o.mu.Lock()
+	o.delivered++
+	o.mu.Unlock()
+}
+func (o *sioObserver) ChangeApplied(string, string) {}
+func (o *sioObserver) StatsRecomputed()             {}
+func (o *sioObserver) Resume(string)                {}
+func (o *sioObserver) WindowSize(int)               {}
+
+func (o *sioObserver) count(m map[string]int, k string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return m[k]
+}
+
+type sioEnv struct {
+	t   *testing.T
+	ts  *httptest.Server
+	srv *Server
+	hub *Hub
+	obs *sioObserver
+	pos uint64
+}
+
+const sioTestSecret = "sio-test-secret"
+
+// newSIOEnv serves a Server with a real Hub (no database) on httptest.
+// Pings are slow unless the test asks otherwise.
+func newSIOEnv(t *testing.T, mod func(*ServerConfig)) *sioEnv {
+	t.Helper()
+	obs := newSIOObserver()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	hub := NewHub(HubConfig{Names: NamesFor("ticket", ProfileColon), StatsColumns: []string{"status"},
+		WindowSize: 100, Observer: obs, Logger: log})
+	cfg := ServerConfig{
+		Hub: hub, LiveUpdates: true, FilterColumns: []string{"status"},
+		SocketIO: SocketIOConfig{PingInterval: 5 * time.Second, PingTimeout: 5 * time.Second},
+		Observer: obs, Logger: log,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv := NewServer(cfg)
+	ts := httptest.NewServer(srv)
+	t.Cleanup(func() {
+		hub.Shutdown()
+		ts.CloseClientConnections()
+		ts.Close()
+	})
+	return &sioEnv{t: t, ts: ts, srv: srv, hub: hub, obs: obs}
+}
+
+func (e *sioEnv) url(q string) string { return e.ts.URL + "/socket.io/?" + q }
+
+func (e *sioEnv) wsURL(q string) string {
+	return "ws" + strings.TrimPrefix(e.ts.URL, "http") + "/socket.io/?" + q
+}
+
+// apply sends a row change through the hub: insert, update or delete of
+// ticket id with status.
+func (e *sioEnv) apply(op rowcast.Op, id int, status string) rowcast.EventID {
+	e.pos++
+	key := rowcast.Row{{Name: "id", Value: json.RawMessage(fmt.Sprint(id))}}
+	row := rowcast.Row{{Name: "id", Value: json.RawMessage(fmt.Sprint(id))}, {Name: "status", Value: json.RawMessage(`"` + status + `"`)}}
+	c := rowcast.Change{Op: op, Schema: "public", Table: "tickets", Key: key, ID: rowcast.EventID{Pos: e.pos}, CaptureTime: time.Now()}
+	switch op {
+	case rowcast.OpDelete:
+		c.Old = row
+	default:
+		c.Row = row
+	}
+	if err := e.hub.Apply(context.Background(), []rowcast.Change{c}); err != nil {
+		e.t.Fatal(err)
+	}
+	return c.ID
+}
+
+var sioHTTPClient = &http.Client{Timeout: 10 * time.Second}
+
+func (e *sioEnv) do(method, u, body string, h http.Header) (int, http.Header, string) {
+	e.t.Helper()
+	req, err := http.NewRequest(method, u, strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	resp, err := sioHTTPClient.Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+type eioOpenInfo struct {
+	SID          string   `json:"sid"`
+	Upgrades     []string `json:"upgrades"`
+	PingInterval int      `json:"pingInterval"`
+	PingTimeout  int      `json:"pingTimeout"`
+	MaxPayload   int      `json:"maxPayload"`
+}
+
+// handshake opens a polling session.
+func (e *sioEnv) handshake(h http.Header) (eioOpenInfo, string) {
+	e.t.Helper()
+	status, _, body := e.do("GET", e.url("EIO=4&transport=polling&t=x"), "", h)
+	if status != 200 || !strings.HasPrefix(body, "0") {
+		e.t.Fatalf("handshake: %d %q", status, body)
+	}
+	var o eioOpenInfo
+	if err := json.Unmarshal([]byte(body[1:]), &o); err != nil {
+		e.t.Fatalf("open packet %q: %v", body, err)
+	}
+	return o, body
+}
+
+func (e *sioEnv) poll(sid string) (int, string) {
+	e.t.Helper()
+	status, _, body := e.do("GET", e.url("EIO=4&transport=polling&sid="+sid), "", nil)
+	return status, body
+}
+
+func (e *sioEnv) post(sid, body string) (int, string) {
+	e.t.Helper()
+	status, _, b := e.do("POST", e.url("EIO=4&transport=polling&sid="+sid), body, http.Header{"Content-Type": {"text/plain;charset=UTF-8"}})
+	return status, b
+}
+
+// pollPackets polls until it gets a packet other than ping (answering
+// pings), and returns the payload's packets.
+func (e *sioEnv) pollPackets(sid string) []string {
+	e.t.Helper()
+	for {
+		status, body := e.poll(sid)
+		if status != 200 {
+			e.t.Fatalf("poll: %d %s", status, body)
+		}
+		var out []string
+		for _, p := range strings.Split(body, "\x1e") {
+			if p == "2" {
+				e.post(sid, "3")
+				continue
+			}
+			out = append(out, p)
+		}
+		if len(out) > 0 {
+			return out
+		}
+	}
+}
+
+// sioConn is a raw Engine.IO WebSocket client.
+type sioConn struct {
+	t *testing.T
+	c *websocket.Conn
+	// pong answers pings automatically.
+	pong bool
+}
+
+func (e *sioEnv) dialWS(q string, h http.Header) (*sioConn, *http.Response, error) {
+	c, resp, err := websocket.DefaultDialer.Dial(e.wsURL(q), h)
+	if err != nil {
+		return nil, resp, err
+	}
+	e.t.Cleanup(func() { c.Close() })
+	return &sioConn{t: e.t, c: c, pong: true}, resp, nil
+}
+
+func (c *sioConn) send(s string) {
+	c.t.Helper()
+	if err := c.c.WriteMessage(websocket.TextMessage, []byte(s)); err != nil {
+		c.t.Fatalf("write %q: %v", s, err)
+	}
+}
+
+// read returns the next packet, or "" and the error once closed.
+func (c *sioConn) read(timeout time.Duration) (string, error) {
+	for {
+		c.c.SetReadDeadline(time.Now().Add(timeout))
+		_, b, err := c.c.ReadMessage()
+		if err != nil {
+			return "", err
+		}
+		if c.pong && string(b) == "2" {
+			c.send("3")
+			continue
+		}
+		return string(b), nil
+	}
+}
+
+func (c *sioConn) next() string {
+	c.t.Helper()
+	s, err := c.read(5 * time.Second)
+	if err != nil {
+		c.t.Fatalf("read: %v", err)
+	}
+	return s
+}
+
+// expectClosed checks that the server closes the connection within d.
+func (c *sioConn) expectClosed(d time.Duration) error {
+	c.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		s, err := c.read(time.Until(deadline))
+		if err != nil {
+			if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
+				c.t.Fatalf("connection still open after %v", d)
+			}
+			return err
+		}
+		_ = s
+	}
+}
+
+// openWS opens a WebSocket-only session and joins the main namespace.
+func (e *sioEnv) openWS(connect string, h http.Header) (*sioConn, string) {
+	e.t.Helper()
+	c, resp, err := e.dialWS("EIO=4&transport=websocket", h)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		e.t.Fatalf("dial: %v (HTTP %d)", err, status)
+	}
+	open := c.next()
+	if !strings.HasPrefix(open, "0{") {
+		e.t.Fatalf("open packet %q", open)
+	}
+	c.send(connect)
+	return c, c.next()
+}
+
+func sioConnectReplyOf(t *testing.T, p string) (sid, pid string) {
+	t.Helper()
+	if !strings.HasPrefix(p, "40{") {
+		t.Fatalf("want a CONNECT reply, got %q", p)
+	}
+	var v struct{ SID, PID string }
+	if err := json.Unmarshal([]byte(p[2:]), &v); err != nil || v.SID == "" || v.PID == "" {
+		t.Fatalf("CONNECT reply %q: %v", p, err)
+	}
+	return v.SID, v.PID
+}
+
+// sioEventOf decodes 42[name,data(,offset)].
+func sioEventOf(t *testing.T, p string) (name string, data map[string]any, offset string) {
+	t.Helper()
+	if !strings.HasPrefix(p, "42[") {
+		t.Fatalf("want an event, got %q", p)
+	}
+	var args []json.RawMessage
+	if err := json.Unmarshal([]byte(p[2:]), &args); err != nil || len(args) < 2 {
+		t.Fatalf("event %q: %v", p, err)
+	}
+	json.Unmarshal(args[0], &name)
+	json.Unmarshal(args[1], &data)
+	if len(args) > 2 {
+		json.Unmarshal(args[2], &offset)
+	}
+	return name, data, offset
+}
+
+func TestSIOHandshake(t *testing.T) {
+	env := newSIOEnv(t, func(c *ServerConfig) {
+		c.SocketIO = SocketIOConfig{PingInterval: 25 * time.Second, PingTimeout: 20 * time.Second, MaxPayload: 1000000}
+	})
+	status, h, body := env.do("GET", env.url("EIO=4&transport=polling&t=N8hyd6w"), "", nil)
+	if status != 200 || !strings.HasPrefix(h.Get("Content-Type"), "text/plain") {
+		t.Fatalf("handshake: %d %s", status, h.Get("Content-Type"))
+	}
+	var o eioOpenInfo
+	json.Unmarshal([]byte(body[1:]), &o)
+	want := fmt.Sprintf(`0{"sid":%q,"upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}`, o.SID)
+	if body != want || len(o.SID) < 16 {
+		t.Errorf("open packet\n got %s\nwant %s", body, want)
+	}
+	c, _, err := env.dialWS("EIO=4&transport=websocket", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := c.next()
+	json.Unmarshal([]byte(open[1:]), &o)
+	want = fmt.Sprintf(`0{"sid":%q,"upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}`, o.SID)
+	if open != want {
+		t.Errorf("websocket open packet\n got %s\nwant %s", open, want)
+	}
+}
+
+func TestSIOBadRequests(t *testing.T) {
+	env := newSIOEnv(t, nil)
+	o, _ := env.handshake(nil)
+	cases := []struct {
+		name, method, query string
+		code                int
+	}{
+		{"no EIO", "GET", "transport=polling", 5},
+		{"EIO=3", "GET", "EIO=3&transport=polling", 5},
+		{"EIO=abc", "GET", "EIO=abc&transport=polling", 5},
+		{"no transport", "GET", "EIO=4", 0},
+		{"unknown transport", "GET", "EIO=4&transport=abc", 0},
+		{"POST handshake", "POST", "EIO=4&transport=polling", 2},
+		{"PUT handshake", "PUT", "EIO=4&transport=polling", 2},
+		{"unknown sid (GET)", "GET", "EIO=4&transport=polling&sid=nope", 1},
+		{"unknown sid (POST)", "POST", "EIO=4&transport=polling&sid=nope", 1},
+		{"PUT on a session", "PUT", "EIO=4&transport=polling&sid=" + o.SID, 3},
+		{"websocket without upgrade", "GET", "EIO=4&transport=websocket", 3},
+		{"JSONP", "GET", "EIO=4&transport=polling&j=0", 3},
+	}
+	for _, tc := range cases {
+		status, h, body := env.do(tc.method, env.url(tc.query), "", nil)
+		var v struct {
+			Code    *int   `json:"code"`
+			Message string `json:"message"`
+		}
+		if status != 400 || h.Get("Content-Type") != "application/json" || json.Unmarshal([]byte(body), &v) != nil ||
+			v.Code == nil || *v.Code != tc.code || v.Message == "" {
+			t.Errorf("%s: %d %s %s, want 400 with code %d", tc.name, status, h.Get("Content-Type"), body, tc.code)
+		}
+	}
+	// A WebSocket with an unknown sid is refused before the upgrade.
+	if _, resp, err := env.dialWS("EIO=4&transport=websocket&sid=nope", nil); err == nil || resp == nil || resp.StatusCode != 400 {
+		t.Errorf("websocket with an unknown sid: %v %v", err, resp)
+	}
+	// A polling request for a WebSocket session is refused.
+	c, _, err := env.dialWS("EIO=4&transport=websocket", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wo eioOpenInfo
+	json.Unmarshal([]byte(c.next()[1:]), &wo)
+	if status, _ := env.poll(wo.SID); status != 400 {
+		t.Errorf("poll of a websocket session: %d", status)
+	}
+}
+
+func TestSIOPollingRoundTrip(t *testing.T) {
+	env := newSIOEnv(t, nil)
+	o, _ := env.handshake(nil)
+	if status, body := env.post(o.SID, "40"); status != 200 || body != "ok" {
+		t.Fatalf("POST 40: %d %q", status, body)
+	}
+	p := env.pollPackets(o.SID)
+	sid, _ := sioConnectReplyOf(t, p[0])
+	if sid == o.SID {
+		t.Error("the Socket.IO sid must differ from the Engine.IO sid")
+	}
+	sioWaitFor(t, func() bool { return env.hub.Clients() == 1 })
+	id := env.apply(rowcast.OpInsert, 7, "open")
+	env.apply(rowcast.OpUpdate, 7, "closed")
+	env.apply(rowcast.OpDelete, 7, "closed")
+	var got []string
+	for len(got) < 3 {
+		got = append(got, env.pollPackets(o.SID)...)
+	}
+	name, data, offset := sioEventOf(t, got[0])
+	if name != "ticket:created" || offset != id.String() {
+		t.Errorf("first event %q", got[0])
+	}
+	if ticket, _ := data["ticket"].(map[string]any); ticket["status"] != "open" || data["timestamp"] == nil {
+		t.Errorf("created data %v", data)
+	}
+	// The payload is exactly /ws's data.
+	var ev *Event
+	ev, _ = env.hub.Names().Translate(&rowcast.Change{Op: rowcast.OpDelete, Key: rowcast.Row{{Name: "id", Value: json.RawMessage("7")}}})
+	if !strings.HasPrefix(got[2], `42["ticket:deleted",{"ticketId":7,"timestamp":"`) {
+		t.Errorf("deleted %q (want data like %s)", got[2], ev.Data)
+	}
+	if name, _, _ := sioEventOf(t, got[1]); name != "ticket:updated" {
+		t.Errorf("second event %q", got[1])
+	}
+	// Several packets in one POST; a client event is ignored; DISCONNECT
+	// leaves the namespace but keeps the session.
+	if status, _ := env.post(o.SID, "3\x1e42[\"hello\",1]\x1e41"); status != 200 {
+		t.Fatalf("POST: %d", status)
+	}
+	sioWaitFor(t, func() bool { return env.hub.Clients() == 0 })
+	if status, body := env.post(o.SID, "40"); status != 200 {
+		t.Fatalf("second CONNECT: %d %s", status, body)
+	}
+	sioConnectReplyOf(t, env.pollPackets(o.SID)[0])
+	// Closing from the client: a pending GET gets noop, then the sid is gone.
+	done := make(chan string)
+	go func() {
+		_, body := env.poll(o.SID)
+		done <- body
+	}()
+	time.Sleep(100 * time.Millisecond)
+	env.post(o.SID, "1")
+	if body := <-done; body != "6" {
+		t.Errorf("pending GET after close: %q, want 6", body)
+	}
+	if status, _ := env.poll(o.SID); status != 400 {
+		t.Errorf("poll after close: %d", status)
+	}
+	sioWaitFor(t, func() bool { return env.srv.conns.Load() == 0 })
+}
+
+func sioWaitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestSIOUpgrade(t *testing.T) {
+	env := newSIOEnv(t, nil)
+	o, _ := env.handshake(nil)
+	env.post(o.SID, "40")
+	sioConnectReplyOf(t, env.pollPackets(o.SID)[0])
+	sioWaitFor(t, func() bool { return env.hub.Clients() == 1 })
+
+	// A GET is pending when the probe comes.
+	pending := make(chan string, 1)
+	go func() {
+		_, body := env.poll(o.SID)
+		pending <- body
+	}()
+	time.Sleep(50 * time.Millisecond)
+	ws, resp, err := env.dialWS("EIO=4&transport=websocket&sid="+o.SID, nil)
+	if err != nil {
+		t.Fatalf("upgrade: %v %v", err, resp)
+	}
+	// A second WebSocket for the same session is refused.
+	if _, resp, err := env.dialWS("EIO=4&transport=websocket&sid="+o.SID, nil); err == nil || resp.StatusCode != 400 {
+		t.Errorf("second upgrade during the first: %v %v", err, resp)
+	}
+	ws.send("2probe")
+	if p := ws.next(); p != "3probe" {
+		t.Fatalf("probe answer %q", p)
+	}
+	select {
+	case body := <-pending:
+		if body != "6" {
+			t.Errorf("pending GET during upgrade: %q, want noop", body)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("pending GET not answered during the upgrade")
+	}
+	// An event while the client has paused polling goes out on the
+	// WebSocket once the upgrade completes.
+	id := env.apply(rowcast.OpInsert, 1, "open")
+	time.Sleep(50 * time.Millisecond)
+	ws.send("5")
+	name, _, offset := sioEventOf(t, ws.next())
+	if name != "ticket:created" || offset != id.String() {
+		t.Errorf("first event after upgrade: %s %s", name, offset)
+	}
+	env.apply(rowcast.OpInsert, 2, "open")
+	if name, _, _ := sioEventOf(t, ws.next()); name != "ticket:created" {
+		t.Errorf("event over websocket: %s", name)
+	}
+	// Polling is over for this session, and so are further upgrades.
+	if status, _ := env.poll(o.SID); status != 400 {
+		t.Errorf("poll after upgrade: %d", status)
+	}
+	if status, _ := env.post(o.SID, "3"); status != 400 {
+		t.Errorf("POST after upgrade: %d", status)
+	}
+	if _, resp, err := env.dialWS("EIO=4&transport=websocket&sid="+o.SID, nil); err == nil || resp.StatusCode != 400 {
+		t.Errorf("second upgrade: %v %v", err, resp)
+	}
+	// The session still works.
+	ws.send("41")
+	sioWaitFor(t, func() bool { return env.hub.Clients() == 0 })
+	ws.send("40")
+	sioConnectReplyOf(t, ws.next())
+}
+
+func TestSIOPingTimeout(t *testing.T) {
+	env := newSIOEnv(t, func(c *ServerConfig) {
+		c.SocketIO = SocketIOConfig{PingInterval: 150 * time.Millisecond, PingTimeout: 100 * time.Millisecond}
+	})
+	// Answered pings keep the session.
+	c, reply := env.openWS("40", nil)
+	sioConnectReplyOf(t, reply)
+	c.pong = false
+	for i := 0; i < 3; i++ {
+		if p := c.next(); p != "2" {
+			t.Fatalf("want ping, got %q", p)
+		}
+		c.send("3")
+	}
+	// Unanswered, the session closes.
+	start := time.Now()
+	if p := c.next(); p != "2" {
+		t.Fatalf("want ping, got %q", p)
+	}
+	c.expectClosed(2 * time.Second)
+	if d := time.Since(start); d < 80*time.Millisecond {
+		t.Errorf("closed %v after the ping, before pingTimeout", d)
+	}
+	sioWaitFor(t, func() bool { return env.hub.Clients() == 0 && env.srv.conns.Load() == 0 })
+
+	// A polling session that nobody polls expires.
+	o, _ := env.handshake(nil)
+	time.Sleep(400 * time.Millisecond)
+	if status, body := env.poll(o.SID); status != 400 {
+		t.Errorf("poll after pingInterval+pingTimeout: %d %q", status, body)
+	}
+	// Polled and answered, it lives.
+	o, _ = env.handshake(nil)
+	for i := 0; i < 3; i++ {
+		if status, body := env.poll(o.SID); status != 200 || body != "2" {
+			t.Fatalf("poll %d: %d %q", i, status, body)
+		}
+		if status, _ := env.post(o.SID, "3"); status != 200 {
+			t.Fatalf("pong: %d", status)
+		}
+	}
+}
+
+func TestSIOConnectTimeout(t *testing.T) {
+	env := newSIOEnv(t, func(c *ServerConfig) {
+		c.SocketIO.ConnectTimeout = 200 * time.Millisecond
+	})
+	c, _, err := env.dialWS("EIO=4&transport=websocket", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.next() // open
+	c.expectClosed(3 * time.Second)
+}
+
+func TestSIOGarbageCloses(t *testing.T) {
+	env := newSIOEnv(t, nil)
+	for _, bad := range []string{
+		"abc",    // unknown Engine.IO packet type
+		"4",      // empty Socket.IO packet
+		"4abc",   // unknown Socket.IO packet type
+		"47",     // unknown Socket.IO packet type
+		`42["x"`, // unparseable JSON
+		`451-["x",{"_placeholder":true,"num":0}]`, // binary attachments
+		`43[]`,                        // ack
+		`40null`,                      // CONNECT payload not an object
+		`40{}` + "\x00" + `41{"a":1}`, // garbage after the payload
+		"2",                           // ping from the client
+		`44{"message":"x"}`,           // CONNECT_ERROR from the client
+	} {
+		c, reply := env.openWS("40", nil)
+		sioConnectReplyOf(t, reply)
+		c.send(bad)
+		c.expectClosed(2 * time.Second)
+	}
+	// Before CONNECT, anything but CONNECT closes.
+	for _, bad := range []string{`42["x"]`, "41"} {
+		c, _, _ := env.dialWS("EIO=4&transport=websocket", nil)
+		c.next()
+		c.send(bad)
+		c.expectClosed(2 * time.Second)
+	}
+	// A second CONNECT to the joined namespace closes.
+	c, reply := env.openWS("40", nil)
+	sioConnectReplyOf(t, reply)
+	c.send("40")
+	c.expectClosed(2 * time.Second)
+	// Binary frames close.
+	c, reply = env.openWS("40", nil)
+	sioConnectReplyOf(t, reply)
+	c.c.WriteMessage(websocket.BinaryMessage, []byte{1, 2, 3})
+	c.expectClosed(2 * time.Second)
+	// Polling: 400, then the session is gone.
+	o, _ := env.handshake(nil)
+	if status, _ := env.post(o.SID, "abc"); status != 400 {
+		t.Errorf("POST garbage: %d", status)
+	}
+	if status, _ := env.poll(o.SID); status != 400 {
+		t.Errorf("poll after garbage: %d", status)
+	}
+	o, _ = env.handshake(nil)
+	status, _, _ := env.do("POST", env.url("EIO=4&transport=polling&sid="+o.SID), "\x01\x02", http.Header{"Content-Type": {"application/octet-stream"}})
+	if status != 400 {
+		t.Errorf("POST binary: %d", status)
+	}
+	sioWaitFor(t, func() bool { return env.srv.conns.Load() == 0 && env.hub.Clients() == 0 })
+}
+
+func TestSIOUnknownNamespace(t *testing.T) {
+	env := newSIOEnv(t, nil)
+	c, reply := env.openWS("40/admin,", nil)
+	if reply != `44/admin,{"message":"Invalid namespace"}` {
+		t.Errorf("unknown namespace: %q", reply)
+	}
+	// The session stays; the main namespace works.
+	c.send("40")
+	sioConnectReplyOf(t, c.next())
+	c.send(`40/other,{"token":"x"}`)
+	if p := c.next(); p != `44/other,{"message":"Invalid namespace"}` {
+		t.Errorf("unknown namespace while connected: %q", p)
+	}
+}
+
+func TestSIOMaxPayload(t *testing.T) {
+	env := newSIOEnv(t, func(c *ServerConfig) { c.SocketIO.MaxPayload = 1000 })
+	o, body := env.handshake(nil)
+	if !strings.Contains(body, `"maxPayload":1000}`) {
+		t.Errorf("open packet %s", body)
+	}
+	if status, _ := env.post(o.SID, "4"+strings.Repeat("x", 1000)); status != 413 {
+		t.Errorf("POST over maxPayload: %d, want 413", status)
+	}
+	if status, _ := env.poll(o.SID); status != 400 {
+		t.Errorf("poll after 413: %d", status)
+	}
+	// At the limit is fine.
+	o, _ = env.handshake(nil)
+	if status, _ := env.post(o.SID, `42["x","`+strings.Repeat("y", 1000-10)+`"]`); status != 400 {
+		// EVENT before CONNECT: a protocol error, but not 413.
+		t.Errorf("POST at maxPayload: %d, want 400 for EVENT before CONNECT", status)
+	}
+	c, reply := env.openWS("40", nil)
+	sioConnectReplyOf(t, reply)
+	c.send(`42["x","` + strings.Repeat("y", 1000) + `"]`)
+	c.expectClosed(2 * time.Second)
+}
+
+func TestSIOConcurrentPolls(t *testing.T) {
+	env := newSIOEnv(t, nil)
+	o, _ := env.handshake(nil)
+	first := make(chan string, 1)
+	go func() {
+		_, body := env.poll(o.SID)
+		first <- body
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if status, _ := env.poll(o.SID); status != 400 {
+		t.Errorf("second GET: %d, want 400", status)
+	}
+	if body := <-first; body != "1" {
+		t.Errorf("first GET: %q, want the close packet", body)
+	}
+	if status, _ := env.poll(o.SID); status != 400 {
+		t.Errorf("GET after: %d", status)
+	}
+}
+
+func TestSIOCancelledPollCloses(t *testing.T) {
+	env := newSIOEnv(t, nil)
+	o, _ := env.handshake(nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", env.url("EIO=4&transport=polling&sid="+o.SID), nil)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		cancel()
+	}()
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+	}
+	sioWaitFor(t, func() bool { return env.srv.conns.Load() == 0 })
+	if status, _ := env.poll(o.SID); status != 400 {
+		t.Errorf("poll after a cancelled poll: %d", status)
+	}
+}
+
+func TestSIOCORS(t *testing.T) {
+	env := newSIOEnv(t, func(c *ServerConfig) {
+		c.Origins = []string{"https://desk.example.com"}
+		c.CORSCredentials = true
+	})
+	h := http.Header{"Origin": {"https://desk.example.com"}}
+	status, rh, _ := env.do("GET", env.url("EIO=4&transport=polling"), "", h)
+	if status != 200 || rh.Get("Access-Control-Allow-Origin") != "https://desk.example.com" ||
+		rh.Get("Access-Control-Allow-Credentials") != "true" {
+		t.Errorf("listed origin: %d %v", status, rh)
+	}
+	pre := http.Header{"Origin": {"https://desk.example.com"}, "Access-Control-Request-Method": {"POST"},
+		"Access-Control-Request-Headers": {"content-type"}}
+	status, rh, _ = env.do("OPTIONS", env.url("EIO=4&transport=polling"), "", pre)
+	if status != 204 || rh.Get("Access-Control-Allow-Origin") != "https://desk.example.com" ||
+		!strings.Contains(rh.Get("Access-Control-Allow-Methods"), "POST") || rh.Get("Access-Control-Allow-Headers") != "content-type" {
+		t.Errorf("preflight: %d %v", status, rh)
+	}
+	evil := http.Header{"Origin": {"https://evil.example.com"}}
+	status, rh, _ = env.do("GET", env.url("EIO=4&transport=polling"), "", evil)
+	if status != 403 || rh.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("other origin: %d %v", status, rh)
+	}
+	status, rh, _ = env.do("OPTIONS", env.url("EIO=4&transport=polling"), "", evil)
+	if status != 403 || rh.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("other origin preflight: %d %v", status, rh)
+	}
+	if _, resp, err := env.dialWS("EIO=4&transport=websocket", evil); err == nil || resp.StatusCode != 403 {
+		t.Errorf("websocket from another origin: %v", err)
+	}
+	if n := env.obs.count(env.obs.refused, "socketio/origin"); n != 2 {
+		t.Errorf("refused for origin: %d, want 2", n)
+	}
+	// Without CORS_CREDENTIALS the origin is echoed without credentials.
+	env2 := newSIOEnv(t, func(c *ServerConfig) { c.Origins = []string{"https://desk.example.com"} })
+	_, rh, _ = env2.do("GET", env2.url("EIO=4&transport=polling"), "", h)
+	if rh.Get("Access-Control-Allow-Origin") != "https://desk.example.com" || rh.Get("Access-Control-Allow-Credentials") != "" {
+		t.Errorf("no credentials: %v", rh)
+	}
+}
+
+func TestSIOAuth(t *testing.T) {
+	auth := NewAuth(sioTestSecret, "token")
+	env := newSIOEnv(t, func(c *ServerConfig) { c.Auth = auth })
+	good, _ := auth.Sign(map[string]any{"sub": "u1", "email": "a@example.com", "exp": time.Now().Add(time.Hour).Unix()})
+	other, _ := NewAuth("other", "token").Sign(map[string]any{"sub": "u1"})
+
+	// No token anywhere: CONNECT_ERROR, the session stays.
+	c, reply := env.openWS("40", nil)
+	if !strings.HasPrefix(reply, `44{"message":"no token`) {
+		t.Errorf("no token: %q", reply)
+	}
+	// The token in the auth payload.
+	c.send(`40{"token":"` + good + `"}`)
+	sioConnectReplyOf(t, c.next())
+	// A bad token.
+	_, reply = env.openWS(`40{"token":"`+other+`"}`, nil)
+	if !strings.HasPrefix(reply, `44{"message":"invalid token`) {
+		t.Errorf("bad token: %q", reply)
+	}
+	// Cookie, header and access_token on the handshake request win over
+	// the payload.
+	_, reply = env.openWS(`40{"token":"`+other+`"}`, http.Header{"Cookie": {"token=" + good}})
+	sioConnectReplyOf(t, reply)
+	_, reply = env.openWS("40", http.Header{"Authorization": {"Bearer " + good}})
+	sioConnectReplyOf(t, reply)
+	o, _ := env.handshake(http.Header{"Cookie": {"token=" + good}})
+	env.post(o.SID, "40")
+	sioConnectReplyOf(t, env.pollPackets(o.SID)[0])
+	if n := env.obs.count(env.obs.refused, "socketio/auth"); n != 2 {
+		t.Errorf("refused for auth: %d, want 2", n)
+	}
+}
+
+func TestSIOFilter(t *testing.T) {
+	env := newSIOEnv(t, nil)
+	_, reply := env.openWS(`40{"filter":{"priority":"high"}}`, nil)
+	if !strings.HasPrefix(reply, `44{"message":"unknown filter column \"priority\"`) {
+		t.Errorf("bad filter: %q", reply)
+	}
+	c, reply := env.openWS(`40{"filter":{"status":["open"]}}`, nil)
+	sioConnectReplyOf(t, reply)
+	sioWaitFor(t, func() bool { return env.hub.Clients() == 1 })
+	env.apply(rowcast.OpInsert, 1, "closed")
+	env.apply(rowcast.OpInsert, 2, "open")
+	_, data, _ := sioEventOf(t, c.next())
+	if ticket, _ := data["ticket"].(map[string]any); ticket["id"] != 2.0 {
+		t.Errorf("filtered event %v", data)
+	}
+	// subscribe changes the filter.
+	c.send(`42["subscribe",{"filter":{"status":"closed"}}]`)
+	if name, data, _ := sioEventOf(t, c.next()); name != "subscribed" || !reflect.DeepEqual(data["filter"], map[string]any{"status": []any{"closed"}}) {
+		t.Errorf("subscribe reply %s %v", name, data)
+	}
+	env.apply(rowcast.OpInsert, 3, "open")
+	env.apply(rowcast.OpInsert, 4, "closed")
+	if _, data, _ := sioEventOf(t, c.next()); data["ticket"].(map[string]any)["id"] != 4.0 {
+		t.Errorf("after subscribe: %v", data)
+	}
+	c.send(`42["subscribe",{"filter":{"nope":"x"}}]`)
+	if name, _, _ := sioEventOf(t, c.next()); name != "error" {
+		t.Errorf("bad subscribe: %s", name)
+	}
+}
+
+func TestSIORecovery(t *testing.T) {
+	env := newSIOEnv(t, nil)
+	c, reply := env.openWS("40", nil)
+	_, pid := sioConnectReplyOf(t, reply)
+	sioWaitFor(t, func() bool { return env.hub.Clients() == 1 })
+	env.apply(rowcast.OpInsert, 1, "open")
+	_, _, offset := sioEventOf(t, c.next())
+	c.c.Close()
+	sioWaitFor(t, func() bool { return env.hub.Clients() == 0 })
+	missed := env.apply(rowcast.OpInsert, 2, "open")
+
+	// The client comes back with its pid and offset: same pid, the missed
+	// event follows.
+	c, reply = env.openWS(`40{"pid":"`+pid+`","offset":"`+offset+`"}`, nil)
+	if _, got := sioConnectReplyOf(t, reply); got != pid {
+		t.Errorf("recovered pid %q, want %q", got, pid)
+	}
+	if _, _, off := sioEventOf(t, c.next()); off != missed.String() {
+		t.Errorf("replayed %s, want %s", off, missed)
+	}
+	// An offset the window no longer covers: a new pid and resync.
+	_, reply = env.openWS(`40{"pid":"`+pid+`","offset":"e1-0000000000000001"}`, nil)
+	if _, got := sioConnectReplyOf(t, reply); got == pid {
+		t.Error("kept the pid although recovery failed")
+	}
+	c2, reply := env.openWS(`40{"pid":"`+pid+`","offset":"e1-0000000000000001"}`, nil)
+	sioConnectReplyOf(t, reply)
+	if name, _, off := sioEventOf(t, c2.next()); name != "resync" || off != "" {
+		t.Errorf("want resync, got %s %s", name, off)
+	}
+	// No offset (nothing received yet) or a malformed one: a fresh start.
+	for _, payload := range []string{`{"pid":"` + pid + `"}`, `{"pid":"` + pid + `","offset":"zzz"}`, `{"pid":"a b","offset":"` + offset + `"}`} {
+		_, reply = env.openWS("40"+payload, nil)
+		if _, got := sioConnectReplyOf(t, reply); got == pid {
+			t.Errorf("%s: kept the pid", payload)
+		}
+	}
+}
+
+func TestSIOLiveUpdatesDisabledAndLimit(t *testing.T) {
+	env := newSIOEnv(t, func(c *ServerConfig) { c.LiveUpdates = false })
+	if status, _, body := env.do("GET", env.url("EIO=4&transport=polling"), "", nil); status != 503 || !strings.Contains(body, "live updates are disabled") {
+		t.Errorf("disabled: %d %s", status, body)
+	}
+	env = newSIOEnv(t, func(c *ServerConfig) { c.MaxConnections = 1 })
+	o, _ := env.handshake(nil)
+	if status, _, _ := env.do("GET", env.url("EIO=4&transport=polling"), "", nil); status != 503 {
+		t.Errorf("over the limit: %d", status)
+	}
+	if n := env.obs.count(env.obs.refused, "socketio/limit"); n != 1 {
+		t.Errorf("refused for limit: %d", n)
+	}
+	env.post(o.SID, "1")
+	sioWaitFor(t, func() bool { return env.srv.conns.Load() == 0 })
+	env.handshake(nil)
+}
+
+func TestSIOShutdown(t *testing.T) {
+	env := newSIOEnv(t, nil)
+	c, reply := env.openWS("40", nil)
+	sioConnectReplyOf(t, reply)
+	o, _ := env.handshake(nil)
+	env.post(o.SID, "40")
+	sioConnectReplyOf(t, env.pollPackets(o.SID)[0])
+	sioWaitFor(t, func() bool { return env.hub.Clients() == 2 })
+	pending := make(chan string, 1)
+	go func() {
+		_, body := env.poll(o.SID)
+		pending <- body
+	}()
+	time.Sleep(50 * time.Millisecond)
+	env.hub.Shutdown()
+	err := c.expectClosed(2 * time.Second)
+	if !websocket.IsCloseError(err, CloseGoingAway) {
+		t.Errorf("websocket closed with %v, want 1001", err)
+	}
+	if body := <-pending; body != "1" {
+		t.Errorf("pending GET at shutdown: %q", body)
+	}
+	done := make(chan struct{})
+	go func() { env.srv.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Server.Wait did not return")
+	}
+	if n := env.obs.count(env.obs.connected, "socketio"); n != 0 {
+		t.Errorf("clients gauge %d after shutdown", n)
+	}
+}
+
+func TestSIODecodePacket(t *testing.T) {
+	ok := []struct {
+		in   string
+		want sioPacket
+	}{
+		{"0", sioPacket{Type: 0, NSP: "/"}},
+		{`0{"token":"123"}`, sioPacket{Type: 0, NSP: "/", Data: json.RawMessage(`{"token":"123"}`)}},
+		{"0/admin,", sioPacket{Type: 0, NSP: "/admin"}},
+		{"0/admin", sioPacket{Type: 0, NSP: "/admin"}},
+		{`0/admin,{"a":1}`, sioPacket{Type: 0, NSP: "/admin", Data: json.RawMessage(`{"a":1}`)}},
+		{"1", sioPacket{Type: 1, NSP: "/"}},
+		{"1/admin,", sioPacket{Type: 1, NSP: "/admin"}},
+		{`2["foo"]`, sioPacket{Type: 2, NSP: "/", Data: json.RawMessage(`["foo"]`)}},
+		{`212["foo"]`, sioPacket{Type: 2, NSP: "/", ID: 12, HasID: true, Data: json.RawMessage(`["foo"]`)}},
+		{`2/admin,13[1]`, sioPacket{Type: 2, NSP: "/admin", ID: 13, HasID: true, Data: json.RawMessage(`[1]`)}},
+		{`3/admin,13["bar"]`, sioPacket{Type: 3, NSP: "/admin", ID: 13, HasID: true, Data: json.RawMessage(`["bar"]`)}},
+		{`4{"message":"x"}`, sioPacket{Type: 4, NSP: "/", Data: json.RawMessage(`{"message":"x"}`)}},
+	}
+	for _, tc := range ok {
+		got, err := decodeSIOPacket([]byte(tc.in))
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("decode %q = %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "7", "a", "0[1]", "0null", `1{}`, `2{}`, `2[]`, `2["connect"]`, `2[{}]`, `2["x"`, `3{}`,
+		`51-["x",{"_placeholder":true,"num":0}]`, `61-1[{"_placeholder":true,"num":0}]`, `4[]`} {
+		if p, err := decodeSIOPacket([]byte(bad)); err == nil {
+			t.Errorf("decode %q = %+v, want an error", bad, p)
+		}
+	}
+}
+
+func TestSIOEncode(t *testing.T) {
+	ev := &Event{Name: "ticket:created", Data: json.RawMessage(`{"ticket":{"id":1}}`), HasID: true, ID: rowcast.EventID{Pos: 0x1A2B3C4}}
+	if got := string(sioEventPacket(ev)); got != `42["ticket:created",{"ticket":{"id":1}},"0000000001A2B3C4-00000000"]` {
+		t.Errorf("event with an id: %s", got)
+	}
+	stats := &Event{Name: "stats:updated", Data: json.RawMessage(`{"stats":{}}`)}
+	if got := string(sioEventPacket(stats)); got != `42["stats:updated",{"stats":{}}]` {
+		t.Errorf("event without an id: %s", got)
+	}
+	if p := sioEventPacket(&Event{Name: "disconnect", Data: json.RawMessage(`1`)}); p != nil {
+		t.Errorf("reserved name encoded: %s", p)
+	}
+	if got := string(sioConnectReply("a", "b")); got != `40{"sid":"a","pid":"b"}` {
+		t.Errorf("connect reply %s", got)
+	}
+	if got := string(sioConnectErrorPacket("/", `say "no"`)); got != `44{"message":"say \"no\""}` {
+		t.Errorf("connect error %s", got)
+	}
+	if got := string(eioEncodePayload([][]byte{[]byte("4hello"), []byte("2"), []byte("4world")})); got != "4hello\x1e2\x1e4world" {
+		t.Errorf("payload %q", got)
+	}
+	if got := eioDecodePayload([]byte("4test1\x1e4test2")); len(got) != 2 || string(got[1]) != "4test2" {
+		t.Errorf("decode payload %q", got)
+	}
+}
+
+func TestSIOProbeAbandoned(t *testing.T) {
+	env := newSIOEnv(t, nil)
+	o, _ := env.handshake(nil)
+	env.post(o.SID, "40")
+	sioConnectReplyOf(t, env.pollPackets(o.SID)[0])
+	for _, how := range []string{"close", "garbage"} {
+		ws, _, err := env.dialWS("EIO=4&transport=websocket&sid="+o.SID, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws.send("2probe")
+		if p := ws.next(); p != "3probe" {
+			t.Fatalf("probe answer %q", p)
+		}
+		if how == "close" {
+			ws.c.Close()
+		} else {
+			ws.send("4hello")
+			ws.expectClosed(2 * time.Second)
+		}
+		// Polling goes on: GETs wait again, and events arrive.
+		sioWaitFor(t, func() bool {
+			e := env.srv.sioRegistryFor().get(o.SID)
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			return !e.probing && !e.upgrading
+		})
+		env.apply(rowcast.OpInsert, 1, "open")
+		if name, _, _ := sioEventOf(t, env.pollPackets(o.SID)[0]); name != "ticket:created" {
+			t.Errorf("%s: event after an abandoned upgrade: %s", how, name)
+		}
+	}
+	// A later upgrade succeeds.
+	ws, _, err := env.dialWS("EIO=4&transport=websocket&sid="+o.SID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws.send("2probe")
+	ws.next()
+	ws.send("5")
+	env.apply(rowcast.OpInsert, 2, "open")
+	if name, _, _ := sioEventOf(t, ws.next()); name != "ticket:created" {
+		t.Errorf("event after upgrade: %s", name)
+	}
+}
+
+// TestSIOSlowPollingClient: a polling client that stops polling while
+// events pile up is dropped as a slow consumer; the others are not held up.
+func TestSIOSlowPollingClient(t *testing.T) {
+	env := newSIOEnv(t, func(c *ServerConfig) { c.QueueSize = 8 })
+	o, _ := env.handshake(nil)
+	env.post(o.SID, "40")
+	sioConnectReplyOf(t, env.pollPackets(o.SID)[0])
+	fast, reply := env.openWS("40", nil)
+	sioConnectReplyOf(t, reply)
+	sioWaitFor(t, func() bool { return env.hub.Clients() == 2 })
+	big := strings.Repeat("x", 1000)
+	for i := 0; i < 200; i++ {
+		env.apply(rowcast.OpInsert, i, big)
+		if name, _, _ := sioEventOf(t, fast.next()); name != "ticket:created" {
+			t.Fatalf("fast client got %s", name)
+		}
+	}
+	sioWaitFor(t, func() bool { return env.hub.Clients() == 1 })
+	// The session is gone (the client reconnects and recovers from the
+	// replay window).
+	if status, _ := env.poll(o.SID); status != 400 {
+		t.Errorf("poll after the drop: %d", status)
+	}
+}

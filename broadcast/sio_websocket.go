@@ -1,0 +1,156 @@
+package broadcast
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// serveUpgrade takes a WebSocket for a polling session: the client probes
+// it (2probe, answered 3probe), pauses polling, then sends 5 and the
+// session moves to the WebSocket with whatever was waiting for a GET. A
+// second WebSocket for the same session is refused with 400.
+func (e *eioSession) serveUpgrade(w http.ResponseWriter, r *http.Request) {
+	e.mu.Lock()
+	switch {
+	case e.closed:
+		e.mu.Unlock()
+		eioError(w, http.StatusBadRequest, eioErrUnknownSID, "")
+		return
+	case e.ws != nil || e.probing:
+		e.mu.Unlock()
+		eioError(w, http.StatusBadRequest, eioErrBadRequest, "the session is already upgraded or upgrading")
+		return
+	}
+	// Reserve the upgrade before the handshake so that a concurrent second
+	// one is refused.
+	e.probing = true
+	e.mu.Unlock()
+	conn, err := upgrader.Upgrade(w, r, nil)
+	e.mu.Lock()
+	if err == nil && e.closed {
+		conn.Close()
+		err = errEIOClosed
+	}
+	if err == nil {
+		e.probe = conn
+	} else {
+		e.probing = false
+	}
+	e.mu.Unlock()
+	if err != nil {
+		e.srv.log.Debug("socket.io: websocket upgrade failed", "sid", e.id, "err", err)
+		return
+	}
+	if !e.probeUpgrade(conn) {
+		return
+	}
+	e.readWS(conn)
+}
+
+// probeUpgrade runs the probe until the client completes the upgrade
+// (true) or gives up (false: the WebSocket is dropped, polling goes on).
+func (e *eioSession) probeUpgrade(conn *websocket.Conn) bool {
+	conn.SetReadLimit(int64(e.cfg.MaxPayload))
+	conn.SetReadDeadline(time.Now().Add(e.cfg.UpgradeTimeout))
+	abandon := func(why string) bool {
+		e.mu.Lock()
+		if e.probe == conn {
+			e.probe, e.probing, e.upgrading = nil, false, false
+		}
+		e.mu.Unlock()
+		conn.Close()
+		e.srv.log.Debug("socket.io: upgrade abandoned", "sid", e.id, "why", why)
+		return false
+	}
+	for {
+		typ, data, err := conn.ReadMessage()
+		if err != nil {
+			return abandon(err.Error())
+		}
+		if typ != websocket.TextMessage {
+			return abandon("binary frame during the upgrade")
+		}
+		switch string(data) {
+		case "2probe":
+			conn.SetWriteDeadline(time.Now().Add(e.srv.cfg.WriteTimeout))
+			if err := conn.WriteMessage(websocket.TextMessage, []byte("3probe")); err != nil {
+				return abandon(err.Error())
+			}
+			// Answer the pending GET so that the client can pause polling.
+			e.mu.Lock()
+			e.upgrading = true
+			sioSignal(e.pollWake)
+			e.mu.Unlock()
+		case "5":
+			if err := e.finishUpgrade(conn); err != nil {
+				return abandon(err.Error())
+			}
+			conn.SetReadDeadline(time.Time{})
+			return true
+		default:
+			return abandon("unexpected packet during the upgrade")
+		}
+	}
+}
+
+// finishUpgrade moves the session to the WebSocket: the packets waiting
+// for a GET go first, then the writer writes frames itself.
+func (e *eioSession) finishUpgrade(conn *websocket.Conn) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return errEIOClosed
+	}
+	// Holding e.mu keeps the writer out until the WebSocket is the
+	// transport, so these writes come first and are not concurrent.
+	conn.SetWriteDeadline(time.Now().Add(e.srv.cfg.WriteTimeout))
+	for _, p := range e.outbox {
+		if err := conn.WriteMessage(websocket.TextMessage, p); err != nil {
+			return err
+		}
+	}
+	e.outbox, e.outBytes = nil, 0
+	close(e.drained)
+	e.drained = make(chan struct{})
+	e.ws, e.probe, e.probing, e.upgrading = conn, nil, false, false
+	e.wsConn.Store(conn)
+	e.engine = "websocket"
+	e.pollTimer.Stop()
+	sioSignal(e.pollWake) // a GET still pending gets noop
+	return nil
+}
+
+// readWS reads the session's WebSocket until it fails or the session
+// closes.
+func (e *eioSession) readWS(conn *websocket.Conn) {
+	conn.SetReadLimit(int64(e.cfg.MaxPayload))
+	for {
+		typ, data, err := conn.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			switch {
+			case e.isClosed():
+			case errors.Is(err, websocket.ErrReadLimit):
+				e.close("message over maxPayload", false, websocket.CloseMessageTooBig)
+			case errors.As(err, &ce):
+				e.close("client closed ("+ce.Text+")", true, 0)
+			default:
+				e.close("connection lost: "+err.Error(), true, 0)
+			}
+			return
+		}
+		if typ != websocket.TextMessage {
+			e.protocolError(errors.New("binary frames are not supported"))
+			return
+		}
+		if err := e.onPacket(data); err != nil {
+			if !errors.Is(err, errEIOClosed) {
+				e.protocolError(err)
+			}
+			return
+		}
+	}
+}
