@@ -107,6 +107,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 		})
 	}
 	metrics.RegisterCapture(reg, source.Status)
+	// Slot lag, retained WAL and NOTIFY queue usage are polled from the
+	// database here, so that the capture loop knows nothing of metrics.
+	poller := metrics.NewDBPoller(reg, pool, cfg.Slot, func() string { return source.Status().Mode }, 0)
+	poller.Logger = log
 
 	var auth *broadcast.Auth
 	authMode := "jwt"
@@ -160,9 +164,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 	captureCtx, stopCapture := context.WithCancel(context.Background())
 	defer stopCapture()
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
-	wg.Add(3)
+	errc := make(chan error, 4)
+	wg.Add(4)
 	go func() { defer wg.Done(); errc <- hub.Run(captureCtx) }()
+	go func() { defer wg.Done(); poller.Run(captureCtx) }()
 	go func() {
 		defer wg.Done()
 		if err := source.Run(captureCtx, hub); err != nil {
