@@ -262,10 +262,15 @@ func (h *Hub) Clients() int {
 func (h *Hub) Cursor() (id string, stats []byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.lastID.IsZero() && h.win.baseSet {
-		id = h.lastID.String()
-	} else if h.win.baseSet {
-		id = h.win.base.String()
+	// The later of the window's promise and the last event: after a resync
+	// the last event may predate the promise, and resuming from it would
+	// only earn another resync.
+	if h.win.baseSet {
+		cur := h.win.base
+		if h.lastID.SameEpoch(cur) && cur.Less(h.lastID) {
+			cur = h.lastID
+		}
+		id = cur.String()
 	}
 	if h.stats.loaded {
 		stats = h.stats.payload()

@@ -180,6 +180,18 @@ func TestWindowResume(t *testing.T) {
 	if sub, _ := h.Subscribe(s4, &rowcast.EventID{Pos: 50}); sub.Resync == nil {
 		t.Error("resume after resync: want resync")
 	}
+	// Capture restarts at 100: a snapshot taken now must give a cursor
+	// that resumes cleanly, not the last event from before the resync.
+	h.Apply(ctx, []rowcast.Change{{Op: rowcast.OpStart, ID: rowcast.EventID{Pos: 100}}})
+	cursor, _ := h.Cursor()
+	id, err := rowcast.ParseEventID(cursor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s5 := NewSession("ws", Identity{}, Scope{All: true}, nil, 8)
+	if sub, _ := h.Subscribe(s5, &id); sub.Resync != nil || id.Pos != 100 {
+		t.Errorf("cursor %s after a resync does not resume", cursor)
+	}
 }
 
 func TestSlowConsumerDoesNotBlock(t *testing.T) {
