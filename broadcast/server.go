@@ -225,11 +225,16 @@ func (s *Server) release() { s.conns.Add(-1) }
 
 // newSession makes a session for an admitted user.
 func (s *Server) newSession(transport string, user Identity, filter Filter) *Session {
-	scope := Scope{All: true}
-	if s.cfg.Auth != nil {
-		scope = s.cfg.Visibility.ScopeFor(user)
+	return NewSession(transport, user, s.scopeFor(user), filter, s.cfg.QueueSize)
+}
+
+// scopeFor is what a user may see; without auth there are no users and
+// the visibility rule does not apply.
+func (s *Server) scopeFor(user Identity) Scope {
+	if s.cfg.Auth == nil {
+		return Scope{All: true}
 	}
-	return NewSession(transport, user, scope, filter, s.cfg.QueueSize)
+	return s.cfg.Visibility.ScopeFor(user)
 }
 
 // ErrorEvent tells a client what it did wrong: {"message": "..."}.
@@ -261,7 +266,7 @@ func (s *Server) serveSnapshot(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	scope := s.newSession("snapshot", user, nil).scope
+	scope := s.scopeFor(user)
 	where := filter.Conditions()
 	if !scope.All {
 		where = append(where, rowcast.Condition{Column: scope.Column, Values: []string{scope.Value}})
