@@ -45,6 +45,7 @@ type Hub struct {
 	stats    *statsState
 	lastID   rowcast.EventID
 	closed   bool
+	done     chan struct{} // closed by Shutdown
 }
 
 // NewHub makes a hub; call Run to maintain stats and expire the window.
@@ -69,6 +70,7 @@ func NewHub(cfg HubConfig) *Hub {
 		sessions: map[*Session]struct{}{},
 		win:      newWindow(cfg.WindowSize, cfg.WindowAge),
 		stats:    newStatsState(cfg.StatsColumns),
+		done:     make(chan struct{}),
 	}
 }
 
@@ -278,16 +280,24 @@ func (h *Hub) Cursor() (id string, stats []byte) {
 	return id, stats
 }
 
-// Shutdown closes every session with 1001 and refuses new ones.
+// Shutdown closes every session with 1001 and refuses new ones. Calling
+// it again does nothing more.
 func (h *Hub) Shutdown() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.closed = true
+	if !h.closed {
+		h.closed = true
+		close(h.done)
+	}
 	for s := range h.sessions {
 		s.Close(CloseGoingAway, "server shutting down")
 		delete(h.sessions, s)
 	}
 }
+
+// Done is closed when Shutdown is called: connections that have not
+// subscribed (and so are not closed by Shutdown) end on it.
+func (h *Hub) Done() <-chan struct{} { return h.done }
 
 // Run loads and maintains stats, sends stats:updated at most once per
 // StatsInterval, and expires the replay window, until ctx ends.

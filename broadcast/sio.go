@@ -68,6 +68,47 @@ func (c SocketIOConfig) withDefaults() SocketIOConfig {
 // sioTransport is the transport name in metrics and logs.
 const sioTransport = "socketio"
 
+// Engine.IO transports, as the engine label of the sessions gauge.
+const (
+	sioEnginePolling   = "polling"
+	sioEngineWebSocket = "websocket"
+)
+
+// Upgrade outcomes (Observer.SIOUpgrade).
+const (
+	sioUpgradeOK        = "ok"
+	sioUpgradeAbandoned = "abandoned"
+	sioUpgradeRefused   = "refused"
+)
+
+// sioCloseKind is why a session closed, as Observer.SIOClosed reports it;
+// the free-text reason goes to the log only.
+type sioCloseKind string
+
+const (
+	sioClosePingTimeout    sioCloseKind = "ping_timeout"    // no pong within pingTimeout
+	sioClosePollTimeout    sioCloseKind = "poll_timeout"    // a polling client stopped polling
+	sioCloseClient         sioCloseKind = "client"          // the client closed, or its connection was lost
+	sioCloseProtocol       sioCloseKind = "protocol"        // the client broke the protocol
+	sioCloseSlowConsumer   sioCloseKind = "slow_consumer"   // the client fell behind
+	sioCloseShutdown       sioCloseKind = "shutdown"        // the server is shutting down
+	sioCloseConnectTimeout sioCloseKind = "connect_timeout" // no CONNECT within ConnectTimeout
+)
+
+// sioErrKind is the kind of a protocol error, as Observer.SIOProtocolError
+// reports it.
+type sioErrKind string
+
+const (
+	sioErrParse       sioErrKind = "parse"       // malformed packet, or one a client may not send
+	sioErrBinary      sioErrKind = "binary"      // binary payloads, frames or attachments
+	sioErrAck         sioErrKind = "ack"         // acknowledgements
+	sioErrState       sioErrKind = "state"       // a packet the namespace's state does not allow
+	sioErrTooLarge    sioErrKind = "too_large"   // over maxPayload, or too many unanswered requests
+	sioErrOverlapping sioErrKind = "overlapping" // two GETs or two POSTs at once
+	sioErrBadRequest  sioErrKind = "bad_request" // a request /socket.io/ does not take (answered 400)
+)
+
 // Engine.IO error codes, sent as {"code":N,"message":"..."}.
 const (
 	eioErrUnknownTransport = 0
@@ -211,25 +252,30 @@ func (s *Server) serveSocketIO(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if q.Get("EIO") != "4" {
+		s.obs.SIOProtocolError(string(sioErrBadRequest))
 		eioError(w, http.StatusBadRequest, eioErrUnsupported, "Unsupported protocol version: socket.io-client 3 or 4 (EIO=4) is required")
 		return
 	}
 	transport := q.Get("transport")
-	if transport != "polling" && transport != "websocket" {
+	if transport != sioEnginePolling && transport != sioEngineWebSocket {
+		s.obs.SIOProtocolError(string(sioErrBadRequest))
 		eioError(w, http.StatusBadRequest, eioErrUnknownTransport, "")
 		return
 	}
 	if q.Has("j") {
+		s.obs.SIOProtocolError(string(sioErrBadRequest))
 		eioError(w, http.StatusBadRequest, eioErrBadRequest, "JSONP polling is not supported")
 		return
 	}
 	isWS := sioIsUpgrade(r)
-	if transport == "websocket" && (r.Method != http.MethodGet || !isWS) {
+	if transport == sioEngineWebSocket && (r.Method != http.MethodGet || !isWS) {
+		s.obs.SIOProtocolError(string(sioErrBadRequest))
 		eioError(w, http.StatusBadRequest, eioErrBadRequest, "transport=websocket needs a WebSocket upgrade request")
 		return
 	}
 	if sid == "" {
 		if r.Method != http.MethodGet {
+			s.obs.SIOProtocolError(string(sioErrBadRequest))
 			eioError(w, http.StatusBadRequest, eioErrBadHandshake, "")
 			return
 		}
@@ -238,10 +284,16 @@ func (s *Server) serveSocketIO(w http.ResponseWriter, r *http.Request) {
 	}
 	e := reg.get(sid)
 	if e == nil {
+		// Expected after a session expired or the server restarted: the
+		// client starts over with a handshake. Not a protocol error, but
+		// an upgrade that cannot happen.
+		if transport == sioEngineWebSocket {
+			s.obs.SIOUpgrade(sioUpgradeRefused)
+		}
 		eioError(w, http.StatusBadRequest, eioErrUnknownSID, "")
 		return
 	}
-	if transport == "websocket" {
+	if transport == sioEngineWebSocket {
 		e.serveUpgrade(w, r)
 		return
 	}
@@ -251,6 +303,7 @@ func (s *Server) serveSocketIO(w http.ResponseWriter, r *http.Request) {
 	case http.MethodPost:
 		e.servePost(w, r)
 	default:
+		s.obs.SIOProtocolError(string(sioErrBadRequest))
 		eioError(w, http.StatusBadRequest, eioErrBadRequest, "polling takes GET and POST requests")
 	}
 }
@@ -291,29 +344,27 @@ func (s *Server) sioHandshake(w http.ResponseWriter, r *http.Request, reg *sioRe
 	if s.cfg.Auth != nil {
 		token = s.cfg.Auth.TokenFrom(r)
 	}
-	if transport == "websocket" {
+	if transport == sioEngineWebSocket {
 		conn, err := upgrader.Upgrade(w, r, nil)
 		if err != nil {
 			s.release()
 			s.log.Debug("socket.io: websocket upgrade failed", "err", err)
 			return
 		}
-		e := newEIOSession(s, reg, token, r.RemoteAddr)
+		e := newEIOSession(s, reg, token, r.RemoteAddr, sioEngineWebSocket)
 		e.ws = conn
 		e.wsConn.Store(conn)
-		e.engine = "websocket"
 		reg.add(e)
 		conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 		if err := conn.WriteMessage(websocket.TextMessage, eioOpenPacket(e.id, nil, reg.cfg)); err != nil {
-			e.close("handshake write failed: "+err.Error(), true, 0)
+			e.close(sioCloseClient, "handshake write failed: "+err.Error(), true, 0)
 			return
 		}
 		go e.run()
 		e.readWS(conn)
 		return
 	}
-	e := newEIOSession(s, reg, token, r.RemoteAddr)
-	e.engine = "polling"
+	e := newEIOSession(s, reg, token, r.RemoteAddr, sioEnginePolling)
 	reg.add(e)
 	e.mu.Lock()
 	e.armPollTimer()

@@ -28,11 +28,23 @@ var (
 
 // sioProtocolError is a client breaking the protocol; the session is
 // closed.
-type sioProtocolError struct{ msg string }
+type sioProtocolError struct {
+	kind sioErrKind
+	msg  string
+}
 
 func (e *sioProtocolError) Error() string { return e.msg }
 
-func sioProtoErr(msg string) error { return &sioProtocolError{msg} }
+func sioProtoErr(kind sioErrKind, msg string) error { return &sioProtocolError{kind, msg} }
+
+// sioErrKindOf is the kind of a protocol error (parse unless it says).
+func sioErrKindOf(err error) sioErrKind {
+	var pe *sioProtocolError
+	if errors.As(err, &pe) {
+		return pe.kind
+	}
+	return sioErrParse
+}
 
 // sioMaxCtrl bounds control packets (connect errors) waiting for the writer.
 const sioMaxCtrl = 16
@@ -56,7 +68,10 @@ type eioSession struct {
 	closed      bool
 	byClient    bool // the client closed: a pending GET gets noop, not close
 	closeReason string
-	engine      string          // "polling" or "websocket"
+	// engine is "polling" or "websocket": counted in the sessions gauge
+	// from the handshake until close, moved by an upgrade (both under mu,
+	// so a move and the final -1 never cross).
+	engine      string
 	ws          *websocket.Conn // set once the transport is WebSocket
 	probe       *websocket.Conn // WebSocket being probed for an upgrade
 	probing     bool            // an upgrade is under way (one at a time)
@@ -86,7 +101,9 @@ type eioSession struct {
 	skipDelivered bool
 }
 
-func newEIOSession(s *Server, reg *sioRegistry, token, remote string) *eioSession {
+// newEIOSession makes a session on engine and counts it as open; close
+// counts it out.
+func newEIOSession(s *Server, reg *sioRegistry, token, remote, engine string) *eioSession {
 	e := &eioSession{
 		id:       sioID(),
 		srv:      s,
@@ -94,6 +111,7 @@ func newEIOSession(s *Server, reg *sioRegistry, token, remote string) *eioSessio
 		cfg:      reg.cfg,
 		token:    token,
 		remote:   remote,
+		engine:   engine,
 		done:     make(chan struct{}),
 		drained:  make(chan struct{}),
 		pollWake: make(chan struct{}, 1),
@@ -106,6 +124,7 @@ func newEIOSession(s *Server, reg *sioRegistry, token, remote string) *eioSessio
 	e.pongTimer.Stop()
 	e.pollTimer = time.AfterFunc(time.Hour, e.pollTimedOut)
 	e.pollTimer.Stop()
+	s.obs.SIOSession(engine, 1)
 	return e
 }
 
@@ -119,8 +138,8 @@ func sioSignal(c chan struct{}) {
 // close ends the session once: the connected Session ends, a pending GET
 // is answered (close packet, or noop when the client closed), WebSockets
 // are closed (with a close frame when code is set), the connection slot
-// is released.
-func (e *eioSession) close(reason string, byClient bool, code int) {
+// is released. kind is what metrics count; reason is logged.
+func (e *eioSession) close(kind sioCloseKind, reason string, byClient bool, code int) {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -131,7 +150,9 @@ func (e *eioSession) close(reason string, byClient bool, code int) {
 	e.pongTimer.Stop()
 	e.pollTimer.Stop()
 	close(e.done)
+	e.srv.obs.SIOSession(e.engine, -1)
 	e.mu.Unlock()
+	e.srv.obs.SIOClosed(string(kind))
 
 	e.reg.remove(e)
 	if sess != nil {
@@ -164,8 +185,14 @@ func sioCloseText(reason string) string {
 
 // protocolError closes the session of a client that broke the protocol.
 func (e *eioSession) protocolError(err error) {
+	e.protocolErrorCode(err, ClosePolicy)
+}
+
+// protocolErrorCode is protocolError with a WebSocket close code.
+func (e *eioSession) protocolErrorCode(err error, code int) {
+	e.srv.obs.SIOProtocolError(string(sioErrKindOf(err)))
 	e.srv.log.Debug("socket.io protocol error", "sid", e.id, "err", err, "remote", e.remote)
-	e.close("protocol error: "+err.Error(), false, ClosePolicy)
+	e.close(sioCloseProtocol, "protocol error: "+err.Error(), false, code)
 }
 
 func (e *eioSession) isClosed() bool {
@@ -177,13 +204,21 @@ func (e *eioSession) isClosed() bool {
 	}
 }
 
-// pongTimedOut: the client did not answer a ping within PingTimeout.
+// pongTimedOut: the client did not answer a ping within PingTimeout. A
+// polling client with no GET pending has stopped polling (it may not even
+// have the ping): that is a polling timeout, which the poll timer would
+// report at about the same moment.
 func (e *eioSession) pongTimedOut() {
 	e.mu.Lock()
 	late := e.waitingPong
+	idlePolling := e.ws == nil && !e.polling
 	e.mu.Unlock()
-	if late {
-		e.close("ping timeout", false, 0)
+	switch {
+	case !late:
+	case idlePolling:
+		e.close(sioClosePollTimeout, "polling timeout: no poll for pingInterval+pingTimeout", false, 0)
+	default:
+		e.close(sioClosePingTimeout, "ping timeout", false, 0)
 	}
 }
 
@@ -193,7 +228,7 @@ func (e *eioSession) pollTimedOut() {
 	idle := !e.polling && e.ws == nil
 	e.mu.Unlock()
 	if idle {
-		e.close("polling timeout: no poll for pingInterval+pingTimeout", false, 0)
+		e.close(sioClosePollTimeout, "polling timeout: no poll for pingInterval+pingTimeout", false, 0)
 	}
 }
 
@@ -279,7 +314,7 @@ func (e *eioSession) queueCtrl(p []byte) error {
 	e.mu.Lock()
 	if len(e.ctrl) >= sioMaxCtrl {
 		e.mu.Unlock()
-		return sioProtoErr("too many unanswered requests")
+		return sioProtoErr(sioErrTooLarge, "too many unanswered requests")
 	}
 	e.ctrl = append(e.ctrl, p)
 	sess := e.sess
@@ -306,17 +341,27 @@ func (e *eioSession) flushCtrl() error {
 }
 
 // run is the session's writer: it pings, answers the namespace and runs
-// the connected Session's Pump, until the session closes.
+// the connected Session's Pump, until the session closes. While the
+// namespace is joined the hub's Shutdown ends the Session (and so the
+// Engine.IO session); otherwise the hub's Done does, so that a session
+// that never joined, and its pending GET, end at once too.
 func (e *eioSession) run() {
 	tick := time.NewTicker(e.cfg.PingInterval)
 	defer tick.Stop()
 	connectTimer := time.NewTimer(e.cfg.ConnectTimeout)
 	defer connectTimer.Stop()
 	connectTimeout := connectTimer.C
+	var shutdown <-chan struct{}
+	if e.srv.cfg.Hub != nil {
+		shutdown = e.srv.cfg.Hub.Done()
+	}
 	for {
 		var err error
 		select {
 		case <-e.done:
+			return
+		case <-shutdown:
+			e.close(sioCloseShutdown, "server shutting down", false, CloseGoingAway)
 			return
 		case <-tick.C:
 			err = e.ping()
@@ -325,7 +370,7 @@ func (e *eioSession) run() {
 			idle := e.ns == sioNSIdle
 			e.mu.Unlock()
 			if idle {
-				e.close("no Socket.IO CONNECT within "+e.cfg.ConnectTimeout.String(), false, ClosePolicy)
+				e.close(sioCloseConnectTimeout, "no Socket.IO CONNECT within "+e.cfg.ConnectTimeout.String(), false, ClosePolicy)
 				return
 			}
 		case <-e.wake:
@@ -346,7 +391,7 @@ func (e *eioSession) run() {
 			tick.Reset(e.cfg.PingInterval)
 		}
 		if err != nil {
-			e.close(sioWriteFailure(err), false, 0)
+			e.close(sioCloseClient, sioWriteFailure(err), false, 0)
 			return
 		}
 	}
@@ -363,7 +408,7 @@ func sioWriteFailure(err error) string {
 // transport. An error closes the session.
 func (e *eioSession) onPacket(p []byte) error {
 	if len(p) == 0 {
-		return sioProtoErr("empty packet")
+		return sioProtoErr(sioErrParse, "empty packet")
 	}
 	switch p[0] {
 	case eioPong:
@@ -372,29 +417,33 @@ func (e *eioSession) onPacket(p []byte) error {
 	case eioMessage:
 		return e.onMessage(p[1:])
 	case eioClose:
-		e.close("client closed the connection", true, 0)
+		e.close(sioCloseClient, "client closed the connection", true, 0)
 		return errEIOClosed
 	case eioUpgrade, eioNoop:
 		return nil // outside an upgrade: nothing to do
 	case eioPing:
-		return sioProtoErr("ping from the client: in Engine.IO 4 the server pings")
+		return sioProtoErr(sioErrParse, "ping from the client: in Engine.IO 4 the server pings")
 	case 'b':
-		return sioProtoErr("binary payloads are not supported")
+		return sioProtoErr(sioErrBinary, "binary payloads are not supported")
 	}
-	return sioProtoErr("unknown Engine.IO packet type " + string(p[:1]))
+	return sioProtoErr(sioErrParse, "unknown Engine.IO packet type "+string(p[:1]))
 }
 
 // onMessage handles a Socket.IO packet.
 func (e *eioSession) onMessage(data []byte) error {
 	p, err := decodeSIOPacket(data)
 	if err != nil {
-		return sioProtoErr(err.Error())
+		kind := sioErrParse
+		if errors.Is(err, errSIOBinary) {
+			kind = sioErrBinary
+		}
+		return sioProtoErr(kind, err.Error())
 	}
 	if p.NSP != "/" {
 		if p.Type == sioConnect {
 			return e.queueCtrl(sioConnectErrorPacket(p.NSP, "Invalid namespace"))
 		}
-		return sioProtoErr("namespace " + p.NSP + " is not connected")
+		return sioProtoErr(sioErrState, "namespace "+p.NSP+" is not connected")
 	}
 	e.mu.Lock()
 	state, sess := e.ns, e.sess
@@ -408,31 +457,31 @@ func (e *eioSession) onMessage(data []byte) error {
 	switch p.Type {
 	case sioConnect:
 		if state != sioNSIdle {
-			return sioProtoErr("CONNECT to a namespace already joined")
+			return sioProtoErr(sioErrState, "CONNECT to a namespace already joined")
 		}
 		select {
 		case e.connect <- p.Data:
 			return nil
 		default:
-			return sioProtoErr("CONNECT while another is pending")
+			return sioProtoErr(sioErrState, "CONNECT while another is pending")
 		}
 	case sioDisconnect:
 		if state != sioNSConnected {
-			return sioProtoErr("DISCONNECT from a namespace not joined")
+			return sioProtoErr(sioErrState, "DISCONNECT from a namespace not joined")
 		}
 		sess.Close(0, "client left the namespace")
 		return nil
 	case sioEvent:
 		if state != sioNSConnected {
-			return sioProtoErr("EVENT before CONNECT")
+			return sioProtoErr(sioErrState, "EVENT before CONNECT")
 		}
 		// An ack id asks for an acknowledgement rowcast never sends, as a
 		// Socket.IO server without a handler for the event would not.
 		return e.onEvent(sess, p.Data)
 	case sioAck:
-		return sioProtoErr("acknowledgements are not supported")
+		return sioProtoErr(sioErrAck, "acknowledgements are not supported")
 	}
-	return sioProtoErr("unexpected Socket.IO packet type")
+	return sioProtoErr(sioErrParse, "unexpected Socket.IO packet type")
 }
 
 // abortWrite unblocks a writer stuck on a WebSocket client that stopped

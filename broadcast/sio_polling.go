@@ -20,12 +20,13 @@ func (e *eioSession) servePoll(w http.ResponseWriter, r *http.Request) {
 		return
 	case e.ws != nil:
 		e.mu.Unlock()
+		e.srv.obs.SIOProtocolError(string(sioErrBadRequest))
 		eioError(w, http.StatusBadRequest, eioErrBadRequest, "the session was upgraded to WebSocket")
 		return
 	case e.polling:
 		e.mu.Unlock()
 		eioError(w, http.StatusBadRequest, eioErrBadRequest, "overlapping GET requests for one session")
-		e.protocolError(errors.New("overlapping GET requests"))
+		e.protocolError(sioProtoErr(sioErrOverlapping, "overlapping GET requests"))
 		return
 	}
 	e.polling = true
@@ -39,7 +40,7 @@ func (e *eioSession) servePoll(w http.ResponseWriter, r *http.Request) {
 			e.mu.Lock()
 			e.polling = false
 			e.mu.Unlock()
-			e.close("poll request cancelled", true, 0)
+			e.close(sioCloseClient, "poll request cancelled", true, 0)
 			return
 		}
 		e.mu.Lock()
@@ -72,7 +73,7 @@ func (e *eioSession) servePost(w http.ResponseWriter, r *http.Request) {
 	max := e.cfg.MaxPayload
 	if r.ContentLength > int64(max) {
 		eioError(w, http.StatusRequestEntityTooLarge, eioErrBadRequest, "payload over maxPayload")
-		e.close("payload over maxPayload", false, 0)
+		e.protocolErrorCode(sioProtoErr(sioErrTooLarge, "payload over maxPayload"), 0)
 		return
 	}
 	e.mu.Lock()
@@ -83,12 +84,13 @@ func (e *eioSession) servePost(w http.ResponseWriter, r *http.Request) {
 		return
 	case e.ws != nil:
 		e.mu.Unlock()
+		e.srv.obs.SIOProtocolError(string(sioErrBadRequest))
 		eioError(w, http.StatusBadRequest, eioErrBadRequest, "the session was upgraded to WebSocket")
 		return
 	case e.posting:
 		e.mu.Unlock()
 		eioError(w, http.StatusBadRequest, eioErrBadRequest, "overlapping POST requests for one session")
-		e.protocolError(errors.New("overlapping POST requests"))
+		e.protocolError(sioProtoErr(sioErrOverlapping, "overlapping POST requests"))
 		return
 	}
 	e.posting = true
@@ -101,16 +103,16 @@ func (e *eioSession) servePost(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(max)+1))
 	if err != nil {
 		eioError(w, http.StatusBadRequest, eioErrBadRequest, "reading the request failed")
-		e.close("reading a POST failed: "+err.Error(), true, 0)
+		e.close(sioCloseClient, "reading a POST failed: "+err.Error(), true, 0)
 		return
 	}
 	if len(body) > max {
 		eioError(w, http.StatusRequestEntityTooLarge, eioErrBadRequest, "payload over maxPayload")
-		e.close("payload over maxPayload", false, 0)
+		e.protocolErrorCode(sioProtoErr(sioErrTooLarge, "payload over maxPayload"), 0)
 		return
 	}
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/octet-stream") {
-		err := sioProtoErr("binary payloads are not supported")
+		err := sioProtoErr(sioErrBinary, "binary payloads are not supported")
 		eioError(w, http.StatusBadRequest, eioErrBadRequest, err.Error())
 		e.protocolError(err)
 		return

@@ -49,7 +49,7 @@ func (e *eioSession) serveNamespace(payload json.RawMessage) (joined, open bool)
 	defer s.wg.Done()
 	sub, err := s.cfg.Hub.Subscribe(sess, resume)
 	if err != nil {
-		e.close(err.Error(), false, CloseGoingAway)
+		e.close(sioCloseShutdown, err.Error(), false, CloseGoingAway)
 		return false, false
 	}
 	pid := sioID()
@@ -107,17 +107,19 @@ func (e *eioSession) serveNamespace(payload json.RawMessage) (joined, open bool)
 		reason = engineReason
 	case code == CloseSlowConsumer:
 		sioResetConn(ws)
-		e.close(reason, false, code)
+		e.close(sioCloseSlowConsumer, reason, false, code)
 	case errors.As(err, &ne) && ne.Timeout():
 		reason = "slow consumer (write timed out)"
 		s.obs.SlowConsumer(sioTransport)
 		sioResetConn(ws)
-		e.close(reason, false, 0)
+		e.close(sioCloseSlowConsumer, reason, false, 0)
 	case err != nil && !errors.Is(err, errSIOSessionEnded):
 		reason = sioWriteFailure(err)
-		e.close(reason, false, 0)
+		e.close(sioCloseClient, reason, false, 0)
+	case code == CloseGoingAway:
+		e.close(sioCloseShutdown, reason, false, code)
 	case code != 0:
-		e.close(reason, false, code)
+		e.close(sioCloseProtocol, reason, false, code)
 	default:
 		// The client left the namespace (DISCONNECT); the Engine.IO
 		// session stays until the client closes it.
@@ -137,7 +139,7 @@ func (e *eioSession) refuseNamespace(msg string) (open bool) {
 	}
 	e.mu.Unlock()
 	if err := e.send(sioConnectErrorPacket("/", msg), nil); err != nil {
-		e.close(sioWriteFailure(err), false, 0)
+		e.close(sioCloseClient, sioWriteFailure(err), false, 0)
 		return false
 	}
 	return true
@@ -158,7 +160,7 @@ func sioAuthMessage(err error) string {
 func (e *eioSession) onEvent(sess *Session, data json.RawMessage) error {
 	var args []json.RawMessage
 	if err := json.Unmarshal(data, &args); err != nil || len(args) == 0 {
-		return sioProtoErr("EVENT payload must be a non-empty array")
+		return sioProtoErr(sioErrParse, "EVENT payload must be a non-empty array")
 	}
 	var name string
 	_ = json.Unmarshal(args[0], &name)

@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"rowcast"
+	"rowcast/metrics"
 )
 
 // sioObserver counts what the transports report.
@@ -25,10 +26,19 @@ type sioObserver struct {
 	refused   map[string]int
 	connected map[string]int
 	delivered int
+	// sessions sums the SIOSession deltas by engine; moves records them
+	// in order ("+polling", "-polling", ...).
+	sessions  map[string]int
+	moves     []string
+	negative  string // the first move that took an engine below 0
+	upgrades  map[string]int
+	protoErrs map[string]int
+	closes    map[string]int
 }
 
 func newSIOObserver() *sioObserver {
-	return &sioObserver{refused: map[string]int{}, connected: map[string]int{}}
+	return &sioObserver{refused: map[string]int{}, connected: map[string]int{}, sessions: map[string]int{},
+		upgrades: map[string]int{}, protoErrs: map[string]int{}, closes: map[string]int{}}
 }
 
 func (o *sioObserver) ClientConnected(t string) {
@@ -57,6 +67,30 @@ func (o *sioObserver) ChangeApplied(string, string) {}
 func (o *sioObserver) StatsRecomputed()             {}
 func (o *sioObserver) Resume(string)                {}
 func (o *sioObserver) WindowSize(int)               {}
+func (o *sioObserver) SIOSession(engine string, delta int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.sessions[engine] += delta
+	o.moves = append(o.moves, fmt.Sprintf("%+d %s", delta, engine))
+	if o.sessions[engine] < 0 && o.negative == "" {
+		o.negative = fmt.Sprint(o.moves)
+	}
+}
+func (o *sioObserver) SIOUpgrade(outcome string) {
+	o.mu.Lock()
+	o.upgrades[outcome]++
+	o.mu.Unlock()
+}
+func (o *sioObserver) SIOProtocolError(kind string) {
+	o.mu.Lock()
+	o.protoErrs[kind]++
+	o.mu.Unlock()
+}
+func (o *sioObserver) SIOClosed(reason string) {
+	o.mu.Lock()
+	o.closes[reason]++
+	o.mu.Unlock()
+}
 
 func (o *sioObserver) count(m map[string]int, k string) int {
 	o.mu.Lock()
@@ -906,6 +940,7 @@ func TestSIOShutdown(t *testing.T) {
 	if n := env.obs.count(env.obs.connected, "socketio"); n != 0 {
 		t.Errorf("clients gauge %d after shutdown", n)
 	}
+	env.expectSessionsClosed(map[string]int{"shutdown": 2})
 }
 
 func TestSIODecodePacket(t *testing.T) {
@@ -1034,5 +1069,303 @@ func TestSIOSlowPollingClient(t *testing.T) {
 	// replay window).
 	if status, _ := env.poll(o.SID); status != 400 {
 		t.Errorf("poll after the drop: %d", status)
+	}
+	if n := env.obs.count(env.obs.closes, "slow_consumer"); n != 1 {
+		t.Errorf("slow consumer closes: %d, want 1", n)
+	}
+}
+
+// counts copies one of the observer's maps, without zero entries.
+func (o *sioObserver) counts(m map[string]int) map[string]int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range m {
+		if v != 0 {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// expectSessionsClosed waits until every Engine.IO session is gone, then
+// checks that the sessions gauge is back to 0 for each engine (never
+// below it on the way) and which closes were counted.
+func (e *sioEnv) expectSessionsClosed(closes map[string]int) {
+	e.t.Helper()
+	sioWaitFor(e.t, func() bool {
+		return e.srv.sioRegistryFor().len() == 0 && e.srv.conns.Load() == 0 && e.hub.Clients() == 0
+	})
+	o := e.obs
+	if got := o.counts(o.sessions); len(got) != 0 {
+		o.mu.Lock()
+		e.t.Errorf("sessions gauge %v after every session closed, want 0 (moves %v)", got, o.moves)
+		o.mu.Unlock()
+	}
+	o.mu.Lock()
+	if o.negative != "" {
+		e.t.Errorf("sessions gauge went below 0: %s", o.negative)
+	}
+	o.mu.Unlock()
+	if got := o.counts(o.closes); !reflect.DeepEqual(got, closes) {
+		e.t.Errorf("closes %v, want %v", got, closes)
+	}
+	if n := o.count(o.connected, sioTransport); n != 0 {
+		e.t.Errorf("clients gauge %d after every session closed", n)
+	}
+}
+
+// TestSIOSessionMetrics: the sessions gauge follows each session's
+// transport and returns to 0 after every kind of close, each close being
+// counted once with its reason.
+func TestSIOSessionMetrics(t *testing.T) {
+	fast := func(c *ServerConfig) {
+		c.SocketIO = SocketIOConfig{PingInterval: 150 * time.Millisecond, PingTimeout: 100 * time.Millisecond}
+	}
+	t.Run("polling timeout", func(t *testing.T) {
+		env := newSIOEnv(t, fast)
+		env.handshake(nil)
+		if got := env.obs.counts(env.obs.sessions); !reflect.DeepEqual(got, map[string]int{"polling": 1}) {
+			t.Errorf("after the handshake: %v", got)
+		}
+		// Nobody polls (so nobody answers the ping either).
+		env.expectSessionsClosed(map[string]int{"poll_timeout": 1})
+	})
+	t.Run("websocket close", func(t *testing.T) {
+		env := newSIOEnv(t, nil)
+		c, reply := env.openWS("40", nil)
+		sioConnectReplyOf(t, reply)
+		if got := env.obs.counts(env.obs.sessions); !reflect.DeepEqual(got, map[string]int{"websocket": 1}) {
+			t.Errorf("after the handshake: %v", got)
+		}
+		c.c.Close()
+		env.expectSessionsClosed(map[string]int{"client": 1})
+		// And an Engine.IO close packet.
+		c, _ = env.openWS("40", nil)
+		c.send("1")
+		env.expectSessionsClosed(map[string]int{"client": 2})
+	})
+	t.Run("upgrade then close", func(t *testing.T) {
+		env := newSIOEnv(t, nil)
+		o, _ := env.handshake(nil)
+		env.post(o.SID, "40")
+		sioConnectReplyOf(t, env.pollPackets(o.SID)[0])
+		ws, _, err := env.dialWS("EIO=4&transport=websocket&sid="+o.SID, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws.send("2probe")
+		if p := ws.next(); p != "3probe" {
+			t.Fatalf("probe answer %q", p)
+		}
+		ws.send("5")
+		sioWaitFor(t, func() bool { return env.obs.count(env.obs.upgrades, "ok") == 1 })
+		if got := env.obs.counts(env.obs.sessions); !reflect.DeepEqual(got, map[string]int{"websocket": 1}) {
+			t.Errorf("after the upgrade: %v", got)
+		}
+		ws.send("1")
+		env.expectSessionsClosed(map[string]int{"client": 1})
+		env.obs.mu.Lock()
+		moves := env.obs.moves
+		env.obs.mu.Unlock()
+		if want := []string{"+1 polling", "-1 polling", "+1 websocket", "-1 websocket"}; !reflect.DeepEqual(moves, want) {
+			t.Errorf("moves %v, want %v", moves, want)
+		}
+	})
+	t.Run("upgrade abandoned then polling close", func(t *testing.T) {
+		env := newSIOEnv(t, nil)
+		o, _ := env.handshake(nil)
+		ws, _, err := env.dialWS("EIO=4&transport=websocket&sid="+o.SID, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws.send("2probe")
+		ws.next()
+		ws.c.Close()
+		sioWaitFor(t, func() bool { return env.obs.count(env.obs.upgrades, "abandoned") == 1 })
+		if got := env.obs.counts(env.obs.sessions); !reflect.DeepEqual(got, map[string]int{"polling": 1}) {
+			t.Errorf("after an abandoned upgrade: %v", got)
+		}
+		// An upgrade of an unknown session is refused.
+		if _, resp, err := env.dialWS("EIO=4&transport=websocket&sid=nope", nil); err == nil || resp.StatusCode != 400 {
+			t.Errorf("upgrade of an unknown sid: %v", err)
+		}
+		env.post(o.SID, "1")
+		env.expectSessionsClosed(map[string]int{"client": 1})
+		if got := env.obs.counts(env.obs.upgrades); !reflect.DeepEqual(got, map[string]int{"abandoned": 1, "refused": 1}) {
+			t.Errorf("upgrades %v", got)
+		}
+	})
+	t.Run("ping timeout", func(t *testing.T) {
+		env := newSIOEnv(t, fast)
+		c, reply := env.openWS("40", nil)
+		sioConnectReplyOf(t, reply)
+		c.pong = false
+		if p := c.next(); p != "2" {
+			t.Fatalf("want ping, got %q", p)
+		}
+		c.expectClosed(2 * time.Second)
+		env.expectSessionsClosed(map[string]int{"ping_timeout": 1})
+	})
+	t.Run("connect timeout", func(t *testing.T) {
+		env := newSIOEnv(t, func(c *ServerConfig) { c.SocketIO.ConnectTimeout = 200 * time.Millisecond })
+		c, _, err := env.dialWS("EIO=4&transport=websocket", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.next()
+		c.expectClosed(3 * time.Second)
+		env.expectSessionsClosed(map[string]int{"connect_timeout": 1})
+	})
+	t.Run("protocol error", func(t *testing.T) {
+		env := newSIOEnv(t, nil)
+		o, _ := env.handshake(nil)
+		env.post(o.SID, "abc")
+		c, reply := env.openWS("40", nil)
+		sioConnectReplyOf(t, reply)
+		c.send("43[]")
+		env.expectSessionsClosed(map[string]int{"protocol": 2})
+	})
+}
+
+// TestSIOProtocolErrorKinds: each protocol error is counted once by kind;
+// all but bad requests close the session.
+func TestSIOProtocolErrorKinds(t *testing.T) {
+	octet := http.Header{"Content-Type": {"application/octet-stream"}}
+	cases := []struct {
+		kind string
+		run  func(env *sioEnv)
+	}{
+		{"parse", func(env *sioEnv) {
+			o, _ := env.handshake(nil)
+			env.post(o.SID, "abc")
+		}},
+		{"binary", func(env *sioEnv) {
+			o, _ := env.handshake(nil)
+			env.do("POST", env.url("EIO=4&transport=polling&sid="+o.SID), "\x01", octet)
+		}},
+		{"binary", func(env *sioEnv) {
+			c, reply := env.openWS("40", nil)
+			sioConnectReplyOf(t, reply)
+			c.send(`451-["x",{"_placeholder":true,"num":0}]`)
+			c.expectClosed(2 * time.Second)
+		}},
+		{"ack", func(env *sioEnv) {
+			c, reply := env.openWS("40", nil)
+			sioConnectReplyOf(t, reply)
+			c.send("43[]")
+			c.expectClosed(2 * time.Second)
+		}},
+		{"state", func(env *sioEnv) {
+			o, _ := env.handshake(nil)
+			env.post(o.SID, `42["x"]`)
+		}},
+		{"too_large", func(env *sioEnv) {
+			o, _ := env.handshake(nil)
+			env.post(o.SID, "4"+strings.Repeat("x", 2000))
+		}},
+		{"too_large", func(env *sioEnv) {
+			c, reply := env.openWS("40", nil)
+			sioConnectReplyOf(t, reply)
+			c.send(`42["x","` + strings.Repeat("y", 2000) + `"]`)
+			c.expectClosed(2 * time.Second)
+		}},
+		{"overlapping", func(env *sioEnv) {
+			o, _ := env.handshake(nil)
+			first := make(chan struct{})
+			go func() { env.poll(o.SID); close(first) }()
+			time.Sleep(100 * time.Millisecond)
+			env.poll(o.SID)
+			<-first
+		}},
+		{"bad_request", func(env *sioEnv) {
+			env.do("GET", env.url("EIO=3&transport=polling"), "", nil)
+		}},
+	}
+	for _, tc := range cases {
+		env := newSIOEnv(t, func(c *ServerConfig) { c.SocketIO.MaxPayload = 1000 })
+		tc.run(env)
+		closes := map[string]int{"protocol": 1}
+		if tc.kind == "bad_request" {
+			closes = map[string]int{}
+		}
+		env.expectSessionsClosed(closes)
+		if got := env.obs.counts(env.obs.protoErrs); !reflect.DeepEqual(got, map[string]int{tc.kind: 1}) {
+			t.Errorf("%s: protocol errors %v", tc.kind, got)
+		}
+	}
+}
+
+// TestSIOShutdownUnjoined: sessions that never joined the namespace, and
+// a GET pending on one, end as soon as the hub shuts down.
+func TestSIOShutdownUnjoined(t *testing.T) {
+	env := newSIOEnv(t, nil)
+	o, _ := env.handshake(nil)
+	pending := make(chan string, 1)
+	go func() {
+		_, body := env.poll(o.SID)
+		pending <- body
+	}()
+	c, _, err := env.dialWS("EIO=4&transport=websocket", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.next() // open
+	joined, reply := env.openWS("40", nil)
+	sioConnectReplyOf(t, reply)
+	sioWaitFor(t, func() bool { return env.hub.Clients() == 1 })
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	env.hub.Shutdown()
+	env.hub.Shutdown() // twice is harmless
+	select {
+	case body := <-pending:
+		if body != "1" {
+			t.Errorf("pending GET at shutdown: %q, want the close packet", body)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("pending GET of an unjoined session still open after shutdown")
+	}
+	for _, ws := range []*sioConn{c, joined} {
+		if err := ws.expectClosed(2 * time.Second); !websocket.IsCloseError(err, CloseGoingAway) {
+			t.Errorf("websocket closed with %v, want 1001", err)
+		}
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("sessions took %v to close", d)
+	}
+	env.expectSessionsClosed(map[string]int{"shutdown": 3})
+	select {
+	case <-env.hub.Done():
+	default:
+		t.Error("Hub.Done not closed after Shutdown")
+	}
+	// A session opened after the shutdown ends at once too.
+	o, _ = env.handshake(nil)
+	if status, body := env.poll(o.SID); status == 200 && body != "1" {
+		t.Errorf("poll of a session opened after shutdown: %d %q", status, body)
+	}
+	env.expectSessionsClosed(map[string]int{"shutdown": 4})
+}
+
+// The label values the transport reports (every constant of sio.go) are
+// the ones package metrics creates series for.
+func TestSIOLabelSets(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		ours, pkg []string
+	}{
+		{"engines", []string{sioEnginePolling, sioEngineWebSocket}, metrics.SIOEngines},
+		{"upgrade outcomes", []string{sioUpgradeOK, sioUpgradeAbandoned, sioUpgradeRefused}, metrics.SIOUpgradeOutcomes},
+		{"close reasons", []string{string(sioClosePingTimeout), string(sioClosePollTimeout), string(sioCloseClient),
+			string(sioCloseProtocol), string(sioCloseSlowConsumer), string(sioCloseShutdown), string(sioCloseConnectTimeout)},
+			metrics.SIOCloseReasons},
+		{"protocol error kinds", []string{string(sioErrParse), string(sioErrBinary), string(sioErrAck), string(sioErrState),
+			string(sioErrTooLarge), string(sioErrOverlapping), string(sioErrBadRequest)},
+			metrics.SIOProtocolErrorKinds},
+	} {
+		if !reflect.DeepEqual(c.ours, c.pkg) {
+			t.Errorf("%s: broadcast reports %v, metrics has %v", c.name, c.ours, c.pkg)
+		}
 	}
 }

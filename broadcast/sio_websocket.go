@@ -17,10 +17,12 @@ func (e *eioSession) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case e.closed:
 		e.mu.Unlock()
+		e.srv.obs.SIOUpgrade(sioUpgradeRefused)
 		eioError(w, http.StatusBadRequest, eioErrUnknownSID, "")
 		return
 	case e.ws != nil || e.probing:
 		e.mu.Unlock()
+		e.srv.obs.SIOUpgrade(sioUpgradeRefused)
 		eioError(w, http.StatusBadRequest, eioErrBadRequest, "the session is already upgraded or upgrading")
 		return
 	}
@@ -41,6 +43,7 @@ func (e *eioSession) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 	}
 	e.mu.Unlock()
 	if err != nil {
+		e.srv.obs.SIOUpgrade(sioUpgradeRefused)
 		e.srv.log.Debug("socket.io: websocket upgrade failed", "sid", e.id, "err", err)
 		return
 	}
@@ -62,6 +65,7 @@ func (e *eioSession) probeUpgrade(conn *websocket.Conn) bool {
 		}
 		e.mu.Unlock()
 		conn.Close()
+		e.srv.obs.SIOUpgrade(sioUpgradeAbandoned)
 		e.srv.log.Debug("socket.io: upgrade abandoned", "sid", e.id, "why", why)
 		return false
 	}
@@ -117,7 +121,10 @@ func (e *eioSession) finishUpgrade(conn *websocket.Conn) error {
 	e.drained = make(chan struct{})
 	e.ws, e.probe, e.probing, e.upgrading = conn, nil, false, false
 	e.wsConn.Store(conn)
-	e.engine = "websocket"
+	e.srv.obs.SIOSession(e.engine, -1)
+	e.engine = sioEngineWebSocket
+	e.srv.obs.SIOSession(e.engine, 1)
+	e.srv.obs.SIOUpgrade(sioUpgradeOK)
 	e.pollTimer.Stop()
 	sioSignal(e.pollWake) // a GET still pending gets noop
 	return nil
@@ -134,16 +141,16 @@ func (e *eioSession) readWS(conn *websocket.Conn) {
 			switch {
 			case e.isClosed():
 			case errors.Is(err, websocket.ErrReadLimit):
-				e.close("message over maxPayload", false, websocket.CloseMessageTooBig)
+				e.protocolErrorCode(sioProtoErr(sioErrTooLarge, "message over maxPayload"), websocket.CloseMessageTooBig)
 			case errors.As(err, &ce):
-				e.close("client closed ("+ce.Text+")", true, 0)
+				e.close(sioCloseClient, "client closed ("+ce.Text+")", true, 0)
 			default:
-				e.close("connection lost: "+err.Error(), true, 0)
+				e.close(sioCloseClient, "connection lost: "+err.Error(), true, 0)
 			}
 			return
 		}
 		if typ != websocket.TextMessage {
-			e.protocolError(errors.New("binary frames are not supported"))
+			e.protocolError(sioProtoErr(sioErrBinary, "binary frames are not supported"))
 			return
 		}
 		if err := e.onPacket(data); err != nil {

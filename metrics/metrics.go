@@ -4,8 +4,9 @@
 // Naming follows the Prometheus conventions: every series starts with
 // rowcast_, uses base units (_seconds, _bytes, _ratio), counters end in
 // _total, and label values come from small fixed sets (transports, event
-// names, operations, reasons, outcomes, capture modes, slot states): never
-// a user, a token, a row key or a connection.
+// names, operations, reasons, outcomes, capture modes, slot states,
+// Socket.IO engines and protocol error kinds): never a user, a token, a
+// row key or a connection.
 package metrics
 
 import (
@@ -32,7 +33,27 @@ type Metrics struct {
 	statsRecompute prometheus.Counter
 	resumes        *prometheus.CounterVec
 	windowSize     prometheus.Gauge
+	sioSessions    *prometheus.GaugeVec
+	sioUpgrades    *prometheus.CounterVec
+	sioProtoErrors *prometheus.CounterVec
+	sioCloses      *prometheus.CounterVec
 }
+
+// The label values of the Socket.IO series (as package broadcast reports
+// them). Every series of these sets exists from the start, at 0.
+var (
+	// SIOEngines: the engine label of rowcast_socketio_sessions.
+	SIOEngines = []string{"polling", "websocket"}
+	// SIOUpgradeOutcomes: the outcome label of
+	// rowcast_socketio_upgrades_total.
+	SIOUpgradeOutcomes = []string{"ok", "abandoned", "refused"}
+	// SIOProtocolErrorKinds: the kind label of
+	// rowcast_socketio_protocol_errors_total.
+	SIOProtocolErrorKinds = []string{"parse", "binary", "ack", "state", "too_large", "overlapping", "bad_request"}
+	// SIOCloseReasons: the reason label of
+	// rowcast_socketio_session_closes_total.
+	SIOCloseReasons = []string{"ping_timeout", "poll_timeout", "client", "protocol", "slow_consumer", "shutdown", "connect_timeout"}
+)
 
 // LatencyBuckets run from 1 ms to 10 s.
 var LatencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
@@ -78,9 +99,38 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "rowcast_replay_window_events",
 			Help: "Events held in the replay window.",
 		}),
+		sioSessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "rowcast_socketio_sessions",
+			Help: "Engine.IO sessions open now on /socket.io/, by current transport (polling, websocket); an upgrade moves a session from polling to websocket.",
+		}, []string{"engine"}),
+		sioUpgrades: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rowcast_socketio_upgrades_total",
+			Help: "WebSocket upgrades of polling Socket.IO sessions, by outcome (ok, abandoned, refused).",
+		}, []string{"outcome"}),
+		sioProtoErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rowcast_socketio_protocol_errors_total",
+			Help: "Socket.IO clients breaking the Engine.IO or Socket.IO protocol, by kind (parse, binary, ack, state, too_large, overlapping, bad_request).",
+		}, []string{"kind"}),
+		sioCloses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rowcast_socketio_session_closes_total",
+			Help: "Engine.IO sessions closed, by reason (ping_timeout, poll_timeout, client, protocol, slow_consumer, shutdown, connect_timeout).",
+		}, []string{"reason"}),
+	}
+	for _, v := range SIOEngines {
+		m.sioSessions.WithLabelValues(v)
+	}
+	for _, v := range SIOUpgradeOutcomes {
+		m.sioUpgrades.WithLabelValues(v)
+	}
+	for _, v := range SIOProtocolErrorKinds {
+		m.sioProtoErrors.WithLabelValues(v)
+	}
+	for _, v := range SIOCloseReasons {
+		m.sioCloses.WithLabelValues(v)
 	}
 	reg.MustRegister(m.changes, m.eventsSent, m.clients, m.refused, m.slowConsumers, m.latency,
 		m.statsRecompute, m.resumes, m.windowSize,
+		m.sioSessions, m.sioUpgrades, m.sioProtoErrors, m.sioCloses,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -106,6 +156,13 @@ func (m *Metrics) ChangeApplied(table, op string) { m.changes.WithLabelValues(ta
 func (m *Metrics) StatsRecomputed()               { m.statsRecompute.Inc() }
 func (m *Metrics) Resume(outcome string)          { m.resumes.WithLabelValues(outcome).Inc() }
 func (m *Metrics) WindowSize(n int)               { m.windowSize.Set(float64(n)) }
+
+func (m *Metrics) SIOSession(engine string, delta int) {
+	m.sioSessions.WithLabelValues(engine).Add(float64(delta))
+}
+func (m *Metrics) SIOUpgrade(outcome string)    { m.sioUpgrades.WithLabelValues(outcome).Inc() }
+func (m *Metrics) SIOProtocolError(kind string) { m.sioProtoErrors.WithLabelValues(kind).Inc() }
+func (m *Metrics) SIOClosed(reason string)      { m.sioCloses.WithLabelValues(reason).Inc() }
 
 // RegisterCapture exposes the capture source's status. status is called
 // once per scrape, so all capture series of a scrape come from the same

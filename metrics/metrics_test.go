@@ -111,6 +111,12 @@ func everything(t *testing.T, mode string) (*prometheus.Registry, *fakeDB, *metr
 	m.StatsRecomputed()
 	m.Resume("replayed")
 	m.WindowSize(42)
+	m.SIOSession("polling", 1)
+	m.SIOSession("polling", -1)
+	m.SIOSession("websocket", 1)
+	m.SIOUpgrade("ok")
+	m.SIOProtocolError("parse")
+	m.SIOClosed("ping_timeout")
 	metrics.RegisterCapture(reg, func() rowcast.CaptureStatus {
 		return rowcast.CaptureStatus{Mode: mode, Connected: true, Reconnects: 2,
 			ReceivedLSN: 0x1_6B374D48, FlushedLSN: 0x1_6B374D00, SlotRecreations: 1}
@@ -128,7 +134,8 @@ var wantLogical = []string{
 	"rowcast_changes_captured_total", "rowcast_events_sent_total", "rowcast_clients_connected",
 	"rowcast_connections_refused_total", "rowcast_slow_consumer_disconnects_total",
 	"rowcast_commit_to_send_seconds", "rowcast_stats_recomputations_total", "rowcast_resumes_total",
-	"rowcast_replay_window_events", "rowcast_capture_connected", "rowcast_capture_reconnects_total",
+	"rowcast_replay_window_events", "rowcast_socketio_sessions", "rowcast_socketio_upgrades_total",
+	"rowcast_socketio_protocol_errors_total", "rowcast_socketio_session_closes_total", "rowcast_capture_connected", "rowcast_capture_reconnects_total",
 	"rowcast_capture_info", "rowcast_replication_received_lsn_bytes", "rowcast_replication_flushed_lsn_bytes",
 	"rowcast_replication_slot_recreations_total", "rowcast_replication_lag_bytes",
 	"rowcast_replication_retained_wal_bytes", "rowcast_replication_slot_wal_status",
@@ -223,6 +230,77 @@ func TestLint(t *testing.T) {
 		}
 		for _, pr := range problems {
 			t.Errorf("poller lint: %s: %s", pr.Metric, pr.Text)
+		}
+	}
+}
+
+// The Socket.IO series exist for every label value from the start (so
+// rate() and "== 0" see them before the first event), and the sessions
+// gauge follows the deltas.
+func TestSocketIOSeries(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	sets := map[string]struct {
+		label  string
+		values []string
+	}{
+		"rowcast_socketio_sessions":              {"engine", metrics.SIOEngines},
+		"rowcast_socketio_upgrades_total":        {"outcome", metrics.SIOUpgradeOutcomes},
+		"rowcast_socketio_protocol_errors_total": {"kind", metrics.SIOProtocolErrorKinds},
+		"rowcast_socketio_session_closes_total":  {"reason", metrics.SIOCloseReasons},
+	}
+	for name, set := range sets {
+		for _, v := range set.values {
+			if got, ok := sample(t, reg, name, set.label+"="+v); !ok || got != 0 {
+				t.Errorf("%s{%s=%q} = %v (present %v), want 0", name, set.label, v, got, ok)
+			}
+		}
+	}
+	// Two polling sessions; one upgrades, then both close.
+	m.SIOSession("polling", 1)
+	m.SIOSession("polling", 1)
+	m.SIOSession("polling", -1)
+	m.SIOSession("websocket", 1)
+	m.SIOUpgrade("ok")
+	if v, _ := sample(t, reg, "rowcast_socketio_sessions", "engine=polling"); v != 1 {
+		t.Errorf("polling sessions = %v, want 1", v)
+	}
+	if v, _ := sample(t, reg, "rowcast_socketio_sessions", "engine=websocket"); v != 1 {
+		t.Errorf("websocket sessions = %v, want 1", v)
+	}
+	m.SIOSession("polling", -1)
+	m.SIOClosed("poll_timeout")
+	m.SIOSession("websocket", -1)
+	m.SIOClosed("client")
+	m.SIOProtocolError("overlapping")
+	m.SIOProtocolError("overlapping")
+	for _, c := range []struct {
+		name, labels string
+		want         float64
+	}{
+		{"rowcast_socketio_sessions", "engine=polling", 0},
+		{"rowcast_socketio_sessions", "engine=websocket", 0},
+		{"rowcast_socketio_upgrades_total", "outcome=ok", 1},
+		{"rowcast_socketio_upgrades_total", "outcome=abandoned", 0},
+		{"rowcast_socketio_session_closes_total", "reason=poll_timeout", 1},
+		{"rowcast_socketio_session_closes_total", "reason=client", 1},
+		{"rowcast_socketio_protocol_errors_total", "kind=overlapping", 2},
+	} {
+		if v, ok := sample(t, reg, c.name, c.labels); !ok || v != c.want {
+			t.Errorf("%s{%s} = %v (present %v), want %v", c.name, c.labels, v, ok, c.want)
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		want := "COUNTER"
+		if mf.GetName() == "rowcast_socketio_sessions" {
+			want = "GAUGE"
+		}
+		if _, ok := sets[mf.GetName()]; ok && mf.GetType().String() != want {
+			t.Errorf("%s is a %s, want %s", mf.GetName(), mf.GetType(), want)
 		}
 	}
 }
