@@ -24,12 +24,15 @@ import (
 // implements broadcast.Observer (by its method set; this package does not
 // import broadcast).
 type Metrics struct {
-	changes        *prometheus.CounterVec
-	eventsSent     *prometheus.CounterVec
-	clients        *prometheus.GaugeVec
-	refused        *prometheus.CounterVec
-	slowConsumers  *prometheus.CounterVec
-	latency        *prometheus.HistogramVec
+	changes       *prometheus.CounterVec
+	eventsSent    *prometheus.CounterVec
+	clients       *prometheus.GaugeVec
+	refused       *prometheus.CounterVec
+	slowConsumers *prometheus.CounterVec
+	latency       *prometheus.HistogramVec
+	// latencyBy holds the latency series of the known transports, resolved
+	// once: Delivered runs for every event written to every client.
+	latencyBy      map[string]prometheus.Observer
 	statsRecompute prometheus.Counter
 	resumes        *prometheus.CounterVec
 	windowSize     prometheus.Gauge
@@ -132,6 +135,10 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.statsRecompute, m.resumes, m.windowSize,
 		m.sioSessions, m.sioUpgrades, m.sioProtoErrors, m.sioCloses,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.latencyBy = map[string]prometheus.Observer{}
+	for _, t := range []string{"ws", "sse", "socketio"} {
+		m.latencyBy[t] = m.latency.WithLabelValues(t)
+	}
 	return m
 }
 
@@ -150,6 +157,10 @@ func (m *Metrics) EventQueued(event, t string, n int) {
 }
 func (m *Metrics) SlowConsumer(t string) { m.slowConsumers.WithLabelValues(t).Inc() }
 func (m *Metrics) Delivered(t string, d time.Duration) {
+	if o, ok := m.latencyBy[t]; ok {
+		o.Observe(d.Seconds())
+		return
+	}
 	m.latency.WithLabelValues(t).Observe(d.Seconds())
 }
 func (m *Metrics) ChangeApplied(table, op string) { m.changes.WithLabelValues(table, op).Inc() }
