@@ -146,58 +146,164 @@ func (r Row) MarshalJSON() ([]byte, error) {
 	if r == nil {
 		return []byte("null"), nil
 	}
-	var b bytes.Buffer
-	b.Grow(16 * len(r))
-	b.WriteByte('{')
-	for i, c := range r {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		name, _ := json.Marshal(c.Name)
-		b.Write(name)
-		b.WriteByte(':')
-		if len(c.Value) == 0 {
-			b.WriteString("null")
-		} else {
-			b.Write(c.Value)
-		}
-	}
-	b.WriteByte('}')
-	return b.Bytes(), nil
+	return r.AppendJSON(nil), nil
 }
 
-// UnmarshalJSON reads a JSON object keeping its key order.
+// AppendJSON appends the row as a JSON object. It runs once per change on
+// the capture path, so it sizes the buffer once and quotes plain column
+// names without the reflection-based encoder.
+func (r Row) AppendJSON(b []byte) []byte {
+	n := 2
+	for _, c := range r {
+		n += len(c.Name) + len(c.Value) + 4
+	}
+	if cap(b)-len(b) < n {
+		nb := make([]byte, len(b), len(b)+n)
+		copy(nb, b)
+		b = nb
+	}
+	b = append(b, '{')
+	for i, c := range r {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = AppendJSONString(b, c.Name)
+		b = append(b, ':')
+		if len(c.Value) == 0 {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, c.Value...)
+		}
+	}
+	return append(b, '}')
+}
+
+// AppendJSONString appends s as a JSON string: directly when it needs no
+// escaping (names, usually), else through encoding/json.
+func AppendJSONString(b []byte, name string) []byte {
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(name)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, name...)
+	return append(b, '"')
+}
+
+// UnmarshalJSON reads a JSON object keeping its key order. encoding/json
+// has validated data before calling it, so a small scanner that finds
+// where each value ends is enough; values are kept as they are.
 func (r *Row) UnmarshalJSON(data []byte) error {
-	if bytes.Equal(bytes.TrimSpace(data), jsonNull) {
+	i := skipSpace(data, 0)
+	if bytes.HasPrefix(data[i:], jsonNull) {
 		*r = nil
 		return nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	tok, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
+	if i >= len(data) || data[i] != '{' {
 		return errors.New("row: want a JSON object")
 	}
-	out := Row{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		name, ok := tok.(string)
-		if !ok {
+	out := make(Row, 0, 12)
+	i = skipSpace(data, i+1)
+	for i < len(data) && data[i] != '}' {
+		if data[i] != '"' {
 			return errors.New("row: want a column name")
 		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return fmt.Errorf("row: column %q: %w", name, err)
+		end := scanString(data, i)
+		if end < 0 {
+			return errors.New("row: unterminated column name")
 		}
-		out = append(out, Column{Name: name, Value: v})
+		name := string(data[i+1 : end-1])
+		if needsDecoding(data[i+1 : end-1]) {
+			if err := json.Unmarshal(data[i:end], &name); err != nil {
+				return fmt.Errorf("row: column name: %w", err)
+			}
+		}
+		i = skipSpace(data, end)
+		if i >= len(data) || data[i] != ':' {
+			return fmt.Errorf("row: column %q: want ':'", name)
+		}
+		i = skipSpace(data, i+1)
+		vend := scanValue(data, i)
+		if vend <= i {
+			return fmt.Errorf("row: column %q: malformed value", name)
+		}
+		out = append(out, Column{Name: name, Value: json.RawMessage(append([]byte(nil), data[i:vend]...))})
+		i = skipSpace(data, vend)
+		if i < len(data) && data[i] == ',' {
+			i = skipSpace(data, i+1)
+		}
 	}
 	*r = out
 	return nil
+}
+
+// needsDecoding: escapes, or bytes that encoding/json would check as UTF-8.
+func needsDecoding(b []byte) bool {
+	for _, c := range b {
+		if c == '\\' || c >= 0x80 {
+			return true
+		}
+	}
+	return false
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// scanString returns the index after the string starting at b[i] ('"'),
+// or -1.
+func scanString(b []byte, i int) int {
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return -1
+}
+
+// scanValue returns the index after the JSON value starting at b[i].
+func scanValue(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
+	switch b[i] {
+	case '"':
+		return scanString(b, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				j = scanString(b, j)
+				if j < 0 {
+					return -1
+				}
+				j--
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return -1
+	}
+	j := i
+	for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\t' && b[j] != '\n' && b[j] != '\r' {
+		j++
+	}
+	return j
 }
 
 // EventID orders events. Logical replication IDs are (commit LSN, index in

@@ -37,11 +37,9 @@ type XidSnapshot struct {
 // the snapshot's epoch.
 func (s XidSnapshot) Visible(xid uint64) bool {
 	if xid>>32 == 0 && s.Xmax>>32 != 0 {
-		full := s.Xmax&^0xFFFFFFFF | xid
-		if full > s.Xmax {
-			full -= 1 << 32
-		}
-		xid = full
+		// As PostgreSQL compares xids: within 2^31 before or after xmax.
+		diff := int32(uint32(xid) - uint32(s.Xmax))
+		xid = uint64(int64(s.Xmax) + int64(diff))
 	}
 	if xid < s.Xmin {
 		return true

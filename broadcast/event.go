@@ -180,12 +180,11 @@ func (n Names) Translate(c *rowcast.Change) (*Event, bool) {
 		if c.Op == rowcast.OpInsert {
 			ev.Name = n.Created
 		}
-		row, _ := c.Row.MarshalJSON()
-		b = make([]byte, 0, len(row)+len(n.Prefix)+48)
+		b = make([]byte, 0, rowSize(c.Row)+len(n.Prefix)+48)
 		b = append(b, '{')
 		b = appendJSONString(b, n.Prefix)
 		b = append(b, ':')
-		b = append(b, row...)
+		b = c.Row.AppendJSON(b)
 		b = append(b, ',')
 		b = appendTimestamp(b, ev.Time)
 		b = append(b, '}')
@@ -250,6 +249,15 @@ func (n Names) DeletedEvent(ev *Event) *Event {
 	return d
 }
 
+// rowSize estimates a row's JSON size, to allocate payloads once.
+func rowSize(r rowcast.Row) int {
+	n := 2
+	for _, c := range r {
+		n += len(c.Name) + len(c.Value) + 4
+	}
+	return n
+}
+
 // keyValue is the key's single value, or an object for composite keys.
 func keyValue(key rowcast.Row) []byte {
 	if len(key) == 1 {
@@ -270,7 +278,4 @@ func ResyncEvent(reason string, t time.Time) *Event {
 }
 
 // appendJSONString appends s as a JSON string literal.
-func appendJSONString(b []byte, s string) []byte {
-	q, _ := json.Marshal(s)
-	return append(b, q...)
-}
+func appendJSONString(b []byte, s string) []byte { return rowcast.AppendJSONString(b, s) }
