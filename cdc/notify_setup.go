@@ -10,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"rowcast"
+
 	rsql "rowcast/sql"
 )
 
@@ -60,12 +62,28 @@ func triggerFunction(t Table) string {
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
-func jsonPairs(rec string, cols []string) string {
-	parts := make([]string, 0, len(cols))
-	for _, c := range cols {
-		parts = append(parts, quoteLiteral(c)+", "+rec+"."+pgx.Identifier{c}.Sanitize())
+// jsonObjectExpr is a SQL expression that builds the JSON object of the
+// columns of rec (NEW or OLD) by concatenation.
+func jsonObjectExpr(rec string, cols []string) string {
+	if len(cols) == 0 {
+		return "'{}'"
 	}
-	return strings.Join(parts, ", ")
+	parts := make([]string, 0, 2*len(cols)+1)
+	for i, c := range cols {
+		sep := ","
+		if i == 0 {
+			sep = "{"
+		}
+		parts = append(parts, quoteLiteral(sep+string(rowcast.AppendJSONString(nil, c))+":"),
+			"coalesce(to_json("+rec+"."+pgx.Identifier{c}.Sanitize()+")::text, 'null')")
+	}
+	parts = append(parts, "'}'")
+	return "(" + strings.Join(parts, " || ") + ")"
+}
+
+// payloadHead is the constant start of a payload, up to the xid's value.
+func payloadHead(op string, t Table) string {
+	return quoteLiteral(`{"op":"` + op + `","table":` + string(rowcast.AppendJSONString(nil, t.String())) + `,"xid":`)
 }
 
 // triggerComment records what the trigger was installed with, so that
@@ -86,21 +104,23 @@ func NotifySetupSQL(t Table, channel string, tracked []string) (string, error) {
 			return "", fmt.Errorf("column %q is not a column of %s (columns: %s); fix ROWCAST_STATS_COLUMNS, ROWCAST_FILTER_COLUMNS or ROWCAST_VISIBILITY", c, t, strings.Join(t.Columns, ", "))
 		}
 	}
-	statsColumns := tracked
 	var b bytes.Buffer
 	err := notifySetupTmpl.Execute(&b, map[string]any{
-		"Table":      t.String(),
-		"TableIdent": t.Ident(),
-		"TableLit":   quoteLiteral(t.String()),
-		"Function":   triggerFunction(t),
-		"Channel":    channel,
-		"ChannelLit": quoteLiteral(channel),
-		"KeyNew":     jsonPairs("NEW", t.Key),
-		"KeyOld":     jsonPairs("OLD", t.Key),
-		"StatsNew":   jsonPairs("NEW", statsColumns),
-		"StatsOld":   jsonPairs("OLD", statsColumns),
-		"Limit":      notifyPayloadLimit,
-		"CommentLit": quoteLiteral(triggerComment(channel, tracked)),
+		"Table":        t.String(),
+		"TableIdent":   t.Ident(),
+		"InsertHead":   payloadHead("insert", t),
+		"UpdateHead":   payloadHead("update", t),
+		"DeleteHead":   payloadHead("delete", t),
+		"TruncateHead": payloadHead("truncate", t),
+		"Function":     triggerFunction(t),
+		"Channel":      channel,
+		"ChannelLit":   quoteLiteral(channel),
+		"KeyNew":       jsonObjectExpr("NEW", t.Key),
+		"KeyOld":       jsonObjectExpr("OLD", t.Key),
+		"TrackedNew":   jsonObjectExpr("NEW", tracked),
+		"TrackedOld":   jsonObjectExpr("OLD", tracked),
+		"Limit":        notifyPayloadLimit,
+		"CommentLit":   quoteLiteral(triggerComment(channel, tracked)),
 	})
 	if err != nil {
 		return "", fmt.Errorf("render notify setup: %w", err)
