@@ -202,7 +202,7 @@ func (h *Hub) dropSlow(s *Session) {
 	delete(h.sessions, s)
 	s.drop(CloseSlowConsumer, "slow consumer")
 	h.obs.SlowConsumer(s.Transport)
-	h.log.Warn("disconnecting slow consumer", "conn", s.ID, "transport", s.Transport, "queue", cap(s.queue))
+	h.log.Warn("disconnecting slow consumer", "conn", s.ID, "transport", s.Transport, "queue", s.queueMax)
 }
 
 // Subscribe adds a session. With resume set, the subscription replays the

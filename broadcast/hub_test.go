@@ -42,15 +42,7 @@ func newTestHub(counts rowcast.CountsLoader, window int) *Hub {
 }
 
 func drain(s *Session) []*Event {
-	var out []*Event
-	for {
-		select {
-		case ev := <-s.queue:
-			out = append(out, ev)
-		default:
-			return out
-		}
-	}
+	return s.take(nil)
 }
 
 func names(evs []*Event) string {

@@ -24,7 +24,13 @@ type Session struct {
 	Transport string
 	User      Identity
 
-	queue     chan *Event
+	// queue holds events for the writer, at most queueMax; wake tells the
+	// writer there is something to take. A slice that grows on demand,
+	// rather than a buffered channel, keeps idle connections small.
+	qmu       sync.Mutex
+	queue     []*Event
+	queueMax  int
+	wake      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
 	mu        sync.Mutex
@@ -63,7 +69,8 @@ func NewSession(transport string, user Identity, scope Scope, filter Filter, que
 		User:      user,
 		scope:     scope,
 		filter:    filter,
-		queue:     make(chan *Event, queueSize),
+		queueMax:  queueSize,
+		wake:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
 	}
 }
@@ -77,14 +84,42 @@ func newID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// offer queues an event; false means the queue is full.
+// offer queues an event without blocking; false means the queue is full.
 func (s *Session) offer(ev *Event) bool {
-	select {
-	case s.queue <- ev:
-		return true
-	default:
+	s.qmu.Lock()
+	if len(s.queue) >= s.queueMax {
+		s.qmu.Unlock()
 		return false
 	}
+	s.queue = append(s.queue, ev)
+	s.qmu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// take moves every queued event into buf. An idle session keeps no queue
+// memory: the slice is dropped when it has grown large and drained.
+func (s *Session) take(buf []*Event) []*Event {
+	s.qmu.Lock()
+	buf = append(buf[:0], s.queue...)
+	clear(s.queue)
+	if cap(s.queue) > 64 {
+		s.queue = nil
+	} else {
+		s.queue = s.queue[:0]
+	}
+	s.qmu.Unlock()
+	return buf
+}
+
+// queued counts the events waiting to be written.
+func (s *Session) queued() int {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return len(s.queue)
 }
 
 // Close ends the session with a close code and reason; the first call wins.
@@ -144,6 +179,7 @@ func (s *Session) Pump(ctx context.Context, sub Subscription, obs Observer, writ
 			return err
 		}
 	}
+	var batch []*Event
 	var tick <-chan time.Time
 	if pingEvery > 0 && ping != nil {
 		t := time.NewTicker(pingEvery)
@@ -156,14 +192,19 @@ func (s *Session) Pump(ctx context.Context, sub Subscription, obs Observer, writ
 			return ctx.Err()
 		case <-s.done:
 			return nil
-		case ev := <-s.queue:
-			select {
-			case <-s.done:
-				return nil // dropped: do not keep writing a backlog
-			default:
-			}
-			if err := send(ev); err != nil {
-				return err
+		case <-s.wake:
+			batch = s.take(batch)
+			for i, ev := range batch {
+				select {
+				case <-s.done:
+					clear(batch)
+					return nil // dropped: do not keep writing a backlog
+				default:
+				}
+				if err := send(ev); err != nil {
+					return err
+				}
+				batch[i] = nil
 			}
 		case <-tick:
 			if err := ping(); err != nil {

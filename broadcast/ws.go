@@ -38,21 +38,20 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	defer s.release()
 	filter, filterErr := ParseFilterQuery(r.URL.Query(), s.cfg.FilterColumns)
 	conn, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		s.release()
 		s.log.Debug("websocket upgrade failed", "err", err)
 		return
 	}
-	s.wg.Add(1)
-	defer s.wg.Done()
 	if filterErr != nil {
 		// Said on the socket: a browser cannot read an HTTP error body.
 		conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 		conn.WriteMessage(websocket.TextMessage, ErrorEvent(filterErr.Error()).Frame())
 		closeWS(conn, ClosePolicy, "bad filter", s.cfg.WriteTimeout)
 		conn.Close()
+		s.release()
 		return
 	}
 	sess := s.newSession("ws", user, filter)
@@ -65,11 +64,23 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		closeWS(conn, CloseGoingAway, err.Error(), s.cfg.WriteTimeout)
 		conn.Close()
+		s.release()
 		return
 	}
 	s.obs.ClientConnected("ws")
 	s.log.Info("User connected: "+user.Name()+" ("+sess.ID+")", "transport", "ws", "remote", r.RemoteAddr)
+	// The writer runs in its own goroutine so that this handler returns and
+	// the HTTP server lets go of the connection's request state and
+	// buffers, which an idle WebSocket does not need.
+	s.wg.Add(1)
+	go s.writeWS(conn, sess, sub)
+}
 
+// writeWS is the connection's single writer; it owns the connection's
+// shutdown and starts the reader.
+func (s *Server) writeWS(conn *websocket.Conn, sess *Session, sub Subscription) {
+	defer s.wg.Done()
+	defer s.release()
 	readerDone := make(chan struct{})
 	go s.readWS(conn, sess, readerDone)
 
@@ -80,7 +91,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ping := func() error {
 		return conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.cfg.WriteTimeout))
 	}
-	err = sess.Pump(context.Background(), sub, s.obs, write, ping, s.cfg.PingInterval)
+	err := sess.Pump(context.Background(), sub, s.obs, write, ping, s.cfg.PingInterval)
 	s.cfg.Hub.Unsubscribe(sess)
 	code, reason := sess.CloseReason()
 	var ne net.Error
@@ -106,7 +117,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	conn.Close()
 	<-readerDone
 	s.obs.ClientDisconnected("ws")
-	s.log.Info("User disconnected: "+user.Name()+" ("+sess.ID+")", "transport", "ws", "reason", reason)
+	s.log.Info("User disconnected: "+sess.User.Name()+" ("+sess.ID+")", "transport", "ws", "reason", reason)
 }
 
 func closeWS(conn *websocket.Conn, code int, reason string, timeout time.Duration) {
