@@ -64,7 +64,7 @@ type Server struct {
 	log   *slog.Logger
 	obs   Observer
 	conns atomic.Int64
-	wg    sync.WaitGroup
+	live  liveConns
 	mux   *http.ServeMux
 }
 
@@ -116,7 +116,54 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 
 // Wait returns when every connection handler has finished (after
 // Hub.Shutdown has told them to close).
-func (s *Server) Wait() { s.wg.Wait() }
+func (s *Server) Wait() { s.live.wait() }
+
+// liveConns counts connections whose goroutines outlive their handler. A
+// WaitGroup would not do: a handler can still be starting a connection
+// when shutdown begins to wait, and after that it must refuse instead.
+type liveConns struct {
+	mu      sync.Mutex
+	n       int
+	closing bool
+	zero    chan struct{}
+}
+
+// add counts a connection; false means the server is shutting down.
+func (l *liveConns) add() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closing {
+		return false
+	}
+	l.n++
+	return true
+}
+
+func (l *liveConns) done() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n--
+	if l.n == 0 && l.zero != nil {
+		close(l.zero)
+		l.zero = nil
+	}
+}
+
+// wait refuses new connections and returns when the last one is done.
+func (l *liveConns) wait() {
+	l.mu.Lock()
+	l.closing = true
+	if l.n == 0 {
+		l.mu.Unlock()
+		return
+	}
+	if l.zero == nil {
+		l.zero = make(chan struct{})
+	}
+	ch := l.zero
+	l.mu.Unlock()
+	<-ch
+}
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

@@ -45,8 +45,11 @@ func (e *eioSession) serveNamespace(payload json.RawMessage) (joined, open bool)
 	}
 	sess := s.newSession(sioTransport, user, filter)
 	sess.SetAbort(e.abortWrite)
-	s.wg.Add(1)
-	defer s.wg.Done()
+	if !s.live.add() {
+		e.close(sioCloseShutdown, ErrShuttingDown.Error(), false, CloseGoingAway)
+		return false, false
+	}
+	defer s.live.done()
 	sub, err := s.cfg.Hub.Subscribe(sess, resume)
 	if err != nil {
 		e.close(sioCloseShutdown, err.Error(), false, CloseGoingAway)

@@ -42,8 +42,11 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.release()
-	s.wg.Add(1)
-	defer s.wg.Done()
+	if !s.live.add() {
+		writeError(w, http.StatusServiceUnavailable, ErrShuttingDown.Error())
+		return
+	}
+	defer s.live.done()
 	sess := s.newSession("sse", user, filter)
 	rc := http.NewResponseController(w)
 	sess.SetAbort(func() { _ = rc.SetWriteDeadline(time.Now().Add(time.Second)) })

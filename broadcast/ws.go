@@ -38,10 +38,18 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if !s.live.add() {
+		s.release()
+		writeError(w, http.StatusServiceUnavailable, ErrShuttingDown.Error())
+		return
+	}
+	// From here the writer goroutine, or the failure paths below, call
+	// finish exactly once.
+	finish := func() { s.live.done(); s.release() }
 	filter, filterErr := ParseFilterQuery(r.URL.Query(), s.cfg.FilterColumns)
 	conn, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
-		s.release()
+		finish()
 		s.log.Debug("websocket upgrade failed", "err", err)
 		return
 	}
@@ -51,7 +59,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		conn.WriteMessage(websocket.TextMessage, ErrorEvent(filterErr.Error()).Frame())
 		closeWS(conn, ClosePolicy, "bad filter", s.cfg.WriteTimeout)
 		conn.Close()
-		s.release()
+		finish()
 		return
 	}
 	sess := s.newSession("ws", user, filter)
@@ -64,7 +72,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		closeWS(conn, CloseGoingAway, err.Error(), s.cfg.WriteTimeout)
 		conn.Close()
-		s.release()
+		finish()
 		return
 	}
 	s.obs.ClientConnected("ws")
@@ -72,15 +80,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// The writer runs in its own goroutine so that this handler returns and
 	// the HTTP server lets go of the connection's request state and
 	// buffers, which an idle WebSocket does not need.
-	s.wg.Add(1)
-	go s.writeWS(conn, sess, sub)
+	go s.writeWS(conn, sess, sub, finish)
 }
 
 // writeWS is the connection's single writer; it owns the connection's
 // shutdown and starts the reader.
-func (s *Server) writeWS(conn *websocket.Conn, sess *Session, sub Subscription) {
-	defer s.wg.Done()
-	defer s.release()
+func (s *Server) writeWS(conn *websocket.Conn, sess *Session, sub Subscription, finish func()) {
+	defer finish()
 	readerDone := make(chan struct{})
 	go s.readWS(conn, sess, readerDone)
 
