@@ -1,0 +1,399 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Scenario 1: capture throughput.
+//
+// rowcast runs with one connected client and is stopped (SIGSTOP) while a
+// backlog of single-row changes is written; it keeps its replication slot
+// or its LISTEN session, so the backlog waits in PostgreSQL. The time from
+// SIGCONT until the client has every event gives changes/s.
+//
+// Limits, on the same backlog: pg_recvlogical draining a second slot
+// created beside rowcast's before the writes (-f /dev/null, --endpos at the
+// WAL position after the writes); for notify, a bare pgx LISTEN loop that
+// was listening (and not reading) while the backlog was written.
+
+func (b *bench) backlogSize() int {
+	if b.opts.quick {
+		return 20000
+	}
+	return 200000
+}
+
+// captureEnv: rowcast never pings during a run (it is stopped for longer
+// than a ping interval) and the client's queue holds the whole backlog, so
+// that what is measured is capture and delivery, not the slow-consumer
+// policy.
+func (b *bench) captureEnv() []string {
+	return []string{"ROWCAST_PING_INTERVAL=30m", "ROWCAST_SEND_QUEUE=" + strconv.Itoa(2*b.backlogSize()+1024)}
+}
+
+func (b *bench) scenarioCapture(ctx context.Context) error {
+	if err := b.captureLogical(ctx); err != nil {
+		return fmt.Errorf("logical: %w", err)
+	}
+	if err := b.captureNotify(ctx); err != nil {
+		return fmt.Errorf("notify: %w", err)
+	}
+	return nil
+}
+
+type backlogShape struct {
+	key, label string
+	write      func(ctx context.Context, n int, base int64) error
+}
+
+func (b *bench) shapes() []backlogShape {
+	return []backlogShape{
+		{"txns", "single-row transactions", func(ctx context.Context, n int, base int64) error {
+			return b.writeBacklogTxns(ctx, n, 4, base)
+		}},
+		{"onetxn", "one transaction", b.writeBacklogOneTxn},
+	}
+}
+
+func (b *bench) captureLogical(ctx context.Context) error {
+	if err := b.resetTable(ctx); err != nil {
+		return err
+	}
+	if err := b.useCapture(ctx, "logical"); err != nil {
+		return err
+	}
+	_ = b.exec(ctx, `SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1`, recvSlot)
+	if err := b.exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, recvSlot); err != nil {
+		return err
+	}
+	defer b.exec(context.Background(), `SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1`, recvSlot)
+
+	rc, err := b.startRowcast(ctx, "logical", b.captureEnv()...)
+	if err != nil {
+		return err
+	}
+	defer rc.stop()
+	cs, err := dialClients(ctx, wsURL(rc.addr), b.authHeader(), 1)
+	if err != nil {
+		return err
+	}
+	defer cs.close()
+	if err := cs.waitFrames(ctx, 10*time.Second); err != nil {
+		return err
+	}
+	n := b.backlogSize()
+	for i, sh := range b.shapes() {
+		base := int64(10_000_000 * (i + 1))
+		rows0 := cs.rows()
+		if err := rc.signal(syscall.SIGSTOP); err != nil {
+			return err
+		}
+		w0 := time.Now()
+		if err := sh.write(ctx, n, base); err != nil {
+			rc.signal(syscall.SIGCONT)
+			return err
+		}
+		writeSecs := time.Since(w0).Seconds()
+		end, err := b.currentLSN(ctx)
+		if err != nil {
+			return err
+		}
+		cpu0 := procCPU(rc.pid())
+		t0 := time.Now()
+		if err := rc.signal(syscall.SIGCONT); err != nil {
+			return err
+		}
+		got := cs.waitRows(ctx, rows0+int64(n), 5*time.Minute, 30*time.Second) - rows0
+		if got < int64(n) {
+			_, slow := cs.closedCount()
+			return fmt.Errorf("%s: the client received %d of %d events (slow-consumer closes: %d)\n%s", sh.key, got, n, slow, rc.log.String())
+		}
+		rowcastSecs := cs.lastRow().Sub(t0).Seconds()
+		cpu := procCPU(rc.pid()) - cpu0
+
+		recvSecs, err := b.recvLogical(ctx, end)
+		if err != nil {
+			return err
+		}
+		b.res.add("capture", "logical/"+sh.key, map[string]string{"mode": "logical", "backlog": fmt.Sprintf("%d changes, %s", n, sh.label), "limit": "pg_recvlogical"}, map[string]float64{
+			"n":              float64(n),
+			"write_s":        writeSecs,
+			"rowcast_s":      rowcastSecs,
+			"rowcast_rate":   float64(n) / rowcastSecs,
+			"rowcast_cpu_s":  cpu,
+			"limit_s":        recvSecs,
+			"limit_rate":     float64(n) / recvSecs,
+			"ratio":          recvSecs / rowcastSecs,
+			"rowcast_cpu_us": cpu / float64(n) * 1e6,
+		})
+		b.logf("capture logical %s: rowcast %.0f/s, pg_recvlogical %.0f/s", sh.key, float64(n)/rowcastSecs, float64(n)/recvSecs)
+	}
+	return nil
+}
+
+// recvLogical runs pg_recvlogical on the second slot until end and returns
+// its wall time (process start to exit).
+func (b *bench) recvLogical(ctx context.Context, end string) (float64, error) {
+	args := append(b.pgArgs(), "-d", benchDB, "--start", "-S", recvSlot,
+		"-o", "proto_version=1", "-o", "publication_names=rowcast",
+		"-f", "/dev/null", "-E", end, "--no-loop")
+	cmd := b.pinned(1, b.pgTool("pg_recvlogical"), args...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	b.track(cmd)
+	defer b.untrack(cmd)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return 0, fmt.Errorf("pg_recvlogical: %w\n%s", err, out.String())
+		}
+	case <-time.After(5 * time.Minute):
+		cmd.Process.Kill()
+		<-done
+		return 0, fmt.Errorf("pg_recvlogical did not reach %s within 5 minutes", end)
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		<-done
+		return 0, ctx.Err()
+	}
+	secs := time.Since(t0).Seconds()
+	// Make sure the slot starts after this backlog next time.
+	conn, err := b.connect(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, `SELECT pg_replication_slot_advance($1, $2::pg_lsn) FROM pg_replication_slots
+		WHERE slot_name = $1 AND confirmed_flush_lsn < $2::pg_lsn`, recvSlot, end)
+	return secs, err
+}
+
+func (b *bench) captureNotify(ctx context.Context) error {
+	if err := b.resetTable(ctx); err != nil {
+		return err
+	}
+	if err := b.useCapture(ctx, "notify"); err != nil {
+		return err
+	}
+	rc, err := b.startRowcast(ctx, "notify", b.captureEnv()...)
+	if err != nil {
+		return err
+	}
+	defer rc.stop()
+	cs, err := dialClients(ctx, wsURL(rc.addr), b.authHeader(), 1)
+	if err != nil {
+		return err
+	}
+	defer cs.close()
+	if err := cs.waitFrames(ctx, 10*time.Second); err != nil {
+		return err
+	}
+	bare, err := b.newBareListener(ctx, "rowcast")
+	if err != nil {
+		return err
+	}
+	defer func() { bare.close() }()
+
+	n := b.backlogSize()
+	for i, sh := range b.shapes() {
+		base := int64(10_000_000 * (i + 3))
+		rows0 := cs.rows()
+		if err := rc.signal(syscall.SIGSTOP); err != nil {
+			return err
+		}
+		w0 := time.Now()
+		if err := sh.write(ctx, n, base); err != nil {
+			rc.signal(syscall.SIGCONT)
+			return err
+		}
+		writeSecs := time.Since(w0).Seconds()
+
+		// The bare listener first, while rowcast is still stopped.
+		recv0 := bare.received.Load()
+		t0 := time.Now()
+		if err := bare.receive(ctx, recv0+int64(n), 30*time.Second); err != nil {
+			rc.signal(syscall.SIGCONT)
+			return fmt.Errorf("bare listener: %w", err)
+		}
+		bareSecs := time.Since(t0).Seconds()
+
+		cpu0 := procCPU(rc.pid())
+		t0 = time.Now()
+		if err := rc.signal(syscall.SIGCONT); err != nil {
+			return err
+		}
+		got := cs.waitRows(ctx, rows0+int64(n), 5*time.Minute, 30*time.Second) - rows0
+		if got < int64(n) {
+			_, slow := cs.closedCount()
+			return fmt.Errorf("%s: the client received %d of %d events (slow-consumer closes: %d)\n%s", sh.key, got, n, slow, rc.log.String())
+		}
+		rowcastSecs := cs.lastRow().Sub(t0).Seconds()
+		cpu := procCPU(rc.pid()) - cpu0
+		b.res.add("capture", "notify/"+sh.key, map[string]string{"mode": "notify", "backlog": fmt.Sprintf("%d changes, %s", n, sh.label), "limit": "bare pgx LISTEN loop"}, map[string]float64{
+			"n":              float64(n),
+			"write_s":        writeSecs,
+			"rowcast_s":      rowcastSecs,
+			"rowcast_rate":   float64(n) / rowcastSecs,
+			"rowcast_cpu_s":  cpu,
+			"limit_s":        bareSecs,
+			"limit_rate":     float64(n) / bareSecs,
+			"ratio":          bareSecs / rowcastSecs,
+			"rowcast_cpu_us": cpu / float64(n) * 1e6,
+		})
+		b.logf("capture notify %s: rowcast %.0f/s, bare listener %.0f/s", sh.key, float64(n)/rowcastSecs, float64(n)/bareSecs)
+	}
+
+	// Sustained: 16 pgbench writers inserting as fast as they can with the
+	// trigger installed; rowcast (with one client) against the bare
+	// listener, each alone.
+	secs := b.sustainedSecs()
+	script, err := b.pgbenchScript("insert")
+	if err != nil {
+		return err
+	}
+	rows0 := cs.rows()
+	cpu0 := procCPU(rc.pid())
+	pb, err := b.pgbench(ctx, script, 16, secs)
+	if err != nil {
+		return err
+	}
+	atEnd := cs.rows() - rows0
+	tEnd := time.Now()
+	got := cs.waitRows(ctx, rows0+pb.processed, 60*time.Second, 10*time.Second) - rows0
+	// Seconds after the writers stopped until the last event arrived (0 if
+	// it arrived before), NaN if not all arrived.
+	lag := max(0, cs.lastRow().Sub(tEnd).Seconds())
+	if got < pb.processed {
+		lag = math.NaN()
+	}
+	rowcastCPU := procCPU(rc.pid()) - cpu0
+	rc.stop()
+	cs.close()
+
+	// The bare listener alone.
+	bare.close()
+	if bare, err = b.newBareListener(ctx, "rowcast"); err != nil {
+		return err
+	}
+	bctx, cancel := context.WithCancel(ctx)
+	bdone := make(chan error, 1)
+	go func() { bdone <- bare.receive(bctx, 1<<62, time.Hour) }()
+	pb2, err := b.pgbench(ctx, script, 16, secs)
+	if err != nil {
+		cancel()
+		<-bdone
+		return err
+	}
+	bareAtEnd := bare.received.Load()
+	tEnd2 := time.Now()
+	for bare.received.Load() < pb2.processed && time.Since(tEnd2) < 60*time.Second {
+		time.Sleep(5 * time.Millisecond)
+	}
+	bareLag := max(0, time.Unix(0, bare.last.Load()).Sub(tEnd2).Seconds())
+	if bare.received.Load() < pb2.processed {
+		bareLag = math.NaN()
+	}
+	cancel()
+	<-bdone
+
+	b.res.add("capture", "notify/sustained", map[string]string{"mode": "notify", "backlog": "sustained, pgbench -c 16 single-row INSERTs", "limit": "bare pgx LISTEN loop"}, map[string]float64{
+		"writer_tps":        pb.tps,
+		"committed":         float64(pb.processed),
+		"rowcast_rate":      float64(atEnd) / pb.seconds,
+		"rowcast_delivered": float64(got),
+		"rowcast_lag_s":     lag,
+		"rowcast_cpu_s":     rowcastCPU,
+		"limit_writer_tps":  pb2.tps,
+		"limit_committed":   float64(pb2.processed),
+		"limit_rate":        float64(bareAtEnd) / pb2.seconds,
+		"limit_lag_s":       bareLag,
+		"ratio":             (float64(atEnd) / pb.seconds) / (float64(bareAtEnd) / pb2.seconds),
+		"keeps_up":          boolf(lag <= 1 && got >= pb.processed),
+		"rowcast_cpu_us":    rowcastCPU / float64(max(got, 1)) * 1e6,
+		"rowcast_share_pct": 100 * float64(atEnd) / float64(max(pb.processed, 1)),
+	})
+	b.logf("capture notify sustained: writers %.0f tps, rowcast delivered %.0f/s (lag %.2fs), bare listener %.0f/s", pb.tps, float64(atEnd)/pb.seconds, lag, float64(bareAtEnd)/pb2.seconds)
+	return nil
+}
+
+func boolf(v bool) float64 {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// pgbenchResult is what pgbench reports.
+type pgbenchResult struct {
+	tps       float64
+	processed int64
+	failed    int64
+	seconds   float64
+}
+
+// pgbench runs a custom script with -n -M prepared -j 2 (unpinned).
+func (b *bench) pgbench(ctx context.Context, script string, clients, secs int) (pgbenchResult, error) {
+	jobs := min(2, clients)
+	args := append(b.pgArgs(), "-n", "-M", "prepared", "-f", script, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(jobs), "-T", strconv.Itoa(secs), benchDB)
+	cmd := exec.CommandContext(ctx, b.pgTool("pgbench"), args...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		return pgbenchResult{}, err
+	}
+	b.track(cmd)
+	err := cmd.Wait()
+	b.untrack(cmd)
+	res := pgbenchResult{seconds: time.Since(t0).Seconds()}
+	if err != nil {
+		return res, fmt.Errorf("pgbench: %w\n%s", err, out.String())
+	}
+	sc := bufio.NewScanner(strings.NewReader(out.String()))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		switch {
+		case strings.HasPrefix(line, "tps = "):
+			f := strings.Fields(line)
+			res.tps, _ = strconv.ParseFloat(f[2], 64)
+		case strings.HasPrefix(line, "number of transactions actually processed:"):
+			f := strings.Fields(strings.TrimPrefix(line, "number of transactions actually processed:"))
+			if len(f) > 0 {
+				res.processed, _ = strconv.ParseInt(strings.Split(f[0], "/")[0], 10, 64)
+			}
+		case strings.HasPrefix(line, "number of failed transactions:"):
+			f := strings.Fields(strings.TrimPrefix(line, "number of failed transactions:"))
+			if len(f) > 0 {
+				res.failed, _ = strconv.ParseInt(f[0], 10, 64)
+			}
+		}
+	}
+	if res.tps == 0 {
+		return res, fmt.Errorf("pgbench: no tps in output:\n%s", out.String())
+	}
+	// The run lasted -T seconds of transactions; rates use that.
+	res.seconds = float64(secs)
+	return res, nil
+}
+
+// sustainedSecs is the length of the sustained NOTIFY run.
+func (b *bench) sustainedSecs() int {
+	if b.opts.quick {
+		return 3
+	}
+	return 8
+}

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Scenario 4: memory per idle authenticated connection: rowcast's RSS and
+// Go heap with N idle clients minus with none, divided by N.
+
+func (b *bench) memoryClients() int {
+	if b.opts.quick {
+		return 2000
+	}
+	return 10000
+}
+
+type memSample struct {
+	rss, heapInuse, heapAlloc, stackInuse, goroutines float64
+}
+
+// memSnapshot takes the median of 5 samples 200 ms apart.
+func memSnapshot(ctx context.Context, rc *rowcastProc) (memSample, error) {
+	var rss, hi, ha, si, g []float64
+	for i := 0; i < 5; i++ {
+		m, err := rc.metrics()
+		if err != nil {
+			return memSample{}, err
+		}
+		rss = append(rss, procRSS(rc.pid()))
+		hi = append(hi, m["go_memstats_heap_inuse_bytes"])
+		ha = append(ha, m["go_memstats_heap_alloc_bytes"])
+		si = append(si, m["go_memstats_stack_inuse_bytes"])
+		g = append(g, m["go_goroutines"])
+		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+			return memSample{}, err
+		}
+	}
+	return memSample{median(rss), median(hi), median(ha), median(si), median(g)}, nil
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func (b *bench) scenarioMemory(ctx context.Context) error {
+	if err := b.resetTable(ctx); err != nil {
+		return err
+	}
+	if err := b.useCapture(ctx, "logical"); err != nil {
+		return err
+	}
+	rc, err := b.startRowcast(ctx, "logical")
+	if err != nil {
+		return err
+	}
+	defer rc.stop()
+	if err := sleepCtx(ctx, 2*time.Second); err != nil {
+		return err
+	}
+	before, err := memSnapshot(ctx, rc)
+	if err != nil {
+		return err
+	}
+	n := b.memoryClients()
+	t0 := time.Now()
+	cs, err := dialClients(ctx, wsURL(rc.addr), b.authHeader(), n)
+	if err != nil {
+		return err
+	}
+	defer cs.close()
+	if err := cs.waitFrames(ctx, 60*time.Second); err != nil {
+		return err
+	}
+	connectSecs := time.Since(t0).Seconds()
+	if err := sleepCtx(ctx, 3*time.Second); err != nil {
+		return err
+	}
+	after, err := memSnapshot(ctx, rc)
+	if err != nil {
+		return err
+	}
+	if closed, _ := cs.closedCount(); closed > 0 {
+		return fmt.Errorf("%d of %d idle clients were disconnected", closed, n)
+	}
+	per := func(a, b float64) float64 { return (a - b) / float64(n) }
+	vals := map[string]float64{
+		"clients":              float64(n),
+		"connect_s":            connectSecs,
+		"rss_before":           before.rss,
+		"rss_after":            after.rss,
+		"rss_per_conn":         per(after.rss, before.rss),
+		"heap_inuse_before":    before.heapInuse,
+		"heap_inuse_after":     after.heapInuse,
+		"heap_inuse_per_conn":  per(after.heapInuse, before.heapInuse),
+		"heap_alloc_per_conn":  per(after.heapAlloc, before.heapAlloc),
+		"stack_per_conn":       per(after.stackInuse, before.stackInuse),
+		"goroutines_per_conn":  per(after.goroutines, before.goroutines),
+		"heap_and_stack_per_c": per(after.heapInuse+after.stackInuse, before.heapInuse+before.stackInuse),
+	}
+	b.res.add("memory", itoa(n), nil, vals)
+	b.logf("memory %d idle clients: RSS %.1f KiB, heap in use %.1f KiB, stacks %.1f KiB per connection",
+		n, vals["rss_per_conn"]/1024, vals["heap_inuse_per_conn"]/1024, vals["stack_per_conn"]/1024)
+	return nil
+}
+
+// Scenario 6: wire size of ticket:updated for the reference ticket and of
+// stats:updated, per capture mode. The WebSocket frame header (2 bytes up
+// to 125 bytes of payload, 4 bytes up to 65535; server frames are not
+// masked; rowcast does not negotiate compression) is counted in "wire".
+
+func (b *bench) scenarioWire(ctx context.Context) error {
+	for _, mode := range []string{"logical", "notify"} {
+		if err := b.useCapture(ctx, mode); err != nil {
+			return err
+		}
+		rc, err := b.startRowcast(ctx, mode, "ROWCAST_STATS_INTERVAL=50ms")
+		if err != nil {
+			return err
+		}
+		err = b.wireMode(ctx, rc, mode)
+		rc.stop()
+		if err != nil {
+			return fmt.Errorf("%s: %w", mode, err)
+		}
+	}
+	return nil
+}
+
+func (b *bench) wireMode(ctx context.Context, rc *rowcastProc, mode string) error {
+	cs, err := dialClients(ctx, wsURL(rc.addr), b.authHeader(), 1)
+	if err != nil {
+		return err
+	}
+	defer cs.close()
+	if err := cs.waitFrames(ctx, 10*time.Second); err != nil {
+		return err
+	}
+	c := cs.clients[0]
+	// The reference ticket changes status (and back), so that both a
+	// ticket:updated and a stats:updated follow.
+	for _, st := range []string{"in_progress", "open"} {
+		rows0 := c.rows.Load()
+		if err := b.exec(ctx, `UPDATE tickets SET status = $1, updated_at = now() WHERE id = 1`, st); err != nil {
+			return err
+		}
+		if cs.waitRows(ctx, rows0+1, 10*time.Second, 10*time.Second) < rows0+1 {
+			return fmt.Errorf("no ticket:updated within 10s")
+		}
+	}
+	if err := sleepCtx(ctx, 300*time.Millisecond); err != nil {
+		return err
+	}
+	c.sampleMu.Lock()
+	row := append([]byte(nil), c.sampleRow...)
+	stats := append([]byte(nil), c.sampleStats...)
+	c.sampleMu.Unlock()
+	if len(row) == 0 || len(stats) == 0 {
+		return fmt.Errorf("missing frames (ticket:updated %d bytes, stats:updated %d bytes)", len(row), len(stats))
+	}
+	b.res.add("wire", mode, nil, map[string]float64{
+		"ticket_payload": float64(len(row)),
+		"ticket_wire":    float64(len(row) + wsHeaderLen(len(row))),
+		"stats_payload":  float64(len(stats)),
+		"stats_wire":     float64(len(stats) + wsHeaderLen(len(stats))),
+	})
+	b.res.text("wire", mode+"/ticket", string(row))
+	b.res.text("wire", mode+"/stats", string(stats))
+	if mode == "logical" && b.sampleFrame == nil {
+		b.sampleFrame = row
+	}
+	b.logf("wire %s: ticket:updated %d bytes payload, stats:updated %d bytes payload", mode, len(row), len(stats))
+	return nil
+}
