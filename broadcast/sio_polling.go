@@ -13,20 +13,7 @@ import (
 // the close packet). A GET the client cancels closes the session too.
 func (e *eioSession) servePoll(w http.ResponseWriter, r *http.Request) {
 	e.mu.Lock()
-	switch {
-	case e.closed:
-		e.mu.Unlock()
-		eioError(w, http.StatusBadRequest, eioErrUnknownSID, "")
-		return
-	case e.ws != nil:
-		e.mu.Unlock()
-		e.srv.obs.SIOProtocolError(string(sioErrBadRequest))
-		eioError(w, http.StatusBadRequest, eioErrBadRequest, "the session was upgraded to WebSocket")
-		return
-	case e.polling:
-		e.mu.Unlock()
-		eioError(w, http.StatusBadRequest, eioErrBadRequest, "overlapping GET requests for one session")
-		e.protocolError(sioProtoErr(sioErrOverlapping, "overlapping GET requests"))
+	if !e.startRequestLocked(w, e.polling, "GET") {
 		return
 	}
 	e.polling = true
@@ -77,20 +64,7 @@ func (e *eioSession) servePost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	e.mu.Lock()
-	switch {
-	case e.closed:
-		e.mu.Unlock()
-		eioError(w, http.StatusBadRequest, eioErrUnknownSID, "")
-		return
-	case e.ws != nil:
-		e.mu.Unlock()
-		e.srv.obs.SIOProtocolError(string(sioErrBadRequest))
-		eioError(w, http.StatusBadRequest, eioErrBadRequest, "the session was upgraded to WebSocket")
-		return
-	case e.posting:
-		e.mu.Unlock()
-		eioError(w, http.StatusBadRequest, eioErrBadRequest, "overlapping POST requests for one session")
-		e.protocolError(sioProtoErr(sioErrOverlapping, "overlapping POST requests"))
+	if !e.startRequestLocked(w, e.posting, "POST") {
 		return
 	}
 	e.posting = true
@@ -128,4 +102,28 @@ func (e *eioSession) servePost(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	eioWriteText(w, []byte("ok"))
+}
+
+// startRequestLocked checks that a polling request may proceed: the
+// session is open, still on polling, and has no other request of the same
+// method under way (overlapping ones break the protocol and close it).
+// Called with e.mu held; on false it has unlocked and answered.
+func (e *eioSession) startRequestLocked(w http.ResponseWriter, inFlight bool, method string) bool {
+	switch {
+	case e.closed:
+		e.mu.Unlock()
+		eioError(w, http.StatusBadRequest, eioErrUnknownSID, "")
+		return false
+	case e.ws != nil:
+		e.mu.Unlock()
+		e.srv.obs.SIOProtocolError(string(sioErrBadRequest))
+		eioError(w, http.StatusBadRequest, eioErrBadRequest, "the session was upgraded to WebSocket")
+		return false
+	case inFlight:
+		e.mu.Unlock()
+		eioError(w, http.StatusBadRequest, eioErrBadRequest, "overlapping "+method+" requests for one session")
+		e.protocolError(sioProtoErr(sioErrOverlapping, "overlapping "+method+" requests"))
+		return false
+	}
+	return true
 }
