@@ -75,9 +75,6 @@ func NewSession(transport string, user Identity, scope Scope, filter Filter, que
 	}
 }
 
-// Scope is what the session's user may see.
-func (s *Session) Scope() Scope { return s.scope }
-
 func newID() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
@@ -113,13 +110,6 @@ func (s *Session) take(buf []*Event) []*Event {
 	}
 	s.qmu.Unlock()
 	return buf
-}
-
-// queued counts the events waiting to be written.
-func (s *Session) queued() int {
-	s.qmu.Lock()
-	defer s.qmu.Unlock()
-	return len(s.queue)
 }
 
 // Close ends the session with a close code and reason; the first call wins.
