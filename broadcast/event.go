@@ -1,16 +1,18 @@
-// Package broadcast turns captured changes into dashboard events and pushes
-// them to authenticated clients: the Hub (fan-out, replay window, stats),
-// client sessions with bounded queues, and the transports (WebSocket).
+// Package broadcast turns captured changes into dashboard events and hands
+// them to connected clients: the Hub (fan-out, replay window, stats), the
+// policy that decides what each user sees (auth, visibility, filters), the
+// Gate every transport admits clients through, and the Session with its
+// bounded queue and single writer. The transports themselves (broadcast/ws,
+// broadcast/sse, broadcast/socketio) live in their own packages and meet
+// this one at the Transport seam; this package imports no transport
+// library.
 package broadcast
 
 import (
 	"encoding/json"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
-
-	"github.com/gorilla/websocket"
 
 	"rowcast"
 )
@@ -33,29 +35,18 @@ type Event struct {
 	// visibility; built once, under the hub's mutex.
 	left *Event
 
-	sseOnce sync.Once
-	sse     []byte
-
-	sioOnce sync.Once
-	sio     []byte
-
-	wsOnce sync.Once
-	ws     *websocket.PreparedMessage
-	wsRaw  []byte
+	// encoded caches the event's wire bytes, one slot per Encoding.
+	encoded [maxEncodings]encodedSlot
 }
 
-// Frame returns the JSON text frame {"id":...,"event":...,"data":...}.
-func (e *Event) Frame() []byte {
-	e.wsOnce.Do(e.encodeWS)
-	return e.wsRaw
-}
+// JSONFrame is the JSON text message {"id":...,"event":...,"data":...}
+// that /ws sends (and tests read).
+var JSONFrame = NewEncoding("json", encodeJSONFrame)
 
-func (e *Event) prepared() *websocket.PreparedMessage {
-	e.wsOnce.Do(e.encodeWS)
-	return e.ws
-}
+// Frame returns the event's JSON frame.
+func (e *Event) Frame() []byte { return JSONFrame.Of(e) }
 
-func (e *Event) encodeWS() {
+func encodeJSONFrame(e *Event) []byte {
 	b := make([]byte, 0, len(e.Data)+len(e.Name)+64)
 	b = append(b, '{')
 	if e.HasID {
@@ -67,10 +58,7 @@ func (e *Event) encodeWS() {
 	b = appendJSONString(b, e.Name)
 	b = append(b, `,"data":`...)
 	b = append(b, e.Data...)
-	b = append(b, '}')
-	e.wsRaw = b
-	// PreparedMessage frames the message once for all clients.
-	e.ws, _ = websocket.NewPreparedMessage(websocket.TextMessage, b)
+	return append(b, '}')
 }
 
 // timeLayout is RFC 3339 in UTC with milliseconds, as the contract says.
@@ -279,3 +267,15 @@ func ResyncEvent(reason string, t time.Time) *Event {
 
 // appendJSONString appends s as a JSON string literal.
 func appendJSONString(b []byte, s string) []byte { return rowcast.AppendJSONString(b, s) }
+
+// Own lists the names of the events rowcast itself sends, for metrics
+// that start at 0.
+func (n Names) Own() []string {
+	own := []string{n.Created}
+	for _, name := range []string{n.Updated, n.Delete} {
+		if name != own[len(own)-1] {
+			own = append(own, name)
+		}
+	}
+	return append(own, statsEvent, "resync", "subscribed", "error")
+}

@@ -2,6 +2,7 @@ package broadcast
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"sync"
@@ -176,25 +177,50 @@ func (h *Hub) forSession(s *Session, ev *Event) *Event {
 // fanout offers ev to every session; a session whose queue is full is
 // closed as a slow consumer. Called with h.mu held.
 func (h *Hub) fanout(ev *Event) {
-	var ws, other int
+	// Queued events are counted per transport once per fan-out, not once
+	// per client: there are few transports and many clients.
+	var queued [4]struct {
+		transport string
+		n         int
+	}
+	var other map[string]int
 	for s := range h.sessions {
-		ev := h.forSession(s, ev)
-		if ev == nil {
+		sev := h.forSession(s, ev)
+		if sev == nil {
 			continue
 		}
-		if !s.offer(ev) {
+		if !s.Offer(sev) {
 			h.dropSlow(s)
 			continue
 		}
-		if s.Transport == "ws" {
-			ws++
-		} else {
-			other++
-			h.obs.EventQueued(ev.Name, s.Transport, 1)
+		if sev != ev {
+			// A row that left the user's visibility, sent as a delete.
+			h.obs.EventQueued(sev.Name, s.Transport, 1)
+			continue
+		}
+		counted := false
+		for i := range queued {
+			if queued[i].transport == s.Transport || queued[i].transport == "" {
+				queued[i].transport = s.Transport
+				queued[i].n++
+				counted = true
+				break
+			}
+		}
+		if !counted {
+			if other == nil {
+				other = map[string]int{}
+			}
+			other[s.Transport]++
 		}
 	}
-	if ws > 0 {
-		h.obs.EventQueued(ev.Name, "ws", ws)
+	for _, q := range queued {
+		if q.n > 0 {
+			h.obs.EventQueued(ev.Name, q.transport, q.n)
+		}
+	}
+	for t, n := range other {
+		h.obs.EventQueued(ev.Name, t, n)
 	}
 }
 
@@ -342,4 +368,12 @@ func (h *Hub) Run(ctx context.Context) error {
 		case <-h.reload:
 		}
 	}
+}
+
+// StatsPayload is the stats payload for counts loaded outside the hub (a
+// snapshot served before the hub's first count).
+func (h *Hub) StatsPayload(counts rowcast.Counts) json.RawMessage {
+	st := newStatsState(h.cfg.StatsColumns)
+	st.finishLoad(st.beginLoad(), counts, rowcast.XidSnapshot{}, nil)
+	return st.payload()
 }

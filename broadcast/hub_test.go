@@ -145,16 +145,16 @@ func TestWindowResume(t *testing.T) {
 	if id, ok := h.Oldest(); !ok || id.Pos != 30 {
 		t.Fatalf("oldest = %v %v", id, ok)
 	}
-	s := NewSession("ws", Identity{}, Scope{All: true}, nil, 8)
+	s := NewSession("ws", Identity{}, Scope{All: true}, nil, 8, nil)
 	sub, _ := h.Subscribe(s, &rowcast.EventID{Pos: 20})
 	if sub.Resync != nil || len(sub.Replay) != 3 || sub.Replay[0].ID.Pos != 30 {
 		t.Errorf("resume at the promise: resync %v, replay %d", sub.Resync, len(sub.Replay))
 	}
-	s2 := NewSession("ws", Identity{}, Scope{All: true}, nil, 8)
+	s2 := NewSession("ws", Identity{}, Scope{All: true}, nil, 8, nil)
 	if sub, _ := h.Subscribe(s2, &rowcast.EventID{Pos: 10}); sub.Resync == nil || len(sub.Replay) != 0 {
 		t.Errorf("resume before the window: want resync, got %+v", sub)
 	}
-	s3 := NewSession("ws", Identity{}, Scope{All: true}, nil, 8)
+	s3 := NewSession("ws", Identity{}, Scope{All: true}, nil, 8, nil)
 	if sub, _ := h.Subscribe(s3, &rowcast.EventID{Epoch: 9, Pos: 40}); sub.Resync == nil {
 		t.Error("resume from another epoch: want resync")
 	}
@@ -168,7 +168,7 @@ func TestWindowResume(t *testing.T) {
 	if got := drain(s); names(got) != "resync" {
 		t.Errorf("got %s, want resync", names(got))
 	}
-	s4 := NewSession("ws", Identity{}, Scope{All: true}, nil, 8)
+	s4 := NewSession("ws", Identity{}, Scope{All: true}, nil, 8, nil)
 	if sub, _ := h.Subscribe(s4, &rowcast.EventID{Pos: 50}); sub.Resync == nil {
 		t.Error("resume after resync: want resync")
 	}
@@ -180,7 +180,7 @@ func TestWindowResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s5 := NewSession("ws", Identity{}, Scope{All: true}, nil, 8)
+	s5 := NewSession("ws", Identity{}, Scope{All: true}, nil, 8, nil)
 	if sub, _ := h.Subscribe(s5, &id); sub.Resync != nil || id.Pos != 100 {
 		t.Errorf("cursor %s after a resync does not resume", cursor)
 	}
@@ -189,8 +189,8 @@ func TestWindowResume(t *testing.T) {
 func TestSlowConsumerDoesNotBlock(t *testing.T) {
 	h := newTestHub(loaded, 100)
 	ctx := context.Background()
-	slow := NewSession("ws", Identity{}, Scope{All: true}, nil, 2)
-	fast := NewSession("ws", Identity{}, Scope{All: true}, nil, 100)
+	slow := NewSession("ws", Identity{}, Scope{All: true}, nil, 2, nil)
+	fast := NewSession("ws", Identity{}, Scope{All: true}, nil, 100, nil)
 	aborted := false
 	slow.SetAbort(func() { aborted = true })
 	h.Subscribe(slow, nil)
@@ -223,8 +223,8 @@ func TestVisibilityAndFilterRouting(t *testing.T) {
 	}
 	h := newTestHub(loaded, 100)
 	ctx := context.Background()
-	sa := NewSession("ws", Identity{}, ann, nil, 100)
-	sf := NewSession("ws", Identity{}, Scope{All: true}, Filter{"status": {"open"}}, 100)
+	sa := NewSession("ws", Identity{}, ann, nil, 100, nil)
+	sf := NewSession("ws", Identity{}, Scope{All: true}, Filter{"status": {"open"}}, 100, nil)
 	h.Subscribe(sa, nil)
 	h.Subscribe(sf, nil)
 	mine := row("id", "1", "status", "open", "requester_email", "ann@x")
@@ -291,7 +291,7 @@ func BenchmarkFanout1000(b *testing.B) {
 	h := newTestHub(loaded, 10000)
 	sessions := make([]*Session, 1000)
 	for i := range sessions {
-		sessions[i] = NewSession("ws", Identity{}, Scope{All: true}, nil, 1024)
+		sessions[i] = NewSession("ws", Identity{}, Scope{All: true}, nil, 1024, nil)
 		h.Subscribe(sessions[i], nil)
 	}
 	r := row("id", "1", "title", strings.Repeat("x", 300), "status", "open")
@@ -305,5 +305,14 @@ func BenchmarkFanout1000(b *testing.B) {
 				drain(s)
 			}
 		}
+	}
+}
+
+func TestOwnEventNames(t *testing.T) {
+	if got := strings.Join(NamesFor("ticket", ProfileColon).Own(), " "); got != "ticket:created ticket:updated ticket:deleted stats:updated resync subscribed error" {
+		t.Errorf("colon profile: %s", got)
+	}
+	if got := strings.Join(NamesFor("ticket", ProfileUpdate).Own(), " "); got != "ticket_update stats:updated resync subscribed error" {
+		t.Errorf("ticket_update profile: %s", got)
 	}
 }

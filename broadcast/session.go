@@ -10,10 +10,13 @@ import (
 	"rowcast"
 )
 
-// Close codes sent to clients.
+// Close codes sent to clients (WebSocket close codes; the other
+// transports map them to their own way of saying goodbye).
 const (
 	CloseGoingAway    = 1001 // server shutting down
 	ClosePolicy       = 1008 // client broke the protocol
+	CloseTooBig       = 1009 // client sent a message over the limit
+	CloseUnsupported  = 1003 // client sent a kind of message rowcast does not take
 	CloseSlowConsumer = 4008 // send queue overflowed
 )
 
@@ -43,6 +46,7 @@ type Session struct {
 	// abort unblocks the transport's writer when the session is dropped
 	// while a write is stuck on a client that stopped reading.
 	abort func()
+	obs   Observer
 }
 
 // SetAbort sets what Drop calls to unblock a stuck writer. Call it before
@@ -59,11 +63,16 @@ func (s *Session) drop(code int, reason string) {
 
 // NewSession makes a session with a bounded send queue. scope is what the
 // user may see (Visibility.ScopeFor), filter what the client asked for.
-func NewSession(transport string, user Identity, scope Scope, filter Filter, queueSize int) *Session {
+// Transports get theirs from Gate.NewSession.
+func NewSession(transport string, user Identity, scope Scope, filter Filter, queueSize int, obs Observer) *Session {
 	if queueSize <= 0 {
 		queueSize = 1024
 	}
+	if obs == nil {
+		obs = nopObserver{}
+	}
 	return &Session{
+		obs:       obs,
 		ID:        newID(),
 		Transport: transport,
 		User:      user,
@@ -81,8 +90,10 @@ func newID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// offer queues an event without blocking; false means the queue is full.
-func (s *Session) offer(ev *Event) bool {
+// Offer queues an event without blocking; false means the queue is full.
+// The hub offers live events; a transport offers its replies to the
+// client (and closes the session as a slow consumer on false).
+func (s *Session) Offer(ev *Event) bool {
 	s.qmu.Lock()
 	if len(s.queue) >= s.queueMax {
 		s.qmu.Unlock()
@@ -90,11 +101,18 @@ func (s *Session) offer(ev *Event) bool {
 	}
 	s.queue = append(s.queue, ev)
 	s.qmu.Unlock()
+	s.Wake()
+	return true
+}
+
+// Wake makes the writer call Transport.Write (with no events if none are
+// queued), so that a transport can send control messages from its single
+// writer.
+func (s *Session) Wake() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
-	return true
 }
 
 // take moves every queued event into buf. An idle session keeps no queue
@@ -132,46 +150,64 @@ func (s *Session) CloseReason() (int, string) {
 	return s.code, s.reason
 }
 
+// Transport is the seam between a session and its connection: the
+// session's single writer goroutine calls it, never concurrently.
+type Transport interface {
+	// Write sends events in order. A batch lets the transport write them
+	// in one go; it may be empty when the session was woken (Wake) so the
+	// transport can flush control messages of its own.
+	Write(evs []*Event) error
+	// Ping keeps the connection alive (and detects a dead peer).
+	Ping() error
+}
+
 // Pump is the session's writer loop, shared by every transport: it writes
 // the subscription's resync, replay and stats, then live events, skipping
-// any event at or before the client's cursor, and pings every pingEvery.
-// It returns when ctx ends, the session is closed, or a write fails.
-func (s *Session) Pump(ctx context.Context, sub Subscription, obs Observer, write func(*Event) error, ping func() error, pingEvery time.Duration) error {
-	if obs == nil {
-		obs = nopObserver{}
-	}
+// any event at or before the client's cursor, and pings every pingEvery
+// (never when pingEvery is 0). It returns when ctx ends, the session is
+// closed, or a write fails; Outcome says what that means.
+func (s *Session) Pump(ctx context.Context, sub Subscription, t Transport, pingEvery time.Duration) error {
+	obs := s.obs
 	cursor, hasCursor := sub.Cursor, sub.HasCursor
-	send := func(ev *Event) error {
-		if ev.HasID && hasCursor && ev.ID.SameEpoch(cursor) && !cursor.Less(ev.ID) {
-			return nil // already delivered (replay/live overlap after a restart)
+	var out []*Event
+	// send writes the events of batch that the client does not have yet.
+	send := func(batch []*Event, woken bool) error {
+		out = out[:0]
+		for _, ev := range batch {
+			if ev.HasID && hasCursor && ev.ID.SameEpoch(cursor) && !cursor.Less(ev.ID) {
+				continue // already delivered (replay/live overlap after a restart)
+			}
+			if ev.HasID {
+				cursor, hasCursor = ev.ID, true
+			}
+			out = append(out, ev)
 		}
-		if err := write(ev); err != nil {
-			return err
+		if len(out) == 0 && !woken {
+			return nil
 		}
-		if ev.HasID {
-			cursor, hasCursor = ev.ID, true
+		err := t.Write(out)
+		if err == nil {
+			for _, ev := range out {
+				obs.Delivered(s.Transport, time.Since(ev.Time))
+			}
 		}
-		obs.Delivered(s.Transport, time.Since(ev.Time))
-		return nil
+		clear(out)
+		return err
 	}
+	first := make([]*Event, 0, len(sub.Replay)+2)
 	if sub.Resync != nil {
-		if err := send(sub.Resync); err != nil {
-			return err
-		}
+		first = append(first, sub.Resync)
 	}
-	for _, ev := range sub.Replay {
-		if err := send(ev); err != nil {
-			return err
-		}
-	}
+	first = append(first, sub.Replay...)
 	if sub.Stats != nil {
-		if err := send(sub.Stats); err != nil {
-			return err
-		}
+		first = append(first, sub.Stats)
+	}
+	if err := send(first, false); err != nil {
+		return err
 	}
 	var batch []*Event
 	var tick <-chan time.Time
-	if pingEvery > 0 && ping != nil {
+	if pingEvery > 0 {
 		t := time.NewTicker(pingEvery)
 		defer t.Stop()
 		tick = t.C
@@ -184,20 +220,19 @@ func (s *Session) Pump(ctx context.Context, sub Subscription, obs Observer, writ
 			return nil
 		case <-s.wake:
 			batch = s.take(batch)
-			for i, ev := range batch {
-				select {
-				case <-s.done:
-					clear(batch)
-					return nil // dropped: do not keep writing a backlog
-				default:
-				}
-				if err := send(ev); err != nil {
-					return err
-				}
-				batch[i] = nil
+			select {
+			case <-s.done:
+				clear(batch)
+				return nil // dropped: do not keep writing a backlog
+			default:
+			}
+			err := send(batch, true)
+			clear(batch)
+			if err != nil {
+				return err
 			}
 		case <-tick:
-			if err := ping(); err != nil {
+			if err := t.Ping(); err != nil {
 				return err
 			}
 		}

@@ -136,7 +136,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.sioSessions, m.sioUpgrades, m.sioProtoErrors, m.sioCloses,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.latencyBy = map[string]prometheus.Observer{}
-	for _, t := range []string{"ws", "sse", "socketio"} {
+	for _, t := range Transports {
 		m.latencyBy[t] = m.latency.WithLabelValues(t)
 	}
 	return m
@@ -168,12 +168,37 @@ func (m *Metrics) StatsRecomputed()               { m.statsRecompute.Inc() }
 func (m *Metrics) Resume(outcome string)          { m.resumes.WithLabelValues(outcome).Inc() }
 func (m *Metrics) WindowSize(n int)               { m.windowSize.Set(float64(n)) }
 
-func (m *Metrics) SIOSession(engine string, delta int) {
-	m.sioSessions.WithLabelValues(engine).Add(float64(delta))
+// SocketIO is the observer of the Socket.IO transport's Engine.IO
+// sessions (socketio.Observer, by its method set).
+func (m *Metrics) SocketIO() SocketIO { return SocketIO{m} }
+
+// SocketIO turns what the Socket.IO transport reports into the
+// rowcast_socketio_* series.
+type SocketIO struct{ m *Metrics }
+
+func (s SocketIO) Session(engine string, delta int) {
+	s.m.sioSessions.WithLabelValues(engine).Add(float64(delta))
 }
-func (m *Metrics) SIOUpgrade(outcome string)    { m.sioUpgrades.WithLabelValues(outcome).Inc() }
-func (m *Metrics) SIOProtocolError(kind string) { m.sioProtoErrors.WithLabelValues(kind).Inc() }
-func (m *Metrics) SIOClosed(reason string)      { m.sioCloses.WithLabelValues(reason).Inc() }
+func (s SocketIO) Upgrade(outcome string)    { s.m.sioUpgrades.WithLabelValues(outcome).Inc() }
+func (s SocketIO) ProtocolError(kind string) { s.m.sioProtoErrors.WithLabelValues(kind).Inc() }
+func (s SocketIO) Closed(reason string)      { s.m.sioCloses.WithLabelValues(reason).Inc() }
+
+// Transports are the transport label values: /ws, /events, /socket.io/.
+var Transports = []string{"ws", "sse", "socketio"}
+
+// Init creates the series whose label values are known in advance at 0,
+// so that dashboards and alert rules read 0, not "no data", on a fresh
+// process: clients and slow-consumer disconnects per transport, and
+// events sent for each of rowcast's own event names on each transport.
+func (m *Metrics) Init(events []string) {
+	for _, t := range Transports {
+		m.clients.WithLabelValues(t)
+		m.slowConsumers.WithLabelValues(t)
+		for _, e := range events {
+			m.eventsSent.WithLabelValues(e, t)
+		}
+	}
+}
 
 // RegisterCapture exposes the capture source's status. status is called
 // once per scrape, so all capture series of a scrape come from the same

@@ -111,12 +111,12 @@ func everything(t *testing.T, mode string) (*prometheus.Registry, *fakeDB, *metr
 	m.StatsRecomputed()
 	m.Resume("replayed")
 	m.WindowSize(42)
-	m.SIOSession("polling", 1)
-	m.SIOSession("polling", -1)
-	m.SIOSession("websocket", 1)
-	m.SIOUpgrade("ok")
-	m.SIOProtocolError("parse")
-	m.SIOClosed("ping_timeout")
+	m.SocketIO().Session("polling", 1)
+	m.SocketIO().Session("polling", -1)
+	m.SocketIO().Session("websocket", 1)
+	m.SocketIO().Upgrade("ok")
+	m.SocketIO().ProtocolError("parse")
+	m.SocketIO().Closed("ping_timeout")
 	metrics.RegisterCapture(reg, func() rowcast.CaptureStatus {
 		return rowcast.CaptureStatus{Mode: mode, Connected: true, Reconnects: 2,
 			ReceivedLSN: 0x1_6B374D48, FlushedLSN: 0x1_6B374D00, SlotRecreations: 1}
@@ -257,23 +257,23 @@ func TestSocketIOSeries(t *testing.T) {
 		}
 	}
 	// Two polling sessions; one upgrades, then both close.
-	m.SIOSession("polling", 1)
-	m.SIOSession("polling", 1)
-	m.SIOSession("polling", -1)
-	m.SIOSession("websocket", 1)
-	m.SIOUpgrade("ok")
+	m.SocketIO().Session("polling", 1)
+	m.SocketIO().Session("polling", 1)
+	m.SocketIO().Session("polling", -1)
+	m.SocketIO().Session("websocket", 1)
+	m.SocketIO().Upgrade("ok")
 	if v, _ := sample(t, reg, "rowcast_socketio_sessions", "engine=polling"); v != 1 {
 		t.Errorf("polling sessions = %v, want 1", v)
 	}
 	if v, _ := sample(t, reg, "rowcast_socketio_sessions", "engine=websocket"); v != 1 {
 		t.Errorf("websocket sessions = %v, want 1", v)
 	}
-	m.SIOSession("polling", -1)
-	m.SIOClosed("poll_timeout")
-	m.SIOSession("websocket", -1)
-	m.SIOClosed("client")
-	m.SIOProtocolError("overlapping")
-	m.SIOProtocolError("overlapping")
+	m.SocketIO().Session("polling", -1)
+	m.SocketIO().Closed("poll_timeout")
+	m.SocketIO().Session("websocket", -1)
+	m.SocketIO().Closed("client")
+	m.SocketIO().ProtocolError("overlapping")
+	m.SocketIO().ProtocolError("overlapping")
 	for _, c := range []struct {
 		name, labels string
 		want         float64
@@ -593,4 +593,26 @@ func exposition(t *testing.T, reg *prometheus.Registry) []byte {
 		t.Fatalf("/metrics: HTTP %d: %s", rec.Code, rec.Body)
 	}
 	return rec.Body.Bytes()
+}
+
+// Series whose label values are known in advance exist at 0 on a fresh
+// process, so that dashboards and alert rules read 0, not "no data".
+func TestKnownSeriesStartAtZero(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	m.Init([]string{"ticket:created", "ticket:updated", "ticket:deleted", "stats:updated", "resync"})
+	out := string(exposition(t, reg))
+	for _, tr := range metrics.Transports {
+		for _, want := range []string{
+			`rowcast_clients_connected{transport="` + tr + `"} 0`,
+			`rowcast_slow_consumer_disconnects_total{transport="` + tr + `"} 0`,
+			`rowcast_events_sent_total{event="ticket:created",transport="` + tr + `"} 0`,
+			`rowcast_events_sent_total{event="stats:updated",transport="` + tr + `"} 0`,
+			`rowcast_events_sent_total{event="resync",transport="` + tr + `"} 0`,
+		} {
+			if !strings.Contains(out, want+"\n") {
+				t.Errorf("missing %s", want)
+			}
+		}
+	}
 }

@@ -17,7 +17,11 @@ import (
 
 	"rowcast"
 	"rowcast/broadcast"
+	"rowcast/broadcast/server"
+	"rowcast/broadcast/socketio"
+	"rowcast/broadcast/sse"
 	"rowcast/broadcast/web"
+	"rowcast/broadcast/ws"
 	"rowcast/cdc"
 	"rowcast/metrics"
 )
@@ -78,9 +82,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
+	names := broadcast.NamesFor(res.prefix, cfg.Events)
+	m.Init(names.Own())
 	counts := cdc.CountsLoader(pool, table, cfg.StatsColumns)
 	hub := broadcast.NewHub(broadcast.HubConfig{
-		Names:         broadcast.NamesFor(res.prefix, cfg.Events),
+		Names:         names,
 		StatsColumns:  cfg.StatsColumns,
 		StatsInterval: cfg.StatsInterval,
 		Counts:        counts,
@@ -120,7 +126,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 	} else {
 		auth = broadcast.NewAuth(cfg.JWTSecret, cfg.JWTCookie)
 	}
-	srv := broadcast.NewServer(broadcast.ServerConfig{
+	gate := broadcast.NewGate(broadcast.GateConfig{
 		Hub:             hub,
 		Auth:            auth,
 		Visibility:      res.visibility,
@@ -129,20 +135,24 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 		CORSCredentials: cfg.CORSCredentials,
 		LiveUpdates:     cfg.LiveUpdates,
 		MaxConnections:  cfg.MaxConnections,
-		PingInterval:    cfg.PingInterval,
-		SSEKeepalive:    cfg.SSEKeepalive,
-		SocketIO:        broadcast.SocketIOConfig{PingInterval: cfg.SIOPingInterval, PingTimeout: cfg.SIOPingTimeout, MaxPayload: cfg.SIOMaxPayload},
 		QueueSize:       cfg.QueueSize,
-		PollInterval:    cfg.PollInterval,
-		Ready:           func() bool { return source.Status().Connected },
-		Recent:          cdc.RecentRows(pool, table, cfg.SnapshotOrder),
-		Counts:          counts,
-		StatsColumns:    cfg.StatsColumns,
-		Metrics:         metrics.Handler(reg),
-		Web:             web.Handler(),
-		DemoLogin:       opts.demoLogin,
 		Observer:        m,
 		Logger:          log,
+	})
+	srv := server.New(server.Config{
+		Gate: gate,
+		WS:   ws.New(ws.Config{Gate: gate, PingInterval: cfg.PingInterval}),
+		SSE:  sse.New(sse.Config{Gate: gate, Keepalive: cfg.SSEKeepalive}),
+		SocketIO: socketio.New(socketio.Config{Gate: gate, Observer: m.SocketIO(),
+			PingInterval: cfg.SIOPingInterval, PingTimeout: cfg.SIOPingTimeout, MaxPayload: cfg.SIOMaxPayload}),
+		PollInterval: cfg.PollInterval,
+		Ready:        func() bool { return source.Status().Connected },
+		Recent:       cdc.RecentRows(pool, table, cfg.SnapshotOrder),
+		Counts:       counts,
+		Metrics:      metrics.Handler(reg),
+		Web:          web.Handler(),
+		DemoLogin:    opts.demoLogin,
+		Logger:       log,
 	})
 
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -196,7 +206,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = httpSrv.Shutdown(sctx)
 	cancel()
-	srv.Wait()
+	gate.Wait()
 	stopCapture()
 	wg.Wait()
 	log.Info("stopped")

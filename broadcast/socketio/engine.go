@@ -1,4 +1,4 @@
-package broadcast
+package socketio
 
 import (
 	"encoding/json"
@@ -10,44 +10,46 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+
+	"rowcast/broadcast"
 )
 
 // Namespace states of an Engine.IO session (only the main namespace).
 const (
-	sioNSIdle       = iota // not joined (before CONNECT, after DISCONNECT or CONNECT_ERROR)
-	sioNSConnecting        // CONNECT received, being checked by the writer
-	sioNSConnected
+	nsIdle       = iota // not joined (before CONNECT, after DISCONNECT or CONNECT_ERROR)
+	nsConnecting        // CONNECT received, being checked by the writer
+	nsConnected
 )
 
 var (
 	errEIOClosed = errors.New("socket.io session closed")
-	// errSIOSessionEnded: the namespace session ended while its writer
+	// errSessionEnded: the namespace session ended while its writer
 	// waited for the client to poll.
-	errSIOSessionEnded = errors.New("session ended")
+	errSessionEnded = errors.New("session ended")
 )
 
-// sioProtocolError is a client breaking the protocol; the session is
+// protoError is a client breaking the protocol; the session is
 // closed.
-type sioProtocolError struct {
-	kind sioErrKind
+type protoError struct {
+	kind errKind
 	msg  string
 }
 
-func (e *sioProtocolError) Error() string { return e.msg }
+func (e *protoError) Error() string { return e.msg }
 
-func sioProtoErr(kind sioErrKind, msg string) error { return &sioProtocolError{kind, msg} }
+func protoErr(kind errKind, msg string) error { return &protoError{kind, msg} }
 
-// sioErrKindOf is the kind of a protocol error (parse unless it says).
-func sioErrKindOf(err error) sioErrKind {
-	var pe *sioProtocolError
+// errKindOf is the kind of a protocol error (parse unless it says).
+func errKindOf(err error) errKind {
+	var pe *protoError
 	if errors.As(err, &pe) {
 		return pe.kind
 	}
-	return sioErrParse
+	return errParse
 }
 
-// sioMaxCtrl bounds control packets (connect errors) waiting for the writer.
-const sioMaxCtrl = 16
+// maxCtrl bounds control packets (connect errors) waiting for the writer.
+const maxCtrl = 16
 
 // eioSession is one Engine.IO session. Whatever its transport, one writer
 // goroutine (run) produces every packet the server sends: pings, the
@@ -57,9 +59,8 @@ const sioMaxCtrl = 16
 // requests or the WebSocket read loop) handles what the client sends.
 type eioSession struct {
 	id     string
-	srv    *Server
-	reg    *sioRegistry
-	cfg    SocketIOConfig
+	h      *Handler
+	cfg    Config
 	token  string // from the handshake request; never logged
 	remote string
 	done   chan struct{}
@@ -85,30 +86,25 @@ type eioSession struct {
 	pollTimer   *time.Timer   // no GET for PingInterval+PingTimeout: close
 	pongTimer   *time.Timer
 	waitingPong bool
-	ns          int      // namespace state
-	sess        *Session // the namespace's session while connected
-	ctrl        [][]byte // control packets for the writer
+	ns          int                // namespace state
+	sess        *broadcast.Session // the namespace's session while connected
+	ctrl        [][]byte           // control packets for the writer
 
 	wake    chan struct{}        // ctrl packets for the idle writer
 	connect chan json.RawMessage // CONNECT payloads for the writer
-	// kick is queued to the connected Session to make its writer flush
-	// ctrl; compared by pointer, never sent.
-	kick   *Event
-	wsConn atomic.Pointer[websocket.Conn]
+	wsConn  atomic.Pointer[websocket.Conn]
 
 	// Writer-only state.
-	lastPing      time.Time
-	skipDelivered bool
+	lastPing time.Time
 }
 
 // newEIOSession makes a session on engine and counts it as open; close
 // counts it out.
-func newEIOSession(s *Server, reg *sioRegistry, token, remote, engine string) *eioSession {
+func newEIOSession(h *Handler, token, remote, engine string) *eioSession {
 	e := &eioSession{
-		id:       sioID(),
-		srv:      s,
-		reg:      reg,
-		cfg:      reg.cfg,
+		id:       newID(),
+		h:        h,
+		cfg:      h.cfg,
 		token:    token,
 		remote:   remote,
 		engine:   engine,
@@ -117,18 +113,17 @@ func newEIOSession(s *Server, reg *sioRegistry, token, remote, engine string) *e
 		pollWake: make(chan struct{}, 1),
 		wake:     make(chan struct{}, 1),
 		connect:  make(chan json.RawMessage, 1),
-		kick:     &Event{Name: "socket.io control"},
 		lastPing: time.Now(),
 	}
 	e.pongTimer = time.AfterFunc(time.Hour, e.pongTimedOut)
 	e.pongTimer.Stop()
 	e.pollTimer = time.AfterFunc(time.Hour, e.pollTimedOut)
 	e.pollTimer.Stop()
-	s.obs.SIOSession(engine, 1)
+	h.obs.Session(engine, 1)
 	return e
 }
 
-func sioSignal(c chan struct{}) {
+func signal(c chan struct{}) {
 	select {
 	case c <- struct{}{}:
 	default:
@@ -139,7 +134,7 @@ func sioSignal(c chan struct{}) {
 // is answered (close packet, or noop when the client closed), WebSockets
 // are closed (with a close frame when code is set), the connection slot
 // is released. kind is what metrics count; reason is logged.
-func (e *eioSession) close(kind sioCloseKind, reason string, byClient bool, code int) {
+func (e *eioSession) close(kind closeKind, reason string, byClient bool, code int) {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -150,29 +145,28 @@ func (e *eioSession) close(kind sioCloseKind, reason string, byClient bool, code
 	e.pongTimer.Stop()
 	e.pollTimer.Stop()
 	close(e.done)
-	e.srv.obs.SIOSession(e.engine, -1)
+	e.h.obs.Session(e.engine, -1)
 	e.mu.Unlock()
-	e.srv.obs.SIOClosed(string(kind))
+	e.h.obs.Closed(string(kind))
 
-	e.reg.remove(e)
+	e.h.reg.remove(e)
 	if sess != nil {
 		sess.Close(0, reason)
 	}
 	if ws != nil {
 		if code != 0 {
-			_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, sioCloseText(reason)), time.Now().Add(time.Second))
+			_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, closeText(reason)), time.Now().Add(time.Second))
 		}
 		ws.Close()
 	}
 	if probe != nil {
 		probe.Close()
 	}
-	e.srv.release()
-	e.srv.log.Debug("socket.io session closed", "sid", e.id, "reason", reason)
+	e.h.log.Debug("socket.io session closed", "sid", e.id, "reason", reason)
 }
 
-// sioCloseText fits a reason into a close frame (123 bytes at most).
-func sioCloseText(reason string) string {
+// closeText fits a reason into a close frame (123 bytes at most).
+func closeText(reason string) string {
 	if len(reason) <= 120 {
 		return reason
 	}
@@ -185,14 +179,14 @@ func sioCloseText(reason string) string {
 
 // protocolError closes the session of a client that broke the protocol.
 func (e *eioSession) protocolError(err error) {
-	e.protocolErrorCode(err, ClosePolicy)
+	e.protocolErrorCode(err, broadcast.ClosePolicy)
 }
 
 // protocolErrorCode is protocolError with a WebSocket close code.
 func (e *eioSession) protocolErrorCode(err error, code int) {
-	e.srv.obs.SIOProtocolError(string(sioErrKindOf(err)))
-	e.srv.log.Debug("socket.io protocol error", "sid", e.id, "err", err, "remote", e.remote)
-	e.close(sioCloseProtocol, "protocol error: "+err.Error(), false, code)
+	e.h.obs.ProtocolError(string(errKindOf(err)))
+	e.h.log.Debug("socket.io protocol error", "sid", e.id, "err", err, "remote", e.remote)
+	e.close(closeProtocol, "protocol error: "+err.Error(), false, code)
 }
 
 func (e *eioSession) isClosed() bool {
@@ -216,9 +210,9 @@ func (e *eioSession) pongTimedOut() {
 	switch {
 	case !late:
 	case idlePolling:
-		e.close(sioClosePollTimeout, "polling timeout: no poll for pingInterval+pingTimeout", false, 0)
+		e.close(closePollTimeout, "polling timeout: no poll for pingInterval+pingTimeout", false, 0)
 	default:
-		e.close(sioClosePingTimeout, "ping timeout", false, 0)
+		e.close(closePingTimeout, "ping timeout", false, 0)
 	}
 }
 
@@ -228,7 +222,7 @@ func (e *eioSession) pollTimedOut() {
 	idle := !e.polling && e.ws == nil
 	e.mu.Unlock()
 	if idle {
-		e.close(sioClosePollTimeout, "polling timeout: no poll for pingInterval+pingTimeout", false, 0)
+		e.close(closePollTimeout, "polling timeout: no poll for pingInterval+pingTimeout", false, 0)
 	}
 }
 
@@ -247,10 +241,10 @@ func (e *eioSession) onPong() {
 	e.mu.Unlock()
 }
 
-// sioOutboxLimit is how many bytes may wait for a GET before the event
+// outboxLimit is how many bytes may wait for a GET before the event
 // writer waits; then the Session's queue fills and the hub drops the
 // client as a slow consumer, as with /ws.
-const sioOutboxLimit = 64 << 10
+const outboxLimit = 64 << 10
 
 // send hands a packet to the transport. Event packets (sessDone set) wait
 // while the polling outbox is full; control packets never wait.
@@ -264,10 +258,10 @@ func (e *eioSession) send(p []byte, sessDone <-chan struct{}) error {
 		if e.ws != nil {
 			break
 		}
-		if sessDone == nil || e.outBytes < sioOutboxLimit {
+		if sessDone == nil || e.outBytes < outboxLimit {
 			e.outbox = append(e.outbox, p)
 			e.outBytes += len(p)
-			sioSignal(e.pollWake)
+			signal(e.pollWake)
 			e.mu.Unlock()
 			return nil
 		}
@@ -277,13 +271,13 @@ func (e *eioSession) send(p []byte, sessDone <-chan struct{}) error {
 		case <-drained:
 		case <-e.done:
 		case <-sessDone:
-			return errSIOSessionEnded
+			return errSessionEnded
 		}
 		e.mu.Lock()
 	}
 	ws := e.ws
 	e.mu.Unlock()
-	ws.SetWriteDeadline(time.Now().Add(e.srv.cfg.WriteTimeout))
+	ws.SetWriteDeadline(time.Now().Add(e.cfg.WriteTimeout))
 	return ws.WriteMessage(websocket.TextMessage, p)
 }
 
@@ -312,17 +306,17 @@ func (e *eioSession) pingIfDue() error {
 // queueCtrl queues a control packet for the writer.
 func (e *eioSession) queueCtrl(p []byte) error {
 	e.mu.Lock()
-	if len(e.ctrl) >= sioMaxCtrl {
+	if len(e.ctrl) >= maxCtrl {
 		e.mu.Unlock()
-		return sioProtoErr(sioErrTooLarge, "too many unanswered requests")
+		return protoErr(errTooLarge, "too many unanswered requests")
 	}
 	e.ctrl = append(e.ctrl, p)
 	sess := e.sess
 	e.mu.Unlock()
 	if sess != nil {
-		sess.offer(e.kick)
+		sess.Wake() // the namespace's writer flushes ctrl in Write
 	}
-	sioSignal(e.wake)
+	signal(e.wake)
 	return nil
 }
 
@@ -351,26 +345,23 @@ func (e *eioSession) run() {
 	connectTimer := time.NewTimer(e.cfg.ConnectTimeout)
 	defer connectTimer.Stop()
 	connectTimeout := connectTimer.C
-	var shutdown <-chan struct{}
-	if e.srv.cfg.Hub != nil {
-		shutdown = e.srv.cfg.Hub.Done()
-	}
+	shutdown := e.h.gate.Hub().Done()
 	for {
 		var err error
 		select {
 		case <-e.done:
 			return
 		case <-shutdown:
-			e.close(sioCloseShutdown, "server shutting down", false, CloseGoingAway)
+			e.close(closeShutdown, "server shutting down", false, broadcast.CloseGoingAway)
 			return
 		case <-tick.C:
 			err = e.ping()
 		case <-connectTimeout:
 			e.mu.Lock()
-			idle := e.ns == sioNSIdle
+			idle := e.ns == nsIdle
 			e.mu.Unlock()
 			if idle {
-				e.close(sioCloseConnectTimeout, "no Socket.IO CONNECT within "+e.cfg.ConnectTimeout.String(), false, ClosePolicy)
+				e.close(closeConnectTimeout, "no Socket.IO CONNECT within "+e.cfg.ConnectTimeout.String(), false, broadcast.ClosePolicy)
 				return
 			}
 		case <-e.wake:
@@ -391,13 +382,13 @@ func (e *eioSession) run() {
 			tick.Reset(e.cfg.PingInterval)
 		}
 		if err != nil {
-			e.close(sioCloseClient, sioWriteFailure(err), false, 0)
+			e.close(closeClient, writeFailure(err), false, 0)
 			return
 		}
 	}
 }
 
-func sioWriteFailure(err error) string {
+func writeFailure(err error) string {
 	if errors.Is(err, errEIOClosed) {
 		return "closed"
 	}
@@ -408,7 +399,7 @@ func sioWriteFailure(err error) string {
 // transport. An error closes the session.
 func (e *eioSession) onPacket(p []byte) error {
 	if len(p) == 0 {
-		return sioProtoErr(sioErrParse, "empty packet")
+		return protoErr(errParse, "empty packet")
 	}
 	switch p[0] {
 	case eioPong:
@@ -417,71 +408,71 @@ func (e *eioSession) onPacket(p []byte) error {
 	case eioMessage:
 		return e.onMessage(p[1:])
 	case eioClose:
-		e.close(sioCloseClient, "client closed the connection", true, 0)
+		e.close(closeClient, "client closed the connection", true, 0)
 		return errEIOClosed
 	case eioUpgrade, eioNoop:
 		return nil // outside an upgrade: nothing to do
 	case eioPing:
-		return sioProtoErr(sioErrParse, "ping from the client: in Engine.IO 4 the server pings")
+		return protoErr(errParse, "ping from the client: in Engine.IO 4 the server pings")
 	case 'b':
-		return sioProtoErr(sioErrBinary, "binary payloads are not supported")
+		return protoErr(errBinary, "binary payloads are not supported")
 	}
-	return sioProtoErr(sioErrParse, "unknown Engine.IO packet type "+string(p[:1]))
+	return protoErr(errParse, "unknown Engine.IO packet type "+string(p[:1]))
 }
 
 // onMessage handles a Socket.IO packet.
 func (e *eioSession) onMessage(data []byte) error {
-	p, err := decodeSIOPacket(data)
+	p, err := decodePacket(data)
 	if err != nil {
-		kind := sioErrParse
-		if errors.Is(err, errSIOBinary) {
-			kind = sioErrBinary
+		kind := errParse
+		if errors.Is(err, errBinaryAttachment) {
+			kind = errBinary
 		}
-		return sioProtoErr(kind, err.Error())
+		return protoErr(kind, err.Error())
 	}
 	if p.NSP != "/" {
-		if p.Type == sioConnect {
-			return e.queueCtrl(sioConnectErrorPacket(p.NSP, "Invalid namespace"))
+		if p.Type == typeConnect {
+			return e.queueCtrl(connectErrorPacket(p.NSP, "Invalid namespace"))
 		}
-		return sioProtoErr(sioErrState, "namespace "+p.NSP+" is not connected")
+		return protoErr(errState, "namespace "+p.NSP+" is not connected")
 	}
 	e.mu.Lock()
 	state, sess := e.ns, e.sess
 	switch {
-	case p.Type == sioConnect && state == sioNSIdle:
-		e.ns = sioNSConnecting
-	case p.Type == sioDisconnect && state == sioNSConnected:
-		e.ns, e.sess = sioNSIdle, nil
+	case p.Type == typeConnect && state == nsIdle:
+		e.ns = nsConnecting
+	case p.Type == typeDisconnect && state == nsConnected:
+		e.ns, e.sess = nsIdle, nil
 	}
 	e.mu.Unlock()
 	switch p.Type {
-	case sioConnect:
-		if state != sioNSIdle {
-			return sioProtoErr(sioErrState, "CONNECT to a namespace already joined")
+	case typeConnect:
+		if state != nsIdle {
+			return protoErr(errState, "CONNECT to a namespace already joined")
 		}
 		select {
 		case e.connect <- p.Data:
 			return nil
 		default:
-			return sioProtoErr(sioErrState, "CONNECT while another is pending")
+			return protoErr(errState, "CONNECT while another is pending")
 		}
-	case sioDisconnect:
-		if state != sioNSConnected {
-			return sioProtoErr(sioErrState, "DISCONNECT from a namespace not joined")
+	case typeDisconnect:
+		if state != nsConnected {
+			return protoErr(errState, "DISCONNECT from a namespace not joined")
 		}
 		sess.Close(0, "client left the namespace")
 		return nil
-	case sioEvent:
-		if state != sioNSConnected {
-			return sioProtoErr(sioErrState, "EVENT before CONNECT")
+	case typeEvent:
+		if state != nsConnected {
+			return protoErr(errState, "EVENT before CONNECT")
 		}
 		// An ack id asks for an acknowledgement rowcast never sends, as a
 		// Socket.IO server without a handler for the event would not.
 		return e.onEvent(sess, p.Data)
-	case sioAck:
-		return sioProtoErr(sioErrAck, "acknowledgements are not supported")
+	case typeAck:
+		return protoErr(errAck, "acknowledgements are not supported")
 	}
-	return sioProtoErr(sioErrParse, "unexpected Socket.IO packet type")
+	return protoErr(errParse, "unexpected Socket.IO packet type")
 }
 
 // abortWrite unblocks a writer stuck on a WebSocket client that stopped
@@ -493,9 +484,9 @@ func (e *eioSession) abortWrite() {
 	}
 }
 
-// sioResetConn drops a slow client's TCP connection rather than closing it
+// resetConn drops a slow client's TCP connection rather than closing it
 // gracefully, as /ws does.
-func sioResetConn(c *websocket.Conn) {
+func resetConn(c *websocket.Conn) {
 	if c == nil {
 		return
 	}

@@ -1,4 +1,4 @@
-package broadcast
+package socketio
 
 import (
 	"errors"
@@ -27,7 +27,7 @@ func (e *eioSession) servePoll(w http.ResponseWriter, r *http.Request) {
 			e.mu.Lock()
 			e.polling = false
 			e.mu.Unlock()
-			e.close(sioCloseClient, "poll request cancelled", true, 0)
+			e.close(closeClient, "poll request cancelled", true, 0)
 			return
 		}
 		e.mu.Lock()
@@ -60,7 +60,7 @@ func (e *eioSession) servePost(w http.ResponseWriter, r *http.Request) {
 	max := e.cfg.MaxPayload
 	if r.ContentLength > int64(max) {
 		eioError(w, http.StatusRequestEntityTooLarge, eioErrBadRequest, "payload over maxPayload")
-		e.protocolErrorCode(sioProtoErr(sioErrTooLarge, "payload over maxPayload"), 0)
+		e.protocolErrorCode(protoErr(errTooLarge, "payload over maxPayload"), 0)
 		return
 	}
 	e.mu.Lock()
@@ -77,16 +77,16 @@ func (e *eioSession) servePost(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(max)+1))
 	if err != nil {
 		eioError(w, http.StatusBadRequest, eioErrBadRequest, "reading the request failed")
-		e.close(sioCloseClient, "reading a POST failed: "+err.Error(), true, 0)
+		e.close(closeClient, "reading a POST failed: "+err.Error(), true, 0)
 		return
 	}
 	if len(body) > max {
 		eioError(w, http.StatusRequestEntityTooLarge, eioErrBadRequest, "payload over maxPayload")
-		e.protocolErrorCode(sioProtoErr(sioErrTooLarge, "payload over maxPayload"), 0)
+		e.protocolErrorCode(protoErr(errTooLarge, "payload over maxPayload"), 0)
 		return
 	}
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/octet-stream") {
-		err := sioProtoErr(sioErrBinary, "binary payloads are not supported")
+		err := protoErr(errBinary, "binary payloads are not supported")
 		eioError(w, http.StatusBadRequest, eioErrBadRequest, err.Error())
 		e.protocolError(err)
 		return
@@ -116,13 +116,13 @@ func (e *eioSession) startRequestLocked(w http.ResponseWriter, inFlight bool, me
 		return false
 	case e.ws != nil:
 		e.mu.Unlock()
-		e.srv.obs.SIOProtocolError(string(sioErrBadRequest))
+		e.h.obs.ProtocolError(string(errBadRequest))
 		eioError(w, http.StatusBadRequest, eioErrBadRequest, "the session was upgraded to WebSocket")
 		return false
 	case inFlight:
 		e.mu.Unlock()
 		eioError(w, http.StatusBadRequest, eioErrBadRequest, "overlapping "+method+" requests for one session")
-		e.protocolError(sioProtoErr(sioErrOverlapping, "overlapping "+method+" requests"))
+		e.protocolError(protoErr(errOverlapping, "overlapping "+method+" requests"))
 		return false
 	}
 	return true

@@ -1,4 +1,4 @@
-package broadcast
+package socketio
 
 import (
 	"errors"
@@ -11,19 +11,26 @@ import (
 // serveUpgrade takes a WebSocket for a polling session: the client probes
 // it (2probe, answered 3probe), pauses polling, then sends 5 and the
 // session moves to the WebSocket with whatever was waiting for a GET. A
-// second WebSocket for the same session is refused with 400.
+// second WebSocket for the same session is accepted and closed at once.
 func (e *eioSession) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 	e.mu.Lock()
 	switch {
 	case e.closed:
 		e.mu.Unlock()
-		e.srv.obs.SIOUpgrade(sioUpgradeRefused)
+		e.h.obs.Upgrade(upgradeRefused)
 		eioError(w, http.StatusBadRequest, eioErrUnknownSID, "")
 		return
 	case e.ws != nil || e.probing:
 		e.mu.Unlock()
-		e.srv.obs.SIOUpgrade(sioUpgradeRefused)
-		eioError(w, http.StatusBadRequest, eioErrBadRequest, "the session is already upgraded or upgrading")
+		e.h.obs.Upgrade(upgradeRefused)
+		// As the reference server does: complete the WebSocket handshake,
+		// then close the new connection; the session keeps the one it has.
+		if conn, err := upgrader.Upgrade(w, r, nil); err == nil {
+			_ = conn.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(websocket.CloseNormalClosure, "session already upgraded or upgrading"),
+				time.Now().Add(time.Second))
+			conn.Close()
+		}
 		return
 	}
 	// Reserve the upgrade before the handshake so that a concurrent second
@@ -43,8 +50,8 @@ func (e *eioSession) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 	}
 	e.mu.Unlock()
 	if err != nil {
-		e.srv.obs.SIOUpgrade(sioUpgradeRefused)
-		e.srv.log.Debug("socket.io: websocket upgrade failed", "sid", e.id, "err", err)
+		e.h.obs.Upgrade(upgradeRefused)
+		e.h.log.Debug("socket.io: websocket upgrade failed", "sid", e.id, "err", err)
 		return
 	}
 	if !e.probeUpgrade(conn) {
@@ -65,8 +72,8 @@ func (e *eioSession) probeUpgrade(conn *websocket.Conn) bool {
 		}
 		e.mu.Unlock()
 		conn.Close()
-		e.srv.obs.SIOUpgrade(sioUpgradeAbandoned)
-		e.srv.log.Debug("socket.io: upgrade abandoned", "sid", e.id, "why", why)
+		e.h.obs.Upgrade(upgradeAbandoned)
+		e.h.log.Debug("socket.io: upgrade abandoned", "sid", e.id, "why", why)
 		return false
 	}
 	for {
@@ -79,14 +86,14 @@ func (e *eioSession) probeUpgrade(conn *websocket.Conn) bool {
 		}
 		switch string(data) {
 		case "2probe":
-			conn.SetWriteDeadline(time.Now().Add(e.srv.cfg.WriteTimeout))
+			conn.SetWriteDeadline(time.Now().Add(e.cfg.WriteTimeout))
 			if err := conn.WriteMessage(websocket.TextMessage, []byte("3probe")); err != nil {
 				return abandon(err.Error())
 			}
 			// Answer the pending GET so that the client can pause polling.
 			e.mu.Lock()
 			e.upgrading = true
-			sioSignal(e.pollWake)
+			signal(e.pollWake)
 			e.mu.Unlock()
 		case "5":
 			if err := e.finishUpgrade(conn); err != nil {
@@ -110,7 +117,7 @@ func (e *eioSession) finishUpgrade(conn *websocket.Conn) error {
 	}
 	// Holding e.mu keeps the writer out until the WebSocket is the
 	// transport, so these writes come first and are not concurrent.
-	conn.SetWriteDeadline(time.Now().Add(e.srv.cfg.WriteTimeout))
+	conn.SetWriteDeadline(time.Now().Add(e.cfg.WriteTimeout))
 	for _, p := range e.outbox {
 		if err := conn.WriteMessage(websocket.TextMessage, p); err != nil {
 			return err
@@ -121,12 +128,12 @@ func (e *eioSession) finishUpgrade(conn *websocket.Conn) error {
 	e.drained = make(chan struct{})
 	e.ws, e.probe, e.probing, e.upgrading = conn, nil, false, false
 	e.wsConn.Store(conn)
-	e.srv.obs.SIOSession(e.engine, -1)
-	e.engine = sioEngineWebSocket
-	e.srv.obs.SIOSession(e.engine, 1)
-	e.srv.obs.SIOUpgrade(sioUpgradeOK)
+	e.h.obs.Session(e.engine, -1)
+	e.engine = engineWebSocket
+	e.h.obs.Session(e.engine, 1)
+	e.h.obs.Upgrade(upgradeOK)
 	e.pollTimer.Stop()
-	sioSignal(e.pollWake) // a GET still pending gets noop
+	signal(e.pollWake) // a GET still pending gets noop
 	return nil
 }
 
@@ -141,16 +148,16 @@ func (e *eioSession) readWS(conn *websocket.Conn) {
 			switch {
 			case e.isClosed():
 			case errors.Is(err, websocket.ErrReadLimit):
-				e.protocolErrorCode(sioProtoErr(sioErrTooLarge, "message over maxPayload"), websocket.CloseMessageTooBig)
+				e.protocolErrorCode(protoErr(errTooLarge, "message over maxPayload"), websocket.CloseMessageTooBig)
 			case errors.As(err, &ce):
-				e.close(sioCloseClient, "client closed ("+ce.Text+")", true, 0)
+				e.close(closeClient, "client closed ("+ce.Text+")", true, 0)
 			default:
-				e.close(sioCloseClient, "connection lost: "+err.Error(), true, 0)
+				e.close(closeClient, "connection lost: "+err.Error(), true, 0)
 			}
 			return
 		}
 		if typ != websocket.TextMessage {
-			e.protocolError(sioProtoErr(sioErrBinary, "binary frames are not supported"))
+			e.protocolError(protoErr(errBinary, "binary frames are not supported"))
 			return
 		}
 		if err := e.onPacket(data); err != nil {

@@ -1,4 +1,4 @@
-package broadcast
+package socketio
 
 import (
 	"bytes"
@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"rowcast"
+	"rowcast/broadcast"
 )
 
 // Engine.IO v4 packet types, as the first character of a packet.
@@ -30,7 +33,7 @@ var (
 
 // eioOpenPacket is the handshake packet: 0{"sid":...,"upgrades":[...],
 // "pingInterval":...,"pingTimeout":...,"maxPayload":...}.
-func eioOpenPacket(sid string, upgrades []string, cfg SocketIOConfig) []byte {
+func eioOpenPacket(sid string, upgrades []string, cfg Config) []byte {
 	if upgrades == nil {
 		upgrades = []string{}
 	}
@@ -68,17 +71,17 @@ func eioDecodePayload(body []byte) [][]byte {
 // Socket.IO v5 packet types, as the first character of an Engine.IO
 // message's data.
 const (
-	sioConnect      = 0
-	sioDisconnect   = 1
-	sioEvent        = 2
-	sioAck          = 3
-	sioConnectError = 4
-	sioBinaryEvent  = 5
-	sioBinaryAck    = 6
+	typeConnect      = 0
+	typeDisconnect   = 1
+	typeEvent        = 2
+	typeAck          = 3
+	typeConnectError = 4
+	typeBinaryEvent  = 5
+	typeBinaryAck    = 6
 )
 
-// sioPacket is one decoded Socket.IO packet.
-type sioPacket struct {
+// packet is one decoded Socket.IO packet.
+type packet struct {
 	Type  int
 	NSP   string
 	ID    int64
@@ -87,24 +90,24 @@ type sioPacket struct {
 	Data json.RawMessage
 }
 
-// sioReserved are event names socket.io-client keeps for itself; a
+// reservedNames are event names socket.io-client keeps for itself; a
 // server may not emit them and a client may not send them.
-var sioReserved = map[string]bool{
+var reservedNames = map[string]bool{
 	"connect": true, "connect_error": true, "disconnect": true, "disconnecting": true,
 	"newListener": true, "removeListener": true,
 }
 
-// errSIOBinary reports a packet with binary attachments, which rowcast
+// errBinaryAttachment reports a packet with binary attachments, which rowcast
 // does not accept.
-var errSIOBinary = errors.New("binary attachments are not supported")
+var errBinaryAttachment = errors.New("binary attachments are not supported")
 
-// decodeSIOPacket parses a Socket.IO packet as the reference parser does:
+// decodePacket parses a Socket.IO packet as the reference parser does:
 //
 //	<type>[<attachments>-][<namespace>,][<ack id>][<JSON payload>]
 //
 // and checks the payload against the packet type.
-func decodeSIOPacket(s []byte) (sioPacket, error) {
-	var p sioPacket
+func decodePacket(s []byte) (packet, error) {
+	var p packet
 	if len(s) == 0 {
 		return p, errors.New("empty Socket.IO packet")
 	}
@@ -112,8 +115,8 @@ func decodeSIOPacket(s []byte) (sioPacket, error) {
 		return p, fmt.Errorf("unknown Socket.IO packet type %q", s[0])
 	}
 	p.Type = int(s[0] - '0')
-	if p.Type == sioBinaryEvent || p.Type == sioBinaryAck {
-		return p, errSIOBinary
+	if p.Type == typeBinaryEvent || p.Type == typeBinaryAck {
+		return p, errBinaryAttachment
 	}
 	i := 1
 	p.NSP = "/"
@@ -145,29 +148,29 @@ func decodeSIOPacket(s []byte) (sioPacket, error) {
 		}
 		p.Data = data
 	}
-	if err := sioCheckPayload(p); err != nil {
+	if err := checkPayload(p); err != nil {
 		return p, err
 	}
 	return p, nil
 }
 
-// sioCheckPayload applies the reference parser's payload rules.
-func sioCheckPayload(p sioPacket) error {
-	first := sioFirstByte(p.Data)
+// checkPayload applies the reference parser's payload rules.
+func checkPayload(p packet) error {
+	first := firstByte(p.Data)
 	switch p.Type {
-	case sioConnect:
+	case typeConnect:
 		if p.Data != nil && first != '{' {
 			return errors.New("CONNECT payload must be an object")
 		}
-	case sioDisconnect:
+	case typeDisconnect:
 		if p.Data != nil {
 			return errors.New("DISCONNECT takes no payload")
 		}
-	case sioConnectError:
+	case typeConnectError:
 		if p.Data == nil || (first != '{' && first != '"') {
 			return errors.New("CONNECT_ERROR payload must be an object or a string")
 		}
-	case sioEvent:
+	case typeEvent:
 		var args []json.RawMessage
 		if first != '[' || json.Unmarshal(p.Data, &args) != nil || len(args) == 0 {
 			return errors.New("EVENT payload must be a non-empty array")
@@ -178,10 +181,10 @@ func sioCheckPayload(p sioPacket) error {
 			if json.Unmarshal(args[0], &n) != nil {
 				return errors.New("EVENT name must be a string or a number")
 			}
-		} else if sioReserved[name] {
+		} else if reservedNames[name] {
 			return fmt.Errorf("%q is a reserved event name", name)
 		}
-	case sioAck:
+	case typeAck:
 		if first != '[' {
 			return errors.New("ACK payload must be an array")
 		}
@@ -189,7 +192,7 @@ func sioCheckPayload(p sioPacket) error {
 	return nil
 }
 
-func sioFirstByte(b []byte) byte {
+func firstByte(b []byte) byte {
 	b = bytes.TrimLeft(b, " \t\r\n")
 	if len(b) == 0 {
 		return 0
@@ -197,9 +200,9 @@ func sioFirstByte(b []byte) byte {
 	return b[0]
 }
 
-// sioEncode builds the Engine.IO message carrying a Socket.IO packet
+// encodePacket builds the Engine.IO message carrying a Socket.IO packet
 // (no ack id, no attachments): 4<type>[<nsp>,][<data>].
-func sioEncode(typ int, nsp string, data []byte) []byte {
+func encodePacket(typ int, nsp string, data []byte) []byte {
 	b := make([]byte, 0, len(data)+len(nsp)+3)
 	b = append(b, eioMessage, byte('0'+typ))
 	if nsp != "" && nsp != "/" {
@@ -209,35 +212,32 @@ func sioEncode(typ int, nsp string, data []byte) []byte {
 	return append(b, data...)
 }
 
-// sioConnectReply is the CONNECT packet granting the main namespace.
-func sioConnectReply(sid, pid string) []byte {
+// connectReply is the CONNECT packet granting the main namespace.
+func connectReply(sid, pid string) []byte {
 	b, _ := json.Marshal(struct {
 		SID string `json:"sid"`
 		PID string `json:"pid"`
 	}{sid, pid})
-	return sioEncode(sioConnect, "/", b)
+	return encodePacket(typeConnect, "/", b)
 }
 
-// sioConnectErrorPacket is a CONNECT_ERROR packet: 44[<nsp>,]{"message":"..."}.
-func sioConnectErrorPacket(nsp, msg string) []byte {
+// connectErrorPacket is a CONNECT_ERROR packet: 44[<nsp>,]{"message":"..."}.
+func connectErrorPacket(nsp, msg string) []byte {
 	b, _ := json.Marshal(map[string]string{"message": msg})
-	return sioEncode(sioConnectError, nsp, b)
+	return encodePacket(typeConnectError, nsp, b)
 }
 
-// sioEventPacket encodes an event for the main namespace:
+// eventPacket encodes an event for the main namespace:
 // 42["name",data] or, for events with an ID, 42["name",data,"offset"]:
 // socket.io-client keeps the last string argument as its offset for
 // connection state recovery. It returns nil for names socket.io-client
 // reserves, which cannot be delivered as events.
-func sioEventPacket(e *Event) []byte {
-	e.sioOnce.Do(func() { e.sio = encodeSIOEvent(e) })
-	return e.sio
-}
+var eventPacket = broadcast.NewEncoding("socketio", encodeEvent)
 
-// encodeSIOEvent builds the packet once per event; every Socket.IO client
+// encodeEvent builds the packet once per event; every Socket.IO client
 // shares the bytes (read only).
-func encodeSIOEvent(e *Event) []byte {
-	if sioReserved[e.Name] {
+func encodeEvent(e *broadcast.Event) []byte {
+	if reservedNames[e.Name] {
 		return nil
 	}
 	data := e.Data
@@ -245,8 +245,8 @@ func encodeSIOEvent(e *Event) []byte {
 		data = json.RawMessage("null")
 	}
 	b := make([]byte, 0, len(data)+len(e.Name)+48)
-	b = append(b, eioMessage, '0'+sioEvent, '[')
-	b = appendJSONString(b, e.Name)
+	b = append(b, eioMessage, '0'+typeEvent, '[')
+	b = rowcast.AppendJSONString(b, e.Name)
 	b = append(b, ',')
 	b = append(b, data...)
 	if e.HasID {
@@ -257,18 +257,18 @@ func encodeSIOEvent(e *Event) []byte {
 	return append(b, ']')
 }
 
-// sioConnectPayload is what rowcast reads from a CONNECT payload: the
+// connectPayload is what rowcast reads from a CONNECT payload: the
 // socket.io-client auth option, plus pid and offset that socket.io-client
 // adds when it reconnects after a connection with state recovery.
-type sioConnectPayload struct {
+type connectPayload struct {
 	Token  string
 	Filter json.RawMessage
 	PID    string
 	Offset string
 }
 
-func parseSIOConnectPayload(data json.RawMessage) sioConnectPayload {
-	var p sioConnectPayload
+func parseConnectPayload(data json.RawMessage) connectPayload {
+	var p connectPayload
 	if len(data) == 0 {
 		return p
 	}
@@ -286,9 +286,9 @@ func parseSIOConnectPayload(data json.RawMessage) sioConnectPayload {
 	return p
 }
 
-// sioValidPID: pids rowcast hands out are short URL-safe strings; others
+// validPID: pids rowcast hands out are short URL-safe strings; others
 // are not echoed back.
-func sioValidPID(pid string) bool {
+func validPID(pid string) bool {
 	if len(pid) == 0 || len(pid) > 64 {
 		return false
 	}

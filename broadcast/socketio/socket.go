@@ -1,0 +1,194 @@
+package socketio
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"rowcast"
+	"rowcast/broadcast"
+)
+
+// serveNamespace checks a CONNECT to the main namespace and, when it is
+// granted, runs the Session until it ends (writer only). joined reports
+// a granted CONNECT; open is false once the Engine.IO session is closed.
+//
+// The CONNECT payload is socket.io-client's auth option: token (the JWT,
+// used when the handshake request carried none in the cookie, the
+// Authorization header or access_token) and filter (as /ws's subscribe
+// message). A client reconnecting after a connection with state recovery
+// adds pid and offset: when the replay window still holds every event
+// after offset, the client gets them and its pid back (socket.recovered);
+// otherwise it gets a new pid (and resync when offset is too old).
+func (e *eioSession) serveNamespace(payload json.RawMessage) (joined, open bool) {
+	gate := e.h.gate
+	req := parseConnectPayload(payload)
+	token := e.token
+	if token == "" {
+		token = req.Token
+	}
+	user, ref := gate.Verify(token, Transport)
+	if ref != nil {
+		return false, e.refuseNamespace(authMessage(token, ref))
+	}
+	filter, err := gate.ParseFilterJSON(req.Filter)
+	if err != nil {
+		return false, e.refuseNamespace(err.Error())
+	}
+	var resume *rowcast.EventID
+	if validPID(req.PID) && req.Offset != "" {
+		if id, err := rowcast.ParseEventID(req.Offset); err == nil {
+			resume = &id
+		}
+	}
+	slot, ref := gate.Take(Transport)
+	switch {
+	case ref != nil && ref.Reason == "shutdown":
+		e.close(closeShutdown, ref.Message, false, broadcast.CloseGoingAway)
+		return false, false
+	case ref != nil:
+		return false, e.refuseNamespace(ref.Message)
+	}
+	defer slot.Release()
+	sess := gate.NewSession(Transport, user, filter)
+	sess.SetAbort(e.abortWrite)
+	sub, err := gate.Hub().Subscribe(sess, resume)
+	if err != nil {
+		e.close(closeShutdown, err.Error(), false, broadcast.CloseGoingAway)
+		return false, false
+	}
+	pid := newID()
+	recovered := resume != nil && sub.Resync == nil
+	if recovered {
+		pid = req.PID
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		gate.Hub().Unsubscribe(sess)
+		return false, false
+	}
+	e.ns, e.sess = nsConnected, sess
+	engine := e.engine
+	e.mu.Unlock()
+
+	gate.Connected(sess, e.remote, "engine", engine, "recovered", recovered)
+	err = e.send(connectReply(sess.ID, pid), nil)
+	if err == nil {
+		err = e.pingIfDue()
+	}
+	if err == nil {
+		err = sess.Pump(context.Background(), sub, namespaceWriter{e, sess}, e.cfg.PingInterval)
+	}
+	gate.Hub().Unsubscribe(sess)
+	e.mu.Lock()
+	if e.sess == sess {
+		e.ns, e.sess = nsIdle, nil
+	}
+	closed, engineReason, ws := e.closed, e.closeReason, e.ws
+	e.mu.Unlock()
+
+	if errors.Is(err, errSessionEnded) {
+		err = nil // the session was closed while its writer waited for a poll
+	}
+	d := sess.Outcome(err)
+	switch {
+	case closed:
+		d.Reason = engineReason
+	case d.Kind == broadcast.DisconnectSlowConsumer:
+		resetConn(ws)
+		e.close(closeSlowConsumer, d.Reason, false, d.Code)
+	case d.Kind == broadcast.DisconnectWriteFailed:
+		e.close(closeClient, writeFailure(err), false, 0)
+	case d.Kind == broadcast.DisconnectShutdown:
+		e.close(closeShutdown, d.Reason, false, d.Code)
+	case d.Kind == broadcast.DisconnectPolicy:
+		e.close(closeProtocol, d.Reason, false, d.Code)
+	default:
+		// The client left the namespace (DISCONNECT); the Engine.IO
+		// session stays until the client closes it.
+		open = !e.isClosed()
+	}
+	gate.Disconnected(sess, d)
+	return true, open
+}
+
+// namespaceWriter is the Transport the namespace's Session writes to:
+// every write goes through the Engine.IO session (a WebSocket frame, or
+// the outbox of a long-polling client), control packets first.
+type namespaceWriter struct {
+	e    *eioSession
+	sess *broadcast.Session
+}
+
+func (w namespaceWriter) Write(evs []*broadcast.Event) error {
+	if err := w.e.flushCtrl(); err != nil {
+		return err
+	}
+	for _, ev := range evs {
+		p := eventPacket.Of(ev)
+		if p == nil {
+			w.e.h.log.Debug("socket.io: event name reserved by socket.io-client; not sent", "event", ev.Name)
+			continue
+		}
+		if err := w.e.send(p, w.sess.Done()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w namespaceWriter) Ping() error { return w.e.ping() }
+
+// refuseNamespace answers a CONNECT with CONNECT_ERROR {"message": msg};
+// the Engine.IO session stays open (socket.io-client closes it).
+func (e *eioSession) refuseNamespace(msg string) (open bool) {
+	e.mu.Lock()
+	if e.ns == nsConnecting {
+		e.ns = nsIdle
+	}
+	e.mu.Unlock()
+	if err := e.send(connectErrorPacket("/", msg), nil); err != nil {
+		e.close(closeClient, writeFailure(err), false, 0)
+		return false
+	}
+	return true
+}
+
+func authMessage(token string, ref *broadcast.Refusal) string {
+	if token == "" {
+		return "no token: send the JWT in the cookie, an Authorization: Bearer header, access_token, or socket.io-client's auth: {token}"
+	}
+	return ref.Message
+}
+
+// onEvent handles an event from the client. The one rowcast knows is
+// subscribe, which changes the filter like /ws's subscribe message:
+// socket.emit("subscribe", {filter: {status: ["open"]}}), answered by a
+// subscribed (or error) event. Other events are ignored, as a Socket.IO
+// server without a handler for them does.
+func (e *eioSession) onEvent(sess *broadcast.Session, data json.RawMessage) error {
+	var args []json.RawMessage
+	if err := json.Unmarshal(data, &args); err != nil || len(args) == 0 {
+		return protoErr(errParse, "EVENT payload must be a non-empty array")
+	}
+	var name string
+	_ = json.Unmarshal(args[0], &name)
+	if name != "subscribe" {
+		e.h.log.Debug("socket.io: ignoring client event", "event", name, "conn", sess.ID)
+		return nil
+	}
+	filter := json.RawMessage("null")
+	if len(args) > 1 {
+		var arg map[string]json.RawMessage
+		if json.Unmarshal(args[1], &arg) == nil && arg["filter"] != nil {
+			filter = arg["filter"]
+		}
+	}
+	msg := append([]byte(`{"type":"subscribe","filter":`), filter...)
+	msg = append(msg, '}')
+	if !sess.Offer(e.h.gate.ClientMessage(sess, msg)) {
+		sess.SlowConsumer()
+	}
+	return nil
+}
