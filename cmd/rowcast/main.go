@@ -60,9 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
-		s, _ := newSettings("serve", stdout)
-		fmt.Fprintln(stdout, "\nSettings:")
-		s.fs.PrintDefaults()
+		fmt.Fprintln(stdout)
+		newSettings("serve", stdout, os.LookupEnv).usage(stdout)
 		return 0
 	default:
 		fmt.Fprintf(stderr, "rowcast: unknown command %q\n\n%s", cmd, usage)
