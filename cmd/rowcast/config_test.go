@@ -367,7 +367,7 @@ func TestFilterColumnsFlagMatchesEnv(t *testing.T) {
 	}
 	_, envErr := resolve(fromEnv, table)
 	_, flagErr := resolve(fromFlag, table)
-	want := `ROWCAST_FILTER_COLUMNS: "nosuch" is not a column of public.tickets`
+	want := `--filter-columns / ROWCAST_FILTER_COLUMNS: "nosuch" is not a column of public.tickets; its columns are id, status, priority, title`
 	if envErr == nil || flagErr == nil || envErr.Error() != want || flagErr.Error() != want {
 		t.Errorf("unknown filter column:\n env: %v\nflag: %v\nwant: %s", envErr, flagErr, want)
 	}
@@ -379,4 +379,30 @@ func TestFilterColumnsFlagMatchesEnv(t *testing.T) {
 	if want := []string{"status", "priority"}; !reflect.DeepEqual(res.filterColumns, want) {
 		t.Errorf("default filter columns on a table without some = %q, want %q", res.filterColumns, want)
 	}
+}
+
+func TestResolveNamesSettings(t *testing.T) {
+	table := cdc.Table{Schema: "public", Name: "orders", Key: []string{"id"}, Columns: []string{"id", "state"}}
+	for _, c := range []struct {
+		env  map[string]string
+		arg  []string
+		want string
+	}{
+		{nil, []string{"--stats-columns", "state,nosuch", "--filter-columns", "state"}, `--stats-columns / ROWCAST_STATS_COLUMNS: "nosuch" is not a column of public.orders`},
+		{map[string]string{"ROWCAST_STATS_COLUMNS": "state", "ROWCAST_VISIBILITY": "owner = claim:sub"}, nil, `--visibility / ROWCAST_VISIBILITY: "owner" is not a column of public.orders`},
+		{map[string]string{"ROWCAST_STATS_COLUMNS": "state", "ROWCAST_VISIBILITY": "some"}, nil, `--visibility / ROWCAST_VISIBILITY: `},
+	} {
+		_, err := resolve(mustParse(t, with(required, flatten(c.env)...), c.arg...), table)
+		if err == nil || !strings.HasPrefix(err.Error(), c.want) {
+			t.Errorf("got %v, want %s...", err, c.want)
+		}
+	}
+}
+
+func flatten(m map[string]string) []string {
+	var kv []string
+	for k, v := range m {
+		kv = append(kv, k, v)
+	}
+	return kv
 }
