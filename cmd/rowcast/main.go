@@ -22,13 +22,13 @@ var version = "dev"
 const usage = `rowcast streams PostgreSQL row changes to dashboards as live events.
 
 Usage:
-  rowcast serve      [flags]   capture changes and serve /ws, /api/snapshot, /metrics
+  rowcast serve      [flags]   capture changes and serve /ws, /events, /socket.io/, /api/snapshot, /metrics
   rowcast setup      [flags]   install capture in the database (idempotent); --print writes the SQL instead
   rowcast teardown --yes       remove everything setup installed
   rowcast demo       [flags]   the dashboard on sample tickets, with a throwaway PostgreSQL and a writer
   rowcast version              print the version
 
-Every flag can be set with the environment variable named in its help.
+Every setting is a flag or the environment variable named beside it.
 Run "rowcast serve --help" for the settings.
 `
 
