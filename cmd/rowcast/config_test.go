@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"flag"
 	"io"
 	"log/slog"
+	"os"
 	"reflect"
 	"regexp"
 	"strings"
@@ -405,4 +407,56 @@ func flatten(m map[string]string) []string {
 		kv = append(kv, k, v)
 	}
 	return kv
+}
+
+// The README's settings table lists exactly the settings, with their
+// flags and (where it shows one as code) their defaults.
+func TestREADMEListsEverySetting(t *testing.T) {
+	f, err := os.Open("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	row := regexp.MustCompile("^\\| `([A-Z_]+)` \\| `--([a-z-]+)` \\|([^|]*)\\|")
+	type readmeRow struct{ flag, def string }
+	rows := map[string]readmeRow{}
+	in := false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "## Settings":
+			in = true
+		case in && strings.HasPrefix(line, "## "):
+			in = false
+		case in:
+			if m := row.FindStringSubmatch(line); m != nil {
+				if _, dup := rows[m[1]]; dup {
+					t.Errorf("README lists %s twice", m[1])
+				}
+				rows[m[1]] = readmeRow{m[2], strings.TrimSpace(m[3])}
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	var c Config
+	for _, st := range configSettings(&c) {
+		r, ok := rows[st.env]
+		if !ok {
+			t.Errorf("README's settings table lacks %s (--%s)", st.env, st.flag)
+			continue
+		}
+		delete(rows, st.env)
+		if r.flag != st.flag {
+			t.Errorf("README: %s is --%s, want --%s", st.env, r.flag, st.flag)
+		}
+		if strings.HasPrefix(r.def, "`") && r.def != "`"+st.def+"`" {
+			t.Errorf("README: %s defaults to %s, want `%s`", st.env, r.def, st.def)
+		}
+	}
+	for env := range rows {
+		t.Errorf("README lists %s, which is not a setting", env)
+	}
 }
