@@ -40,7 +40,9 @@ func mustParse(t *testing.T, env map[string]string, args ...string) Config {
 }
 
 // required are the settings serve cannot start without.
-var required = map[string]string{"DATABASE_URL": "postgres://localhost/db", "JWT_SECRET": "k"}
+func required() map[string]string {
+	return map[string]string{"DATABASE_URL": "postgres://localhost/db", "JWT_SECRET": "k"}
+}
 
 func with(m map[string]string, kv ...string) map[string]string {
 	out := map[string]string{}
@@ -54,7 +56,7 @@ func with(m map[string]string, kv ...string) map[string]string {
 }
 
 func TestDefaults(t *testing.T) {
-	cfg := mustParse(t, required)
+	cfg := mustParse(t, required())
 	want := Config{
 		Listen: ":8080", DatabaseURL: "postgres://localhost/db", Table: "public.tickets", Capture: "auto",
 		Channel: "rowcast", Publication: "rowcast", Slot: "rowcast",
@@ -76,7 +78,7 @@ func TestDefaults(t *testing.T) {
 }
 
 func TestEnvOnly(t *testing.T) {
-	cfg := mustParse(t, with(required,
+	cfg := mustParse(t, with(required(),
 		"ROWCAST_LISTEN", "127.0.0.1:9000",
 		"ROWCAST_PING_INTERVAL", "5s",
 		"CORS_ORIGINS", " https://a.example, https://b.example ,",
@@ -96,14 +98,14 @@ func TestEnvOnly(t *testing.T) {
 }
 
 func TestFlagOnly(t *testing.T) {
-	cfg := mustParse(t, required, "--listen", "127.0.0.1:9001", "--send-queue=7", "--cors-credentials", "true", "--log-level", "debug")
+	cfg := mustParse(t, required(), "--listen", "127.0.0.1:9001", "--send-queue=7", "--cors-credentials", "true", "--log-level", "debug")
 	if cfg.Listen != "127.0.0.1:9001" || cfg.QueueSize != 7 || !cfg.CORSCredentials || cfg.LogLevel != slog.LevelDebug {
 		t.Errorf("flags not applied: %+v", cfg)
 	}
 }
 
 func TestFlagOverridesEnv(t *testing.T) {
-	env := with(required,
+	env := with(required(),
 		"ROWCAST_LISTEN", "127.0.0.1:1",
 		"ROWCAST_SLOT", "from_env",
 		// A bad value the flag replaces is not an error: it is not used.
@@ -146,8 +148,8 @@ func TestParserErrorsNameFlagAndEnv(t *testing.T) {
 		{"stats-columns", "ROWCAST_STATS_COLUMNS", " , ", `--stats-columns / ROWCAST_STATS_COLUMNS: " , " names nothing: name at least one, comma-separated (like status,priority)`},
 	}
 	for _, c := range cases {
-		_, fromEnv := parseServe(t, with(required, c.env, c.value))
-		_, fromFlag := parseServe(t, required, "--"+c.flag, c.value)
+		_, fromEnv := parseServe(t, with(required(), c.env, c.value))
+		_, fromFlag := parseServe(t, required(), "--"+c.flag, c.value)
 		for how, err := range map[string]error{"env": fromEnv, "flag": fromFlag} {
 			if err == nil || err.Error() != c.want {
 				t.Errorf("%s from %s: got %v\nwant %s", c.flag, how, err, c.want)
@@ -210,7 +212,7 @@ func TestEveryErrorAtOnce(t *testing.T) {
 }
 
 func TestUnexpectedArguments(t *testing.T) {
-	_, err := parseServe(t, required, "--listen", ":1", "false")
+	_, err := parseServe(t, required(), "--listen", ":1", "false")
 	if err == nil || !strings.Contains(err.Error(), `unexpected arguments ["false"]`) {
 		t.Errorf("got %v", err)
 	}
@@ -294,17 +296,19 @@ func TestFlagsAndVariablesAreUnique(t *testing.T) {
 }
 
 // nonDefault is a valid value, other than the default, for every setting.
-var nonDefault = map[string]string{
-	"listen": "127.0.0.1:1", "database-url": "postgres://other/db", "table": "app.orders",
-	"capture": "logical", "channel": "ch", "publication": "pub", "slot": "sl",
-	"stats-columns": "state", "event-prefix": "order", "snapshot-order": "created_at",
-	"events": "ticket_update", "filter-columns": "state", "visibility": "all",
-	"stats-interval": "1s", "ping-interval": "1s", "sse-keepalive": "1s", "poll-interval": "1s",
-	"replay-window": "5", "replay-window-age": "1s", "max-connections": "5", "send-queue": "5",
-	"jwt-secret": "other", "jwt-cookie": "jwt", "auth": "off", "cors-origins": "https://a.example",
-	"cors-credentials": "true", "live-updates": "false", "log-level": "error", "log-format": "json",
-	"debug-listen": "127.0.0.1:6060", "sio-ping-interval": "1s", "sio-ping-timeout": "1s",
-	"sio-max-payload": "5",
+func nonDefault() map[string]string {
+	return map[string]string{
+		"listen": "127.0.0.1:1", "database-url": "postgres://other/db", "table": "app.orders",
+		"capture": "logical", "channel": "ch", "publication": "pub", "slot": "sl",
+		"stats-columns": "state", "event-prefix": "order", "snapshot-order": "created_at",
+		"events": "ticket_update", "filter-columns": "state", "visibility": "all",
+		"stats-interval": "1s", "ping-interval": "1s", "sse-keepalive": "1s", "poll-interval": "1s",
+		"replay-window": "5", "replay-window-age": "1s", "max-connections": "5", "send-queue": "5",
+		"jwt-secret": "other", "jwt-cookie": "jwt", "auth": "off", "cors-origins": "https://a.example",
+		"cors-credentials": "true", "live-updates": "false", "log-level": "error", "log-format": "json",
+		"debug-listen": "127.0.0.1:6060", "sio-ping-interval": "1s", "sio-ping-timeout": "1s",
+		"sio-max-payload": "5",
+	}
 }
 
 // Every Config field is filled by exactly one setting, and changes when
@@ -312,6 +316,7 @@ var nonDefault = map[string]string{
 func TestEveryFieldIsBound(t *testing.T) {
 	var c Config
 	table := configSettings(&c)
+	values := nonDefault()
 	fills := map[uintptr]string{}
 	for _, st := range table {
 		v := reflect.ValueOf(st.dest)
@@ -322,12 +327,12 @@ func TestEveryFieldIsBound(t *testing.T) {
 			t.Errorf("--%s and --%s fill the same field", other, st.flag)
 		}
 		fills[v.Pointer()] = st.flag
-		if _, ok := nonDefault[st.flag]; !ok {
+		if _, ok := values[st.flag]; !ok {
 			t.Errorf("nonDefault lacks --%s", st.flag)
 		}
 	}
-	if len(nonDefault) != len(table) {
-		t.Errorf("nonDefault has %d values for %d settings", len(nonDefault), len(table))
+	if len(values) != len(table) {
+		t.Errorf("nonDefault has %d values for %d settings", len(values), len(table))
 	}
 	cv := reflect.ValueOf(&c).Elem()
 	ct := cv.Type()
@@ -341,12 +346,12 @@ func TestEveryFieldIsBound(t *testing.T) {
 		}
 	}
 
-	defaults := mustParse(t, required)
+	defaults := mustParse(t, required())
 	var args []string
 	env := map[string]string{}
 	for _, st := range table {
-		args = append(args, "--"+st.flag, nonDefault[st.flag])
-		env[st.env] = nonDefault[st.flag]
+		args = append(args, "--"+st.flag, values[st.flag])
+		env[st.env] = values[st.flag]
 	}
 	for how, cfg := range map[string]Config{"flags": mustParse(t, nil, args...), "env": mustParse(t, env)} {
 		dv, cv := reflect.ValueOf(defaults), reflect.ValueOf(cfg)
@@ -358,12 +363,31 @@ func TestEveryFieldIsBound(t *testing.T) {
 	}
 }
 
+// settingName finds the setting of every field, as the checks outside
+// this file (resolve, chooseCapture) rely on.
+func TestSettingNameOfEveryField(t *testing.T) {
+	var c Config
+	for _, st := range configSettings(&c) {
+		name := ""
+		ct := reflect.ValueOf(&c).Elem()
+		for i := range ct.NumField() {
+			if ct.Field(i).Addr().Interface() == st.dest {
+				name = ct.Type().Field(i).Name
+			}
+		}
+		got := settingName(func(c *Config) any { return reflect.ValueOf(c).Elem().FieldByName(name).Addr().Interface() })
+		if want := "--" + st.flag + " / " + st.env; got != want {
+			t.Errorf("settingName(Config.%s) = %q, want %q", name, got, want)
+		}
+	}
+}
+
 // The filter-columns check runs on the parsed setting, so a flag and the
 // variable fail alike; the default stays lenient on other tables.
 func TestFilterColumnsFlagMatchesEnv(t *testing.T) {
 	table := cdc.Table{Schema: "public", Name: "tickets", Key: []string{"id"}, Columns: []string{"id", "status", "priority", "title"}}
-	fromEnv := mustParse(t, with(required, "ROWCAST_FILTER_COLUMNS", "status,nosuch"))
-	fromFlag := mustParse(t, required, "--filter-columns", "status,nosuch")
+	fromEnv := mustParse(t, with(required(), "ROWCAST_FILTER_COLUMNS", "status,nosuch"))
+	fromFlag := mustParse(t, required(), "--filter-columns", "status,nosuch")
 	if !fromEnv.FilterColumnsSet || !fromFlag.FilterColumnsSet {
 		t.Fatalf("FilterColumnsSet: env %v, flag %v; want both true", fromEnv.FilterColumnsSet, fromFlag.FilterColumnsSet)
 	}
@@ -374,7 +398,7 @@ func TestFilterColumnsFlagMatchesEnv(t *testing.T) {
 		t.Errorf("unknown filter column:\n env: %v\nflag: %v\nwant: %s", envErr, flagErr, want)
 	}
 
-	res, err := resolve(mustParse(t, required), table)
+	res, err := resolve(mustParse(t, required()), table)
 	if err != nil {
 		t.Fatalf("default filter columns: %v", err)
 	}
@@ -394,7 +418,7 @@ func TestResolveNamesSettings(t *testing.T) {
 		{map[string]string{"ROWCAST_STATS_COLUMNS": "state", "ROWCAST_VISIBILITY": "owner = claim:sub"}, nil, `--visibility / ROWCAST_VISIBILITY: "owner" is not a column of public.orders`},
 		{map[string]string{"ROWCAST_STATS_COLUMNS": "state", "ROWCAST_VISIBILITY": "some"}, nil, `--visibility / ROWCAST_VISIBILITY: `},
 	} {
-		_, err := resolve(mustParse(t, with(required, flatten(c.env)...), c.arg...), table)
+		_, err := resolve(mustParse(t, with(required(), flatten(c.env)...), c.arg...), table)
 		if err == nil || !strings.HasPrefix(err.Error(), c.want) {
 			t.Errorf("got %v, want %s...", err, c.want)
 		}
