@@ -22,7 +22,8 @@ func chooseCapture(ctx context.Context, conn *pgx.Conn, cfg Config, installed fu
 		return "notify", "ROWCAST_CAPTURE=notify", nil
 	case "logical":
 		if !ok {
-			return "", "", fmt.Errorf("ROWCAST_CAPTURE=logical but this server cannot: %s", whyNot)
+			return "", "", fmt.Errorf("%s is logical but this server cannot: %s",
+				settingName(func(c *Config) any { return &c.Capture }), whyNot)
 		}
 		return "logical", "ROWCAST_CAPTURE=logical", nil
 	}

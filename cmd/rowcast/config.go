@@ -6,36 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
+	"math"
 	"strconv"
 	"strings"
 	"time"
+
+	"rowcast/broadcast"
 )
-
-// setting is one configuration value: an env var with a matching flag.
-type setting struct {
-	flag, env, def, help string
-	secret               bool
-	value                *string
-}
-
-// settings is every configuration value rowcast reads, in --help order.
-type settings struct {
-	list []*setting
-	fs   *flag.FlagSet
-}
-
-func (s *settings) add(flagName, env, def, help string) *string {
-	v := new(string)
-	s.list = append(s.list, &setting{flag: flagName, env: env, def: def, help: help, value: v})
-	return v
-}
-
-func (s *settings) addSecret(flagName, env, help string) *string {
-	v := s.add(flagName, env, "", help)
-	s.list[len(s.list)-1].secret = true
-	return v
-}
 
 // Config is the validated configuration.
 type Config struct {
@@ -58,74 +35,253 @@ type Config struct {
 	DebugListen                                                     string
 }
 
-type rawConfig struct {
-	listen, dbURL, table, capture, channel, publication, slot      *string
-	statsColumns, eventPrefix, snapshotOrder                       *string
-	statsInterval, pingInterval, pollInterval, windowAge           *string
-	sseKeepalive                                                   *string
-	sioPingInterval, sioPingTimeout, sioMaxPayload                 *string
-	windowSize, maxConns, queueSize                                *string
-	jwtSecret, jwtCookie, auth, origins, corsCreds, live, logLevel *string
-	logFormat, events, visibility, filterColumns                   *string
-	debugListen                                                    *string
+// configSettings is the one declaration of every setting rowcast reads, in
+// --help order: each binds its flag, environment variable, default, parser
+// and help text to the field of c it fills. Parsing, --help, error
+// messages and the README check all read this table, so a setting cannot
+// be parsed one way from a flag and another from the environment.
+func configSettings(c *Config) []setting {
+	return []setting{
+		str(&c.Listen, "listen", "ROWCAST_LISTEN", ":8080",
+			"address to serve HTTP on: the streams, /api/, /metrics and the dashboard"),
+		secret(&c.DatabaseURL, "database-url", "DATABASE_URL",
+			"PostgreSQL connection URL (required), e.g. postgres://user:pass@localhost:5432/helpdesk"),
+		str(&c.Table, "table", "ROWCAST_TABLE", "public.tickets",
+			"table to capture, as schema.table (a bare name is in public); it needs a primary key"),
+		enum(&c.Capture, "capture", "ROWCAST_CAPTURE", "auto", []string{"logical", "notify", "auto"},
+			"capture mode: logical (replication slot), notify (trigger + LISTEN/NOTIFY) or auto (what setup installed, else logical when the server and role allow it)"),
+		str(&c.Channel, "channel", "ROWCAST_CHANNEL", "rowcast",
+			"NOTIFY channel of notify capture: the trigger and rowcast.broadcast() send on it"),
+		str(&c.Publication, "publication", "ROWCAST_PUBLICATION", "rowcast",
+			"publication for logical capture (setup creates it)"),
+		str(&c.Slot, "slot", "ROWCAST_SLOT", "rowcast",
+			"replication slot for logical capture (setup creates it)"),
+		nonEmptyList(&c.StatsColumns, "stats-columns", "ROWCAST_STATS_COLUMNS", "status,priority",
+			"columns whose values are counted in stats:updated and in /api/snapshot's stats (comma-separated; each must be a column of the table)"),
+		str(&c.EventPrefix, "event-prefix", "ROWCAST_EVENT_PREFIX", "",
+			"event name prefix (default: the table name in singular, tickets → ticket)"),
+		str(&c.SnapshotOrder, "snapshot-order", "ROWCAST_SNAPSHOT_ORDER", "updated_at",
+			"column that orders /api/snapshot, newest first; the primary key breaks ties, and alone orders a table without this column"),
+		enum(&c.Events, "events", "ROWCAST_EVENTS", "colon", []string{"colon", "ticket_update"},
+			"event profile: colon (ticket:created, ticket:updated, ticket:deleted) or ticket_update (one ticket_update event with a type; the prefix replaces \"ticket\")"),
+		list(&c.FilterColumns, "filter-columns", "ROWCAST_FILTER_COLUMNS", "status,priority,category,assignee_email,requester_email",
+			"columns clients may filter on (comma-separated); default columns the table lacks are left out, but a column you name that the table lacks is an error").
+			recordGiven(&c.FilterColumnsSet),
+		trimmed(&c.Visibility, "visibility", "ROWCAST_VISIBILITY", "",
+			"which rows each user sees, from JWT claims (default for a table with requester_email: \""+broadcast.DefaultVisibility+"\", else all)"),
+		duration(&c.StatsInterval, "stats-interval", "ROWCAST_STATS_INTERVAL", "250ms",
+			"least time between stats:updated events"),
+		duration(&c.PingInterval, "ping-interval", "ROWCAST_PING_INTERVAL", "25s",
+			"WebSocket (/ws) ping interval"),
+		duration(&c.SSEKeepalive, "sse-keepalive", "ROWCAST_SSE_KEEPALIVE", "15s",
+			"interval of keepalive comments on idle /events streams"),
+		duration(&c.PollInterval, "poll-interval", "ROWCAST_POLL_INTERVAL", "30s",
+			"how often the dashboard polls /api/snapshot when live updates are off"),
+		integer(&c.WindowSize, "replay-window", "ROWCAST_REPLAY_WINDOW", "10000", 1, math.MaxInt,
+			"events kept for clients resuming with lastEventId (or SSE's Last-Event-ID)"),
+		duration(&c.WindowAge, "replay-window-age", "ROWCAST_REPLAY_WINDOW_AGE", "5m",
+			"longest time an event stays in the replay window"),
+		integer(&c.MaxConnections, "max-connections", "ROWCAST_MAX_CONNECTIONS", "10000", 1, math.MaxInt,
+			"most concurrent stream connections (/ws, /events and /socket.io/ together); more get 503"),
+		integer(&c.QueueSize, "send-queue", "ROWCAST_SEND_QUEUE", "1024", 1, math.MaxInt,
+			"events queued per client before it is dropped as a slow consumer"),
+		secret(&c.JWTSecret, "jwt-secret", "JWT_SECRET",
+			"HS256 key for client tokens (prefer the env var: flags show in ps)"),
+		str(&c.JWTCookie, "jwt-cookie", "JWT_COOKIE", "token",
+			"cookie that carries the client token (an Authorization: Bearer header or ?access_token= work too)"),
+		oneOf(&c.AuthOff, "auth", "ROWCAST_AUTH", "on", []option[bool]{{"on", false}, {"off", true}, {"", false}},
+			"on, or off to accept clients without a token (never in production)"),
+		list(&c.Origins, "cors-origins", "CORS_ORIGINS", "",
+			"comma-separated origins allowed besides the same host, e.g. https://desk.example.com (* allows any): they may open the streams and read /api/snapshot"),
+		boolean(&c.CORSCredentials, "cors-credentials", "CORS_CREDENTIALS", "false",
+			"let allowed origins send cookies with their requests to /api/snapshot and Socket.IO polling"),
+		boolean(&c.LiveUpdates, "live-updates", "ENABLE_LIVE_UPDATES", "true",
+			"false makes every stream (/ws, /events, /socket.io/) answer 503, so dashboards poll /api/snapshot instead"),
+		level(&c.LogLevel, "log-level", "ROWCAST_LOG_LEVEL", "info",
+			"debug, info, warn or error"),
+		enum(&c.LogFormat, "log-format", "ROWCAST_LOG_FORMAT", "text", []string{"text", "json"},
+			"text or json"),
+		str(&c.DebugListen, "debug-listen", "ROWCAST_DEBUG_LISTEN", "",
+			"address for Go's pprof handlers (/debug/pprof/), e.g. 127.0.0.1:6060; off when empty"),
+		duration(&c.SIOPingInterval, "sio-ping-interval", "ROWCAST_SIO_PING_INTERVAL", "25s",
+			"Socket.IO (/socket.io/) ping interval"),
+		duration(&c.SIOPingTimeout, "sio-ping-timeout", "ROWCAST_SIO_PING_TIMEOUT", "20s",
+			"Socket.IO: how long a pong may take before the client is disconnected"),
+		integer(&c.SIOMaxPayload, "sio-max-payload", "ROWCAST_SIO_MAX_PAYLOAD", "1000000", 1, math.MaxInt,
+			"Socket.IO: most bytes a client may send in one request or message"),
+	}
 }
 
-func newSettings(name string, out io.Writer) (*settings, *rawConfig) {
-	s := &settings{fs: flag.NewFlagSet(name, flag.ContinueOnError)}
-	s.fs.SetOutput(out)
-	r := &rawConfig{
-		listen:        s.add("listen", "ROWCAST_LISTEN", ":8080", "HTTP listen address"),
-		dbURL:         s.addSecret("database-url", "DATABASE_URL", "PostgreSQL connection URL (required)"),
-		table:         s.add("table", "ROWCAST_TABLE", "public.tickets", "table to capture (schema.table; it needs a primary key)"),
-		capture:       s.add("capture", "ROWCAST_CAPTURE", "auto", "capture mode: logical (replication slot), notify (trigger + LISTEN/NOTIFY) or auto (logical when the server and role allow it)"),
-		channel:       s.add("channel", "ROWCAST_CHANNEL", "rowcast", "NOTIFY channel the trigger sends on"),
-		publication:   s.add("publication", "ROWCAST_PUBLICATION", "rowcast", "publication for logical capture"),
-		slot:          s.add("slot", "ROWCAST_SLOT", "rowcast", "replication slot for logical capture"),
-		statsColumns:  s.add("stats-columns", "ROWCAST_STATS_COLUMNS", "status,priority", "columns counted in stats:updated (comma-separated)"),
-		eventPrefix:   s.add("event-prefix", "ROWCAST_EVENT_PREFIX", "", "event name prefix (default: the table name in singular, tickets → ticket)"),
-		snapshotOrder: s.add("snapshot-order", "ROWCAST_SNAPSHOT_ORDER", "updated_at", "column that orders /api/snapshot, newest first (falls back to the primary key)"),
-		events:        s.add("events", "ROWCAST_EVENTS", "colon", "event profile: colon (ticket:created, ...) or ticket_update (one ticket_update event with a type)"),
-		filterColumns: s.add("filter-columns", "ROWCAST_FILTER_COLUMNS", "status,priority,category,assignee_email,requester_email", "columns clients may filter on (those the table lacks are left out)"),
-		visibility:    s.add("visibility", "ROWCAST_VISIBILITY", "", "which rows each user sees, from JWT claims (default for a table with requester_email: \"claim:role in agent,admin => all; requester_email = claim:email\", else all)"),
-		statsInterval: s.add("stats-interval", "ROWCAST_STATS_INTERVAL", "250ms", "least time between stats:updated events"),
-		pingInterval:  s.add("ping-interval", "ROWCAST_PING_INTERVAL", "25s", "WebSocket ping interval"),
-		sseKeepalive:  s.add("sse-keepalive", "ROWCAST_SSE_KEEPALIVE", "15s", "interval of keepalive comments on idle /events streams"),
-		pollInterval:  s.add("poll-interval", "ROWCAST_POLL_INTERVAL", "30s", "dashboard poll interval when live updates are off"),
-		windowSize:    s.add("replay-window", "ROWCAST_REPLAY_WINDOW", "10000", "events kept for clients resuming with lastEventId"),
-		windowAge:     s.add("replay-window-age", "ROWCAST_REPLAY_WINDOW_AGE", "5m", "longest time an event stays in the replay window"),
-		maxConns:      s.add("max-connections", "ROWCAST_MAX_CONNECTIONS", "10000", "most concurrent client connections; more get 503"),
-		queueSize:     s.add("send-queue", "ROWCAST_SEND_QUEUE", "1024", "events queued per client before it is dropped as a slow consumer"),
-		jwtSecret:     s.addSecret("jwt-secret", "JWT_SECRET", "HS256 key for client tokens (prefer the env var: flags show in ps)"),
-		jwtCookie:     s.add("jwt-cookie", "JWT_COOKIE", "token", "cookie that carries the client token"),
-		auth:          s.add("auth", "ROWCAST_AUTH", "on", "on, or off to accept clients without a token (never in production)"),
-		origins:       s.add("cors-origins", "CORS_ORIGINS", "", "comma-separated origins allowed besides the same host, e.g. https://desk.example.com"),
-		corsCreds:     s.add("cors-credentials", "CORS_CREDENTIALS", "false", "let allowed origins send cookies to the HTTP API"),
-		live:          s.add("live-updates", "ENABLE_LIVE_UPDATES", "true", "false makes /ws answer 503 so dashboards poll"),
-		logLevel:      s.add("log-level", "ROWCAST_LOG_LEVEL", "info", "debug, info, warn or error"),
-		logFormat:     s.add("log-format", "ROWCAST_LOG_FORMAT", "text", "text or json"),
-		debugListen:   s.add("debug-listen", "ROWCAST_DEBUG_LISTEN", "", "address for Go's pprof handlers (/debug/pprof/), e.g. 127.0.0.1:6060; off when empty"),
+// settingFor is the setting that fills a Config field. Checks made far
+// from the table (resolve, the commands' requirements) name settings
+// through it, so their messages cannot drift from the table.
+func settingFor(field func(*Config) any) setting {
+	var c Config
+	p := field(&c)
+	for _, st := range configSettings(&c) {
+		if st.dest == p {
+			return st
+		}
 	}
-	r.sioPingInterval = s.add("sio-ping-interval", "ROWCAST_SIO_PING_INTERVAL", "25s", "Socket.IO (/socket.io/) ping interval")
-	r.sioPingTimeout = s.add("sio-ping-timeout", "ROWCAST_SIO_PING_TIMEOUT", "20s", "Socket.IO: how long a pong may take before the client is disconnected")
-	r.sioMaxPayload = s.add("sio-max-payload", "ROWCAST_SIO_MAX_PAYLOAD", "1000000", "Socket.IO: most bytes a client may send in one request or message")
-	for _, st := range s.list {
-		def := st.def
-		if v, ok := os.LookupEnv(st.env); ok {
-			def = v
-		}
-		*st.value = def
-		shown := st.def
-		if st.secret {
-			shown = ""
-		}
-		help := fmt.Sprintf("%s (env %s", st.help, st.env)
-		if shown != "" {
-			help += ", default " + shown
-		}
-		help += ")"
-		s.fs.Func(st.flag, help, func(v string) error { *st.value = v; return nil })
+	panic(fmt.Sprintf("settingFor: no setting fills a %T", p))
+}
+
+// settingName names the setting that fills a Config field: "--flag / ENV".
+func settingName(field func(*Config) any) string { return settingFor(field).name() }
+
+// A check is a requirement a command puts on the parsed Config as a whole.
+type check func(Config) error
+
+// requireDatabase: every command but the demo, which can start its own
+// PostgreSQL, needs a database.
+func requireDatabase(c Config) error {
+	if c.DatabaseURL == "" {
+		return fmt.Errorf("%s is required, e.g. postgres://user:pass@localhost:5432/helpdesk",
+			settingName(func(c *Config) any { return &c.DatabaseURL }))
 	}
-	return s, r
+	return nil
+}
+
+// requireAuth: serving without a way to check tokens must be asked for.
+func requireAuth(c Config) error {
+	if !c.AuthOff && c.JWTSecret == "" {
+		auth := settingFor(func(c *Config) any { return &c.AuthOff })
+		return fmt.Errorf("%s is not set: set it to the HS256 key your tokens are signed with, or set --%s off / %s=off to accept clients without a token (development only)",
+			settingName(func(c *Config) any { return &c.JWTSecret }), auth.flag, auth.env)
+	}
+	return nil
+}
+
+func (c Config) logger(out io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(out, opts))
+	}
+	return slog.New(slog.NewTextHandler(out, opts))
+}
+
+// setting is one configuration value: a flag with a matching environment
+// variable, a default, a parser and the variable the parser fills.
+type setting struct {
+	flag, env string
+	// def is the default as an operator would type it, so that --help
+	// shows it verbatim and it goes through the same parser as a flag.
+	def, help string
+	// secret settings never have their value shown, in help or errors.
+	secret bool
+	// dest is the variable set fills; settingName finds settings by it.
+	dest any
+	// set parses v into dest. Its error completes a sentence that starts
+	// with the quoted value, e.g. "is not a duration (like 25s)".
+	set func(v string) error
+	// given, when not nil, records whether the value came from a flag or
+	// the environment rather than the default: some checks are stricter
+	// for what the operator asked for.
+	given *bool
+}
+
+func (st setting) name() string { return "--" + st.flag + " / " + st.env }
+
+// recordGiven makes the setting report in *p whether the operator gave it.
+func (st setting) recordGiven(p *bool) setting {
+	st.given = p
+	return st
+}
+
+func str(p *string, flagName, env, def, help string) setting {
+	return setting{flag: flagName, env: env, def: def, help: help, dest: p,
+		set: func(v string) error { *p = v; return nil }}
+}
+
+// trimmed is a string setting whose surrounding spaces do not count.
+func trimmed(p *string, flagName, env, def, help string) setting {
+	return setting{flag: flagName, env: env, def: def, help: help, dest: p,
+		set: func(v string) error { *p = strings.TrimSpace(v); return nil }}
+}
+
+// secret is a string setting without a default whose value is never shown.
+func secret(p *string, flagName, env, help string) setting {
+	st := str(p, flagName, env, "", help)
+	st.secret = true
+	return st
+}
+
+func boolean(p *bool, flagName, env, def, help string) setting {
+	return setting{flag: flagName, env: env, def: def, help: help, dest: p,
+		set: func(v string) error {
+			b, err := strconv.ParseBool(strings.TrimSpace(v))
+			if err != nil {
+				return errors.New("is not true or false")
+			}
+			*p = b
+			return nil
+		}}
+}
+
+// integer is a whole number from lo to hi.
+func integer(p *int, flagName, env, def string, lo, hi int, help string) setting {
+	return setting{flag: flagName, env: env, def: def, help: help, dest: p,
+		set: func(v string) error {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil || n < lo || n > hi {
+				if hi == math.MaxInt {
+					return fmt.Errorf("is not a whole number of at least %d (like %s)", lo, def)
+				}
+				return fmt.Errorf("is not a whole number from %d to %d (like %s)", lo, hi, def)
+			}
+			*p = n
+			return nil
+		}}
+}
+
+// number is a decimal number from lo to hi.
+func number(p *float64, flagName, env, def string, lo, hi float64, help string) setting {
+	return setting{flag: flagName, env: env, def: def, help: help, dest: p,
+		set: func(v string) error {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil || math.IsNaN(f) || f < lo || f > hi {
+				return fmt.Errorf("is not a number from %g to %g (like %s)", lo, hi, def)
+			}
+			*p = f
+			return nil
+		}}
+}
+
+// duration is a positive time.Duration: zero or less would make tickers
+// panic or spin.
+func duration(p *time.Duration, flagName, env, def, help string) setting {
+	return setting{flag: flagName, env: env, def: def, help: help, dest: p,
+		set: func(v string) error {
+			d, err := time.ParseDuration(strings.TrimSpace(v))
+			if err != nil {
+				return fmt.Errorf("is not a duration (like %s)", def)
+			}
+			if d <= 0 {
+				return fmt.Errorf("is not a positive duration (like %s)", def)
+			}
+			*p = d
+			return nil
+		}}
+}
+
+// list is a comma-separated list; blanks around and between items do not
+// count, so "" is the empty list.
+func list(p *[]string, flagName, env, def, help string) setting {
+	return setting{flag: flagName, env: env, def: def, help: help, dest: p,
+		set: func(v string) error { *p = splitList(v); return nil }}
+}
+
+// nonEmptyList is a list that must name at least one item.
+func nonEmptyList(p *[]string, flagName, env, def, help string) setting {
+	return setting{flag: flagName, env: env, def: def, help: help, dest: p,
+		set: func(v string) error {
+			l := splitList(v)
+			if len(l) == 0 {
+				return fmt.Errorf("names nothing: name at least one, comma-separated (like %s)", def)
+			}
+			*p = l
+			return nil
+		}}
 }
 
 func splitList(s string) []string {
@@ -138,114 +294,214 @@ func splitList(s string) []string {
 	return out
 }
 
-func parseBool(name, v string) (bool, error) {
-	b, err := strconv.ParseBool(strings.TrimSpace(v))
-	if err != nil {
-		return false, fmt.Errorf("%s=%q: want true or false", name, v)
-	}
-	return b, nil
+// option is one word a oneOf setting accepts and the value it stands for.
+type option[T any] struct {
+	word  string
+	value T
 }
 
-func parseDuration(name, v string) (time.Duration, error) {
-	d, err := time.ParseDuration(strings.TrimSpace(v))
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%s=%q: want a positive duration such as 250ms, 25s or 5m", name, v)
+// oneOf accepts one of a few words, in any case. An option with an empty
+// word accepts the empty value without being offered in messages.
+func oneOf[T any](p *T, flagName, env, def string, opts []option[T], help string) setting {
+	var words []string
+	for _, o := range opts {
+		if o.word != "" {
+			words = append(words, o.word)
+		}
 	}
-	return d, nil
+	return setting{flag: flagName, env: env, def: def, help: help, dest: p,
+		set: func(v string) error {
+			for _, o := range opts {
+				if strings.EqualFold(strings.TrimSpace(v), o.word) {
+					*p = o.value
+					return nil
+				}
+			}
+			return fmt.Errorf("is not %s", orList(words))
+		}}
 }
 
-func parsePositive(name, v string) (int, error) {
-	n, err := strconv.Atoi(strings.TrimSpace(v))
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("%s=%q: want a positive whole number", name, v)
+// enum is a oneOf whose value is the word itself, in lower case.
+func enum(p *string, flagName, env, def string, words []string, help string) setting {
+	opts := make([]option[string], len(words))
+	for i, w := range words {
+		opts[i] = option[string]{w, w}
 	}
-	return n, nil
+	return oneOf(p, flagName, env, def, opts, help)
 }
 
-// validate turns raw strings into a Config, collecting every error so the
-// operator can fix them all at once. needServe adds the checks only
-// "serve" needs (a JWT secret or explicit ROWCAST_AUTH=off).
-func (r *rawConfig) validate(needServe bool) (Config, error) {
+func level(p *slog.Level, flagName, env, def, help string) setting {
+	return setting{flag: flagName, env: env, def: def, help: help, dest: p,
+		set: func(v string) error {
+			if err := p.UnmarshalText([]byte(strings.TrimSpace(v))); err != nil {
+				return errors.New("is not debug, info, warn or error")
+			}
+			return nil
+		}}
+}
+
+// orList joins words as "a, b or c".
+func orList(words []string) string {
+	if len(words) < 2 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
+}
+
+// settings reads one command's settings from its flags and the
+// environment.
+type settings struct {
+	cmd     string
+	entries []*entry
+	fs      *flag.FlagSet
+	env     func(string) (string, bool)
+	cfg     Config
+}
+
+// entry is a setting with what its flag received. As a flag.Value it only
+// stores the text: values are parsed once the environment is read too, so
+// that a flag and its variable are parsed alike, every error is reported
+// at once, and the flag package never prints a secret in an error.
+type entry struct {
+	setting
+	flagValue string
+	flagSet   bool
+}
+
+func (e *entry) String() string     { return "" }
+func (e *entry) Set(v string) error { e.flagValue, e.flagSet = v, true; return nil }
+
+// newSettings makes the settings of command cmd, help going to out and
+// variables read with env (os.LookupEnv outside tests).
+func newSettings(cmd string, out io.Writer, env func(string) (string, bool)) *settings {
+	s := &settings{cmd: cmd, fs: flag.NewFlagSet(cmd, flag.ContinueOnError), env: env}
+	s.fs.SetOutput(out)
+	s.fs.Usage = func() { s.usage(s.fs.Output()) }
+	for _, st := range configSettings(&s.cfg) {
+		s.add(st)
+	}
+	return s
+}
+
+// add adds a setting that fills a variable of the command's own.
+func (s *settings) add(st setting) {
+	e := &entry{setting: st}
+	s.entries = append(s.entries, e)
+	s.fs.Var(e, st.flag, st.help)
+}
+
+// redefine gives a setting another default and help for this command.
+func (s *settings) redefine(flagName, def, help string) {
+	for _, e := range s.entries {
+		if e.flag == flagName {
+			e.def, e.help = def, help
+			return
+		}
+	}
+	panic("redefine: no setting --" + flagName)
+}
+
+// parseFlags reads the command line; config then reads the settings.
+func (s *settings) parseFlags(args []string) error {
+	if err := s.fs.Parse(args); err != nil {
+		return err
+	}
+	if s.fs.NArg() > 0 {
+		return fmt.Errorf("%s: unexpected arguments %q: settings are flags (--name value) or environment variables; see rowcast %s --help", s.cmd, s.fs.Args(), s.cmd)
+	}
+	return nil
+}
+
+// config fills the Config and the command's own variables: each setting
+// from its flag when given, else from its environment variable when set,
+// else from its default. Then checks run on the result. Every error is
+// returned at once, so an operator fixes them in one go.
+func (s *settings) config(checks ...check) (Config, error) {
 	var errs []error
-	c := Config{
-		Listen: *r.listen, DatabaseURL: *r.dbURL, Table: *r.table, Capture: strings.ToLower(*r.capture),
-		Channel: *r.channel, Publication: *r.publication, Slot: *r.slot,
-		StatsColumns: splitList(*r.statsColumns), EventPrefix: *r.eventPrefix, SnapshotOrder: *r.snapshotOrder,
-		JWTSecret: *r.jwtSecret, JWTCookie: *r.jwtCookie, Origins: splitList(*r.origins),
-		LogFormat: strings.ToLower(*r.logFormat), DebugListen: *r.debugListen,
-		Events: strings.ToLower(*r.events), Visibility: strings.TrimSpace(*r.visibility),
-		FilterColumns: splitList(*r.filterColumns),
+	for _, e := range s.entries {
+		v, given := e.def, true
+		switch env, ok := s.env(e.env); {
+		case e.flagSet:
+			v = e.flagValue
+		case ok:
+			v = env
+		default:
+			given = false
+		}
+		if e.given != nil {
+			*e.given = given
+		}
+		if err := e.set(v); err != nil {
+			shown := strconv.Quote(v)
+			if e.secret {
+				shown = "the value"
+			}
+			errs = append(errs, fmt.Errorf("%s: %s %w", e.name(), shown, err))
+		}
 	}
-	check := func(err error) {
-		if err != nil {
+	for _, c := range checks {
+		if err := c(s.cfg); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	var err error
-	_, c.FilterColumnsSet = os.LookupEnv("ROWCAST_FILTER_COLUMNS")
-	if c.Events != "colon" && c.Events != "ticket_update" {
-		check(fmt.Errorf("ROWCAST_EVENTS=%q: want colon or ticket_update", *r.events))
-	}
-	if c.DatabaseURL == "" {
-		check(errors.New("DATABASE_URL is required, e.g. postgres://user:pass@localhost:5432/helpdesk"))
-	}
-	switch c.Capture {
-	case "notify", "logical", "auto":
-	default:
-		check(fmt.Errorf("ROWCAST_CAPTURE=%q: want logical, notify or auto", *r.capture))
-	}
-	c.StatsInterval, err = parseDuration("ROWCAST_STATS_INTERVAL", *r.statsInterval)
-	check(err)
-	c.PingInterval, err = parseDuration("ROWCAST_PING_INTERVAL", *r.pingInterval)
-	check(err)
-	c.PollInterval, err = parseDuration("ROWCAST_POLL_INTERVAL", *r.pollInterval)
-	check(err)
-	c.SSEKeepalive, err = parseDuration("ROWCAST_SSE_KEEPALIVE", *r.sseKeepalive)
-	check(err)
-	c.SIOPingInterval, err = parseDuration("ROWCAST_SIO_PING_INTERVAL", *r.sioPingInterval)
-	check(err)
-	c.SIOPingTimeout, err = parseDuration("ROWCAST_SIO_PING_TIMEOUT", *r.sioPingTimeout)
-	check(err)
-	c.SIOMaxPayload, err = parsePositive("ROWCAST_SIO_MAX_PAYLOAD", *r.sioMaxPayload)
-	check(err)
-	c.WindowAge, err = parseDuration("ROWCAST_REPLAY_WINDOW_AGE", *r.windowAge)
-	check(err)
-	c.WindowSize, err = parsePositive("ROWCAST_REPLAY_WINDOW", *r.windowSize)
-	check(err)
-	c.MaxConnections, err = parsePositive("ROWCAST_MAX_CONNECTIONS", *r.maxConns)
-	check(err)
-	c.QueueSize, err = parsePositive("ROWCAST_SEND_QUEUE", *r.queueSize)
-	check(err)
-	c.CORSCredentials, err = parseBool("CORS_CREDENTIALS", *r.corsCreds)
-	check(err)
-	c.LiveUpdates, err = parseBool("ENABLE_LIVE_UPDATES", *r.live)
-	check(err)
-	switch strings.ToLower(*r.auth) {
-	case "on", "":
-	case "off":
-		c.AuthOff = true
-	default:
-		check(fmt.Errorf("ROWCAST_AUTH=%q: want on or off", *r.auth))
-	}
-	if needServe && !c.AuthOff && c.JWTSecret == "" {
-		check(errors.New("JWT_SECRET is not set: set it to the HS256 key your tokens are signed with, or set ROWCAST_AUTH=off to accept clients without a token (development only)"))
-	}
-	if err := c.LogLevel.UnmarshalText([]byte(*r.logLevel)); err != nil {
-		check(fmt.Errorf("ROWCAST_LOG_LEVEL=%q: want debug, info, warn or error", *r.logLevel))
-	}
-	if c.LogFormat != "text" && c.LogFormat != "json" {
-		check(fmt.Errorf("ROWCAST_LOG_FORMAT=%q: want text or json", *r.logFormat))
-	}
-	if len(c.StatsColumns) == 0 {
-		check(errors.New("ROWCAST_STATS_COLUMNS is empty: name at least one column, e.g. status,priority"))
-	}
-	return c, errors.Join(errs...)
+	return s.cfg, errors.Join(errs...)
 }
 
-func (c Config) logger(out io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: c.LogLevel}
-	if c.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(out, opts))
+// parse is parseFlags then config.
+func (s *settings) parse(args []string, checks ...check) (Config, error) {
+	if err := s.parseFlags(args); err != nil {
+		return Config{}, err
 	}
-	return slog.New(slog.NewTextHandler(out, opts))
+	return s.config(checks...)
+}
+
+// usage writes --help: every setting from the table, then the command's
+// other flags. Only defaults are shown, never current values, so a secret
+// set in the environment cannot leak into a terminal or a log.
+func (s *settings) usage(w io.Writer) {
+	fmt.Fprintf(w, "Usage: rowcast %s [flags]\n\n", s.cmd)
+	fmt.Fprintln(w, "Settings, each a flag or an environment variable (a flag wins over its variable):")
+	flagWidth, envWidth := 0, 0
+	for _, e := range s.entries {
+		flagWidth = max(flagWidth, len(e.flag)+2)
+		envWidth = max(envWidth, len(e.env))
+	}
+	named := map[string]bool{}
+	for _, e := range s.entries {
+		named[e.flag] = true
+		line := fmt.Sprintf("  %-*s  %-*s", flagWidth, "--"+e.flag, envWidth, e.env)
+		if e.def != "" && !e.secret {
+			line += "  default " + e.def
+		}
+		fmt.Fprintln(w, strings.TrimRight(line, " "))
+		wrap(w, "      ", e.help, 80)
+	}
+	first := true
+	s.fs.VisitAll(func(f *flag.Flag) {
+		if named[f.Name] {
+			return
+		}
+		if first {
+			fmt.Fprintf(w, "\nOther flags of rowcast %s:\n", s.cmd)
+			first = false
+		}
+		fmt.Fprintf(w, "  --%s\n", f.Name)
+		wrap(w, "      ", f.Usage, 80)
+	})
+}
+
+// wrap writes text in lines of at most width columns, each after indent.
+func wrap(w io.Writer, indent, text string, width int) {
+	line := indent
+	for _, word := range strings.Fields(text) {
+		if len(line) > len(indent) && len(line)+1+len(word) > width {
+			fmt.Fprintln(w, line)
+			line = indent
+		}
+		if len(line) > len(indent) {
+			line += " "
+		}
+		line += word
+	}
+	fmt.Fprintln(w, line)
 }

@@ -33,57 +33,19 @@ const (
 // Shutdown order on SIGINT/SIGTERM: the writer, the server, then the
 // cluster (its processes and temporary directory).
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	s, raw := newSettings("demo", stderr)
-	rate, seedCount := 3.0, 200
-	err := errors.Join(
-		envFlag(s, "writer-rate", "ROWCAST_DEMO_WRITER_RATE", "3",
-			"changes per second the demo writer makes with plain SQL; 0 disables it", func(v string) error {
-				f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-				if err != nil || f < 0 || f > 1000 {
-					return fmt.Errorf("writer rate %q: want changes per second, from 0 to 1000", v)
-				}
-				rate = f
-				return nil
-			}),
-		envFlag(s, "tickets", "ROWCAST_DEMO_TICKETS", "200",
-			"sample tickets created when the table is empty", func(v string) error {
-				n, err := strconv.Atoi(strings.TrimSpace(v))
-				if err != nil || n < 0 || n > 100000 {
-					return fmt.Errorf("tickets %q: want a whole number from 0 to 100000", v)
-				}
-				seedCount = n
-				return nil
-			}))
+	s, opts := demoSettings(stderr, os.LookupEnv)
+	// No requirements: the demo starts its own PostgreSQL without
+	// DATABASE_URL and makes its own JWT secret.
+	cfg, err := s.parse(args)
 	if err != nil {
 		return err
 	}
-	if _, ok := os.LookupEnv("ROWCAST_LISTEN"); !ok {
-		*raw.listen = demoListen
-	}
-	s.fs.Lookup("listen").Usage = "HTTP listen address; 127.0.0.1:0 picks a free port (env ROWCAST_LISTEN, default " + demoListen + ")"
-	s.fs.Lookup("database-url").Usage = "PostgreSQL connection URL; without it the demo starts a throwaway PostgreSQL (env DATABASE_URL)"
-	s.fs.Lookup("jwt-secret").Usage = "HS256 key for client tokens; the demo makes a random one when unset (env JWT_SECRET)"
-	s.fs.Lookup("auth").Usage = "always on in the demo, which adds a sign-in route for its dashboard (env ROWCAST_AUTH)"
-	s.fs.Lookup("table").Usage = "always " + demoTable + " in the demo (env ROWCAST_TABLE)"
-	if err := s.fs.Parse(args); err != nil {
-		return err
-	}
-	if s.fs.NArg() > 0 {
-		return fmt.Errorf("demo: unexpected arguments %q", s.fs.Args())
-	}
-	ownCluster := strings.TrimSpace(*raw.dbURL) == ""
-	if ownCluster {
-		// Replaced by the throwaway cluster's URL below.
-		*raw.dbURL = "postgres:///" + demoDatabase
-	}
+	rate, seedCount := opts.writerRate, opts.tickets
+	ownCluster := strings.TrimSpace(cfg.DatabaseURL) == ""
 	// The demo always signs its own tokens and logs visitors in.
-	*raw.auth = "on"
-	if *raw.jwtSecret == "" {
-		*raw.jwtSecret = randomSecret()
-	}
-	cfg, err := raw.validate(true)
-	if err != nil {
-		return err
+	cfg.AuthOff = false
+	if cfg.JWTSecret == "" {
+		cfg.JWTSecret = randomSecret()
 	}
 	// The writer and the sample data are made for the reference table.
 	cfg.Table = demoTable
@@ -229,16 +191,27 @@ func prepareDemo(ctx context.Context, cfg Config, seedCount int, say func(string
 	return n, nil
 }
 
-// envFlag adds a flag that can also be set with an environment variable,
-// like the settings. An invalid value in the environment is an error.
-func envFlag(s *settings, name, env, def, help string, set func(string) error) error {
-	s.fs.Func(name, fmt.Sprintf("%s (env %s, default %s)", help, env, def), set)
-	if v, ok := os.LookupEnv(env); ok {
-		if err := set(v); err != nil {
-			return fmt.Errorf("%s: %w", env, err)
-		}
-	}
-	return nil
+// demoOptions are the settings only the demo has.
+type demoOptions struct {
+	writerRate float64
+	tickets    int
+}
+
+// demoSettings are serve's settings with the demo's defaults and words,
+// plus the demo's own.
+func demoSettings(out io.Writer, env func(string) (string, bool)) (*settings, *demoOptions) {
+	s := newSettings("demo", out, env)
+	opts := &demoOptions{}
+	s.add(number(&opts.writerRate, "writer-rate", "ROWCAST_DEMO_WRITER_RATE", "3", 0, 1000,
+		"changes per second the demo writer makes with plain SQL; 0 disables it"))
+	s.add(integer(&opts.tickets, "tickets", "ROWCAST_DEMO_TICKETS", "200", 0, 100000,
+		"sample tickets created when the table is empty"))
+	s.redefine("listen", demoListen, "HTTP listen address; 127.0.0.1:0 picks a free port")
+	s.redefine("database-url", "", "PostgreSQL connection URL; without it the demo starts a throwaway PostgreSQL")
+	s.redefine("jwt-secret", "", "HS256 key for client tokens; the demo makes a random one when unset")
+	s.redefine("auth", "on", "always on in the demo, which adds a sign-in route for its dashboard")
+	s.redefine("table", demoTable, "always "+demoTable+" in the demo")
+	return s, opts
 }
 
 func randomSecret() string {

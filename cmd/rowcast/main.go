@@ -22,13 +22,13 @@ var version = "dev"
 const usage = `rowcast streams PostgreSQL row changes to dashboards as live events.
 
 Usage:
-  rowcast serve      [flags]   capture changes and serve /ws, /api/snapshot, /metrics
+  rowcast serve      [flags]   capture changes and serve /ws, /events, /socket.io/, /api/snapshot, /metrics
   rowcast setup      [flags]   install capture in the database (idempotent); --print writes the SQL instead
   rowcast teardown --yes       remove everything setup installed
   rowcast demo       [flags]   the dashboard on sample tickets, with a throwaway PostgreSQL and a writer
   rowcast version              print the version
 
-Every flag can be set with the environment variable named in its help.
+Every setting is a flag or the environment variable named beside it.
 Run "rowcast serve --help" for the settings.
 `
 
@@ -60,9 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
-		s, _ := newSettings("serve", stdout)
-		fmt.Fprintln(stdout, "\nSettings:")
-		s.fs.PrintDefaults()
+		fmt.Fprintln(stdout)
+		newSettings("serve", stdout, os.LookupEnv).usage(stdout)
 		return 0
 	default:
 		fmt.Fprintf(stderr, "rowcast: unknown command %q\n\n%s", cmd, usage)

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"rowcast/broadcast"
 	"rowcast/cdc"
@@ -25,17 +26,20 @@ func resolve(cfg Config, table cdc.Table) (resolved, error) {
 	if r.prefix == "" {
 		r.prefix = broadcast.PrefixForTable(table.Name)
 	}
-	for _, c := range cfg.StatsColumns {
-		if !table.Has(c) {
-			return r, fmt.Errorf("ROWCAST_STATS_COLUMNS: %q is not a column of %s", c, table)
+	for _, col := range cfg.StatsColumns {
+		if !table.Has(col) {
+			return r, notAColumn(func(c *Config) any { return &c.StatsColumns }, col, table)
 		}
 	}
-	for _, c := range cfg.FilterColumns {
+	for _, col := range cfg.FilterColumns {
 		switch {
-		case table.Has(c):
-			r.filterColumns = append(r.filterColumns, c)
+		case table.Has(col):
+			r.filterColumns = append(r.filterColumns, col)
+		// The default names the reference table's columns and may be
+		// used on any table, but a column the operator named (by flag or
+		// variable alike) that is missing is a typo to report.
 		case cfg.FilterColumnsSet:
-			return r, fmt.Errorf("ROWCAST_FILTER_COLUMNS: %q is not a column of %s", c, table)
+			return r, notAColumn(func(c *Config) any { return &c.FilterColumns }, col, table)
 		}
 	}
 	rule := cfg.Visibility
@@ -46,12 +50,13 @@ func resolve(cfg Config, table cdc.Table) (resolved, error) {
 		}
 	}
 	var err error
+	visibility := func(c *Config) any { return &c.Visibility }
 	if r.visibility, err = broadcast.ParseVisibility(rule); err != nil {
-		return r, fmt.Errorf("ROWCAST_VISIBILITY: %w", err)
+		return r, fmt.Errorf("%s: %w", settingName(visibility), err)
 	}
-	for _, c := range r.visibility.Columns() {
-		if !table.Has(c) {
-			return r, fmt.Errorf("ROWCAST_VISIBILITY: %q is not a column of %s", c, table)
+	for _, col := range r.visibility.Columns() {
+		if !table.Has(col) {
+			return r, notAColumn(visibility, col, table)
 		}
 	}
 	seen := map[string]bool{}
@@ -65,4 +70,11 @@ func resolve(cfg Config, table cdc.Table) (resolved, error) {
 	}
 	sort.Strings(r.tracked)
 	return r, nil
+}
+
+// notAColumn is the error for a setting that names a column the table
+// lacks; it lists the columns there are, so the fix is at hand.
+func notAColumn(field func(*Config) any, column string, table cdc.Table) error {
+	return fmt.Errorf("%s: %q is not a column of %s; its columns are %s",
+		settingName(field), column, table, strings.Join(table.Columns, ", "))
 }

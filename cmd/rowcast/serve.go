@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"sync"
 	"time"
 
@@ -27,11 +28,7 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, stderr io.Writer) error {
-	s, raw := newSettings("serve", stderr)
-	if err := s.fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := raw.validate(true)
+	cfg, err := newSettings("serve", stderr, os.LookupEnv).parse(args, requireDatabase, requireAuth)
 	if err != nil {
 		return err
 	}

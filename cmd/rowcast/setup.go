@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/jackc/pgx/v5"
 
@@ -25,12 +26,9 @@ func connect(ctx context.Context, url string) (*pgx.Conn, error) {
 }
 
 func runSetup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	s, raw := newSettings("setup", stderr)
+	s := newSettings("setup", stderr, os.LookupEnv)
 	print := s.fs.Bool("print", false, "write the SQL to stdout instead of applying it")
-	if err := s.fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := raw.validate(false)
+	cfg, err := s.parse(args, requireDatabase)
 	if err != nil {
 		return err
 	}
@@ -122,15 +120,15 @@ func install(ctx context.Context, conn *pgx.Conn, cfg Config, table cdc.Table, r
 }
 
 func runTeardown(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	s, raw := newSettings("teardown", stderr)
+	s := newSettings("teardown", stderr, os.LookupEnv)
 	yes := s.fs.Bool("yes", false, "confirm: drop the replication slot, publication, trigger and the rowcast schema")
-	if err := s.fs.Parse(args); err != nil {
+	if err := s.parseFlags(args); err != nil {
 		return err
 	}
 	if !*yes {
 		return errors.New("teardown drops rowcast's replication slot, publication, trigger and schema; run it again with --yes to confirm")
 	}
-	cfg, err := raw.validate(false)
+	cfg, err := s.config(requireDatabase)
 	if err != nil {
 		return err
 	}
