@@ -24,7 +24,10 @@ func TestLargeTransaction(t *testing.T) {
 		rows = 20000
 	}
 	rows = envInt("ROWCAST_TEST_BIG_TX_ROWS", rows)
-	db, s := startMode(t, "logical", "ROWCAST_SEND_QUEUE=20000", "ROWCAST_LOG_LEVEL=warn")
+	// The client's queue holds every event of the test: a client that must
+	// keep up with a 100,000-row burst fails on a busy machine, and that is
+	// not what this test is about (slow consumers have their own tests).
+	db, s := startMode(t, "logical", fmt.Sprintf("ROWCAST_SEND_QUEUE=%d", rows+1000), "ROWCAST_LOG_LEVEL=warn")
 	conn := connectDB(t, db)
 	ctx := context.Background()
 	if _, err := conn.Exec(ctx, `INSERT INTO tickets (title, status, priority)
@@ -57,10 +60,10 @@ func TestLargeTransaction(t *testing.T) {
 	if _, err := conn.Exec(ctx, `UPDATE tickets SET status = CASE WHEN id % 3 = 0 THEN 'closed' ELSE 'in_progress' END`); err != nil {
 		t.Fatal(err)
 	}
-	countUntil(rows, time.Now().Add(120*time.Second))
+	countUntil(rows, time.Now().Add(10*time.Minute))
 	elapsed := time.Since(start)
 	want := groupBy(t, db)
-	deadline := time.After(10 * time.Second)
+	deadline := time.After(2 * time.Minute)
 	for {
 		var got struct {
 			Stats map[string]any `json:"stats"`
@@ -80,8 +83,9 @@ func TestLargeTransaction(t *testing.T) {
 	}
 	hwm := peakRSS(t, s.cmd.Process.Pid)
 	t.Logf("%d-row UPDATE delivered in %v; rowcast peak RSS %d MiB (race detector: %v)", rows, elapsed.Round(time.Millisecond), hwm>>20, raceEnabled)
-	// Bounded memory: the window holds 10,000 events and the client's
-	// queue 20,000; buffering the transaction would need all of it.
+	// Bounded memory: capture hands the transaction on in batches, the
+	// window holds 10,000 events, and only a client that falls behind
+	// holds more (at most every event once, shared with nobody else).
 	limit := int64(400 << 20)
 	if raceEnabled {
 		limit = 1200 << 20 // the race detector multiplies memory
