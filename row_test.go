@@ -2,6 +2,7 @@ package rowcast
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -119,4 +120,17 @@ func FuzzRowUnmarshal(f *testing.F) {
 			_ = b
 		}
 	})
+}
+
+func TestCheckEventName(t *testing.T) {
+	for _, ok := range []string{"notification", "ticket.assigned", "a:b-c_d", strings.Repeat("x", 64)} {
+		if err := CheckEventName(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "x\nid: 1", "has space", "ünï", strings.Repeat("x", 65), "a\x00"} {
+		if err := CheckEventName(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
 }
