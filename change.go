@@ -62,6 +62,11 @@ type Change struct {
 	Payload json.RawMessage
 	// Reason explains an OpResync or OpTruncate.
 	Reason string
+	// Horizon, on OpStart, is the newest ID that can exist when capture
+	// starts (the server's WAL position in logical mode; the start ID
+	// itself in notify mode, whose epoch is new). A client cursor beyond
+	// it was never handed out. Zero when the source cannot tell.
+	Horizon EventID
 }
 
 // Time is the event timestamp: the commit time when known, else capture time.

@@ -10,8 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"rowcast"
 )
 
 // GateConfig configures the admission gate.
@@ -308,18 +306,6 @@ func (g *Gate) CORS(w http.ResponseWriter, r *http.Request, methods string) bool
 func ErrorEvent(msg string) *Event {
 	b, _ := json.Marshal(map[string]string{"message": msg})
 	return &Event{Name: "error", Data: b, Time: time.Now()}
-}
-
-// ParseResume reads a lastEventId; an empty value means a fresh start.
-func ParseResume(v string) (*rowcast.EventID, error) {
-	if v == "" {
-		return nil, nil
-	}
-	id, err := rowcast.ParseEventID(v)
-	if err != nil {
-		return nil, err
-	}
-	return &id, nil
 }
 
 // WriteJSON answers with a JSON body that is never cached.

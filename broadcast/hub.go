@@ -45,6 +45,8 @@ type Hub struct {
 	win      *window
 	stats    *statsState
 	lastID   rowcast.EventID
+	// horizon is the newest ID capture said can exist when it started.
+	horizon  rowcast.EventID
 	closed   bool
 	done     chan struct{} // closed by Shutdown
 }
@@ -88,6 +90,7 @@ func (h *Hub) Apply(ctx context.Context, changes []rowcast.Change) error {
 		c := &changes[i]
 		if c.Op == rowcast.OpStart {
 			h.win.start(c.ID)
+			h.horizon = c.Horizon
 			continue
 		}
 		if !c.ID.IsZero() && !h.lastID.IsZero() && c.ID.SameEpoch(h.lastID) && !h.lastID.Less(c.ID) {
@@ -231,9 +234,12 @@ func (h *Hub) dropSlow(s *Session) {
 	h.log.Warn("disconnecting slow consumer", "conn", s.ID, "transport", s.Transport, "queue", s.queueMax)
 }
 
-// Subscribe adds a session. With resume set, the subscription replays the
-// events after it, or carries a resync when the window cannot.
-func (h *Hub) Subscribe(s *Session, resume *rowcast.EventID) (Subscription, error) {
+// Subscribe adds a session. lastEventID is the client's cursor ("" for a
+// fresh start): the subscription replays the events after it, or carries
+// a resync when it cannot: the cursor is malformed, older than the window,
+// of another epoch, or ahead of every event that exists (a client must
+// never be left waiting, silently, for an id that will not come).
+func (h *Hub) Subscribe(s *Session, lastEventID string) (Subscription, error) {
 	now := time.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -241,8 +247,19 @@ func (h *Hub) Subscribe(s *Session, resume *rowcast.EventID) (Subscription, erro
 		return Subscription{}, ErrShuttingDown
 	}
 	var sub Subscription
-	if resume != nil {
-		evs, ok := h.win.after(*resume)
+	if lastEventID != "" {
+		id, err := rowcast.ParseEventID(lastEventID)
+		var evs []*Event
+		ok := err == nil
+		why := "lastEventId is malformed; refetch your data"
+		if ok && h.ahead(id) {
+			ok, why = false, "lastEventId is ahead of the newest event; refetch your data"
+		}
+		if ok {
+			if evs, ok = h.win.after(id); !ok {
+				why = "lastEventId is older than the replay window; refetch your data"
+			}
+		}
 		if ok {
 			// Replay respects visibility and filters like live events.
 			for _, ev := range evs {
@@ -250,10 +267,10 @@ func (h *Hub) Subscribe(s *Session, resume *rowcast.EventID) (Subscription, erro
 					sub.Replay = append(sub.Replay, ev)
 				}
 			}
-			sub.Cursor, sub.HasCursor = *resume, true
+			sub.Cursor, sub.HasCursor = id, true
 			h.obs.Resume("replayed")
 		} else {
-			sub.Resync = ResyncEvent("lastEventId is older than the replay window; refetch your data", now)
+			sub.Resync = ResyncEvent(why, now)
 			h.obs.Resume("resync")
 		}
 	}
@@ -262,6 +279,27 @@ func (h *Hub) Subscribe(s *Session, resume *rowcast.EventID) (Subscription, erro
 	}
 	h.sessions[s] = struct{}{}
 	return sub, nil
+}
+
+// ahead reports whether id is past the newest event of its epoch: the
+// last one handled, the start marker, or the horizon capture announced at
+// start. Called
+// with h.mu held.
+func (h *Hub) ahead(id rowcast.EventID) bool {
+	newest := h.lastID
+	later := func(id rowcast.EventID) {
+		if !id.IsZero() && (newest.IsZero() || (id.SameEpoch(newest) && newest.Less(id))) {
+			newest = id
+		}
+	}
+	later(h.horizon)
+	if h.win.baseSet {
+		later(h.win.base) // the start marker's position exists too
+	}
+	if newest.IsZero() || !newest.SameEpoch(id) {
+		return false // nothing to compare with; the window decides
+	}
+	return newest.Less(id)
 }
 
 // SetFilter changes a subscribed session's filter (a subscribe message).

@@ -146,16 +146,16 @@ func TestWindowResume(t *testing.T) {
 		t.Fatalf("oldest = %v %v", id, ok)
 	}
 	s := NewSession("ws", Identity{}, Scope{All: true}, nil, 8, nil)
-	sub, _ := h.Subscribe(s, &rowcast.EventID{Pos: 20})
+	sub, _ := h.Subscribe(s, rowcast.EventID{Pos: 20}.String())
 	if sub.Resync != nil || len(sub.Replay) != 3 || sub.Replay[0].ID.Pos != 30 {
 		t.Errorf("resume at the promise: resync %v, replay %d", sub.Resync, len(sub.Replay))
 	}
 	s2 := NewSession("ws", Identity{}, Scope{All: true}, nil, 8, nil)
-	if sub, _ := h.Subscribe(s2, &rowcast.EventID{Pos: 10}); sub.Resync == nil || len(sub.Replay) != 0 {
+	if sub, _ := h.Subscribe(s2, rowcast.EventID{Pos: 10}.String()); sub.Resync == nil || len(sub.Replay) != 0 {
 		t.Errorf("resume before the window: want resync, got %+v", sub)
 	}
 	s3 := NewSession("ws", Identity{}, Scope{All: true}, nil, 8, nil)
-	if sub, _ := h.Subscribe(s3, &rowcast.EventID{Epoch: 9, Pos: 40}); sub.Resync == nil {
+	if sub, _ := h.Subscribe(s3, rowcast.EventID{Epoch: 9, Pos: 40}.String()); sub.Resync == nil {
 		t.Error("resume from another epoch: want resync")
 	}
 	// Duplicates (a slot resending after a reconnect) are dropped.
@@ -169,7 +169,7 @@ func TestWindowResume(t *testing.T) {
 		t.Errorf("got %s, want resync", names(got))
 	}
 	s4 := NewSession("ws", Identity{}, Scope{All: true}, nil, 8, nil)
-	if sub, _ := h.Subscribe(s4, &rowcast.EventID{Pos: 50}); sub.Resync == nil {
+	if sub, _ := h.Subscribe(s4, rowcast.EventID{Pos: 50}.String()); sub.Resync == nil {
 		t.Error("resume after resync: want resync")
 	}
 	// Capture restarts at 100: a snapshot taken now must give a cursor
@@ -181,7 +181,7 @@ func TestWindowResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	s5 := NewSession("ws", Identity{}, Scope{All: true}, nil, 8, nil)
-	if sub, _ := h.Subscribe(s5, &id); sub.Resync != nil || id.Pos != 100 {
+	if sub, _ := h.Subscribe(s5, id.String()); sub.Resync != nil || id.Pos != 100 {
 		t.Errorf("cursor %s after a resync does not resume", cursor)
 	}
 }
@@ -193,8 +193,8 @@ func TestSlowConsumerDoesNotBlock(t *testing.T) {
 	fast := NewSession("ws", Identity{}, Scope{All: true}, nil, 100, nil)
 	aborted := false
 	slow.SetAbort(func() { aborted = true })
-	h.Subscribe(slow, nil)
-	h.Subscribe(fast, nil)
+	h.Subscribe(slow, "")
+	h.Subscribe(fast, "")
 	for i := uint64(1); i <= 5; i++ {
 		h.Apply(ctx, []rowcast.Change{change(rowcast.OpInsert, i, i, row("id", "1", "status", "open"), nil)})
 	}
@@ -225,8 +225,8 @@ func TestVisibilityAndFilterRouting(t *testing.T) {
 	ctx := context.Background()
 	sa := NewSession("ws", Identity{}, ann, nil, 100, nil)
 	sf := NewSession("ws", Identity{}, Scope{All: true}, Filter{"status": {"open"}}, 100, nil)
-	h.Subscribe(sa, nil)
-	h.Subscribe(sf, nil)
+	h.Subscribe(sa, "")
+	h.Subscribe(sf, "")
 	mine := row("id", "1", "status", "open", "requester_email", "ann@x")
 	h.Apply(ctx, []rowcast.Change{
 		change(rowcast.OpInsert, 1, 1, mine, nil),
@@ -292,7 +292,7 @@ func BenchmarkFanout1000(b *testing.B) {
 	sessions := make([]*Session, 1000)
 	for i := range sessions {
 		sessions[i] = NewSession("ws", Identity{}, Scope{All: true}, nil, 1024, nil)
-		h.Subscribe(sessions[i], nil)
+		h.Subscribe(sessions[i], "")
 	}
 	r := row("id", "1", "title", strings.Repeat("x", 300), "status", "open")
 	ctx := context.Background()
@@ -314,5 +314,49 @@ func TestOwnEventNames(t *testing.T) {
 	}
 	if got := strings.Join(NamesFor("ticket", ProfileUpdate).Own(), " "); got != "ticket_update stats:updated resync subscribed error" {
 		t.Errorf("ticket_update profile: %s", got)
+	}
+}
+
+// A cursor that is malformed or ahead of every event gets resync, never
+// silence; one at the newest event resumes quietly.
+func TestCursorAheadOrMalformed(t *testing.T) {
+	ctx := context.Background()
+	h := newTestHub(loaded, 100)
+	// Capture started at 10 and the server's WAL was at 1000 then.
+	h.Apply(ctx, []rowcast.Change{{Op: rowcast.OpStart, ID: rowcast.EventID{Pos: 10}, Horizon: rowcast.EventID{Pos: 1000}}})
+	h.Apply(ctx, []rowcast.Change{change(rowcast.OpInsert, 20, 1, row("id", "1", "status", "open"), nil)})
+	subscribe := func(cursor string) Subscription {
+		sub, err := h.Subscribe(NewSession("ws", Identity{}, Scope{All: true}, nil, 8, nil), cursor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sub
+	}
+	for cursor, want := range map[string]string{
+		"garbage":                                    "malformed",
+		rowcast.EventID{Pos: 2000}.String():          "ahead",
+		rowcast.EventID{Epoch: 7, Pos: 1}.String():   "older",
+		rowcast.EventID{Pos: 999, Index: 5}.String(): "", // before the horizon: events may still come
+		rowcast.EventID{Pos: 20}.String():            "",
+		rowcast.EventID{Pos: 10}.String():            "",
+	} {
+		sub := subscribe(cursor)
+		switch {
+		case want == "" && sub.Resync != nil:
+			t.Errorf("%s: resync %s", cursor, sub.Resync.Data)
+		case want != "" && (sub.Resync == nil || !strings.Contains(string(sub.Resync.Data), want)):
+			t.Errorf("%s: want a resync saying %q, got %+v", cursor, want, sub.Resync)
+		}
+	}
+	// Notify mode: no horizon beyond the start; an id past the last event
+	// of the epoch is ahead.
+	h2 := newTestHub(loaded, 100)
+	h2.Apply(ctx, []rowcast.Change{{Op: rowcast.OpStart, ID: rowcast.EventID{Epoch: 5}, Horizon: rowcast.EventID{Epoch: 5}}})
+	c := change(rowcast.OpInsert, 0, 1, row("id", "1", "status", "open"), nil)
+	c.ID = rowcast.EventID{Epoch: 5, Pos: 1}
+	h2.Apply(ctx, []rowcast.Change{c})
+	sub, _ := h2.Subscribe(NewSession("ws", Identity{}, Scope{All: true}, nil, 8, nil), rowcast.EventID{Epoch: 5, Pos: 3}.String())
+	if sub.Resync == nil {
+		t.Error("notify: a cursor past the last event was accepted")
 	}
 }

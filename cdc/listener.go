@@ -144,7 +144,7 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 		}
 	}
 	if err := l.apply(ctx, sink, rowcast.Change{Op: rowcast.OpStart, CaptureTime: time.Now(),
-		ID: rowcast.EventID{Epoch: l.epoch}}); err != nil {
+		ID: rowcast.EventID{Epoch: l.epoch}, Horizon: rowcast.EventID{Epoch: l.epoch}}); err != nil {
 		return true, err
 	}
 	l.connected.Store(true)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"regexp"
 	"strings"
@@ -232,8 +233,16 @@ func (s *Slot) session(ctx context.Context, sink rowcast.Sink) (streamed bool, e
 	}
 	// Every change of this session has an ID at or after the start
 	// position; the hub's replay window needs that promise after a restart.
+	// No ID handed out before can be past the server's WAL position now:
+	// the hub tells a client whose cursor is beyond it to resync.
+	var horizon rowcast.EventID
+	if pos, err := currentWAL(ctx, reg); err == nil {
+		horizon = rowcast.EventID{Pos: uint64(pos), Index: math.MaxUint32}
+	} else {
+		s.log.Debug("reading the WAL position failed; cursors are not checked against it", "err", err)
+	}
 	if err := sink.Apply(ctx, []rowcast.Change{{Op: rowcast.OpStart, CaptureTime: time.Now(),
-		ID: rowcast.EventID{Pos: uint64(start)}}}); err != nil {
+		ID: rowcast.EventID{Pos: uint64(start)}, Horizon: horizon}}); err != nil {
 		return true, fmt.Errorf("cdc: handing the start marker to the sink: %w", err)
 	}
 	// Ready only now: a client resuming after a restart needs the start
@@ -477,4 +486,15 @@ func (s *Slot) raiseReceived(lsn pglogrepl.LSN) {
 	if uint64(lsn) > s.receivedLSN.Load() {
 		s.receivedLSN.Store(uint64(lsn))
 	}
+}
+
+// currentWAL is the server's current WAL write position (the position
+// replayed up to, on a standby).
+func currentWAL(ctx context.Context, conn *pgx.Conn) (pglogrepl.LSN, error) {
+	var text string
+	err := conn.QueryRow(ctx, `SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text`).Scan(&text)
+	if err != nil {
+		return 0, err
+	}
+	return pglogrepl.ParseLSN(text)
 }

@@ -309,7 +309,7 @@ func TestAuthOriginAndLimits(t *testing.T) {
 		{"listed origin", http.Header{"Authorization": {"Bearer " + good}, "Origin": {"https://desk.example.com"}}, "", 101},
 		{"cookie", http.Header{"Cookie": {"token=" + good}}, "", 101},
 		{"query token", nil, "access_token=" + good, 101},
-		{"bad lastEventId", http.Header{"Authorization": {"Bearer " + good}}, "lastEventId=zzz", 400},
+		{"bad lastEventId (answered with resync)", http.Header{"Authorization": {"Bearer " + good}}, "lastEventId=zzz", 101},
 	}
 	for _, tc := range cases {
 		conn, resp, err := dialRaw(s, tc.query, tc.header)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 
-	"rowcast"
 	"rowcast/broadcast"
 )
 
@@ -35,11 +34,10 @@ func (e *eioSession) serveNamespace(payload json.RawMessage) (joined, open bool)
 	if err != nil {
 		return false, e.refuseNamespace(err.Error())
 	}
-	var resume *rowcast.EventID
-	if validPID(req.PID) && req.Offset != "" {
-		if id, err := rowcast.ParseEventID(req.Offset); err == nil {
-			resume = &id
-		}
+	// A client recovering its connection state resumes from its offset.
+	resume := ""
+	if validPID(req.PID) {
+		resume = req.Offset
 	}
 	slot, ref := gate.Take(Transport)
 	switch {
@@ -58,7 +56,7 @@ func (e *eioSession) serveNamespace(payload json.RawMessage) (joined, open bool)
 		return false, false
 	}
 	pid := newID()
-	recovered := resume != nil && sub.Resync == nil
+	recovered := resume != "" && sub.Resync == nil
 	if recovered {
 		pid = req.PID
 	}

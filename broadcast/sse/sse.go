@@ -82,11 +82,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if last == "" {
 		last = r.URL.Query().Get("lastEventId")
 	}
-	resume, err := broadcast.ParseResume(strings.TrimSpace(last))
-	if err != nil {
-		broadcast.WriteError(w, http.StatusBadRequest, err.Error())
-		return
-	}
 	filter, err := h.gate.ParseFilterQuery(r.URL.Query())
 	if err != nil {
 		broadcast.WriteError(w, http.StatusBadRequest, err.Error())
@@ -101,7 +96,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sess := h.gate.NewSession(Transport, user, filter)
 	rc := http.NewResponseController(w)
 	sess.SetAbort(func() { _ = rc.SetWriteDeadline(time.Now().Add(time.Second)) })
-	sub, err := h.gate.Hub().Subscribe(sess, resume)
+	sub, err := h.gate.Hub().Subscribe(sess, strings.TrimSpace(last))
 	if err != nil {
 		broadcast.WriteError(w, http.StatusServiceUnavailable, err.Error())
 		return

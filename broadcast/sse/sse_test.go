@@ -94,8 +94,11 @@ func TestStreamAndResume(t *testing.T) {
 	if f := r.next(); !strings.HasPrefix(f, "id: "+id2.String()+"\nevent: ticket:deleted\n") {
 		t.Fatalf("replayed %q", f)
 	}
-	if resp, _ := open(t, url, http.Header{"Last-Event-ID": {"garbage"}}); resp.StatusCode != http.StatusBadRequest {
-		t.Errorf("bad Last-Event-ID: %d", resp.StatusCode)
+	// A malformed Last-Event-ID gets resync, never silence.
+	_, g := open(t, url, http.Header{"Last-Event-ID": {"garbage"}})
+	g.next() // retry
+	if f := g.next(); !strings.HasPrefix(f, "event: resync\n") {
+		t.Fatalf("malformed Last-Event-ID: %q, want resync", f)
 	}
 	if resp, _ := open(t, url+"?nosuch=1", nil); resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("bad filter: %d", resp.StatusCode)

@@ -72,11 +72,6 @@ func New(cfg Config) *Handler {
 // ServeHTTP admits the client, upgrades the connection and starts its
 // writer; the handler returns at once.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	resume, err := broadcast.ParseResume(r.URL.Query().Get("lastEventId"))
-	if err != nil {
-		broadcast.WriteError(w, http.StatusBadRequest, err.Error())
-		return
-	}
 	user, slot, ref := h.gate.Admit(r, Transport)
 	if ref != nil {
 		ref.WriteJSON(w)
@@ -106,7 +101,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// a write stuck on a full socket fails within a second.
 		_ = conn.UnderlyingConn().SetWriteDeadline(time.Now().Add(time.Second))
 	})
-	sub, err := h.gate.Hub().Subscribe(sess, resume)
+	sub, err := h.gate.Hub().Subscribe(sess, r.URL.Query().Get("lastEventId"))
 	if err != nil {
 		closeConn(conn, broadcast.CloseGoingAway, err.Error(), h.cfg.WriteTimeout)
 		conn.Close()
