@@ -1,14 +1,18 @@
 # syntax=docker/dockerfile:1
 #
-# rowcast image: a static Go binary on a small Alpine base, run as a
-# non-root user.
+# rowcast image, built with a Go toolchain image, for builders that cannot
+# run build/image.sh. CI builds and tests the image with build/image.sh
+# ("make image", podman, offline); prefer that one. Both produce the same
+# image: below "FROM scratch" this file must match build/Containerfile
+# instruction for instruction, except the COPY (integration/image_test.go
+# checks it).
 #
-#   docker build --build-arg VERSION="$(git describe --tags --always --dirty)" -t rowcast .
-#   docker run --rm -e DATABASE_URL=... rowcast setup
-#   docker run --rm -e DATABASE_URL=... -e JWT_SECRET=... -p 8080:8080 rowcast
+#   docker build --build-arg VERSION="$(git describe --tags --always --dirty)" -t rowcast:local .
+#   docker run --rm --network host -e DATABASE_URL=... rowcast:local setup
+#   docker run --rm -e DATABASE_URL=... -e JWT_SECRET=... -p 8080:8080 rowcast:local
 #
 # The entrypoint is the rowcast binary; the command defaults to "serve"
-# ("setup", "teardown --yes" and "version" work the same way).
+# ("setup", "teardown --yes", "healthcheck" and "version" work the same way).
 
 FROM golang:1.26 AS build
 WORKDIR /src
@@ -17,26 +21,27 @@ COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 ARG VERSION=dev
+# The same root file system as build/image.sh prepares: the static binary,
+# passwd and group from build/rootfs, the CA bundle of the build image.
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/rowcast ./cmd/rowcast
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /rootfs/rowcast ./cmd/rowcast \
+    && chmod 0755 /rootfs/rowcast \
+    && install -D -m 0644 build/rootfs/etc/passwd /rootfs/etc/passwd \
+    && install -D -m 0644 build/rootfs/etc/group /rootfs/etc/group \
+    && install -D -m 0644 /etc/ssl/certs/ca-certificates.crt /rootfs/etc/ssl/certs/ca-certificates.crt
 
-# Final stage: Alpine rather than distroless/static or scratch. The binary
-# needs nothing from it (it is static), but a container health check needs
-# an HTTP client: distroless has no shell and no wget/curl, so its health
-# check would need a command in rowcast itself. Alpine brings BusyBox wget
-# (used by the health check in compose.yaml), CA certificates for
-# sslmode=verify-full connections to managed PostgreSQL, and a shell for
-# debugging, in about 8 MB.
-FROM alpine:3.21
-RUN apk add --no-cache ca-certificates \
-    && addgroup -S -g 10001 rowcast \
-    && adduser -S -D -H -u 10001 -G rowcast -s /sbin/nologin rowcast
-COPY --from=build /out/rowcast /usr/local/bin/rowcast
-USER 10001:10001
+FROM scratch
+ARG VERSION=dev
+ARG REVISION=unknown
+COPY --from=build /rootfs/ /
+LABEL org.opencontainers.image.title="rowcast" \
+      org.opencontainers.image.description="PostgreSQL row changes pushed to dashboards over WebSocket, SSE and Socket.IO" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
+USER 65532:65532
 ENV ROWCAST_LISTEN=:8080
 EXPOSE 8080
-# Health: GET /readyz answers 200 only while capture is connected, /healthz
-# while the process is up. Orchestrators define their own probes; see the
-# rowcast service in compose.yaml for a Docker health check.
-ENTRYPOINT ["rowcast"]
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 CMD ["/rowcast", "healthcheck"]
+ENTRYPOINT ["/rowcast"]
 CMD ["serve"]

@@ -1,6 +1,6 @@
 GO ?= go
 
-.PHONY: all test build demo bench fmt vet
+.PHONY: all test build image demo bench fmt vet
 
 all: build
 
@@ -14,6 +14,13 @@ test:
 
 build:
 	$(GO) build -o bin/rowcast ./cmd/rowcast
+
+# The container image (static binary on an empty base, non-root), built
+# offline with podman; see build/image.sh and README "Run it in a container".
+IMAGE ?= rowcast:local
+
+image:
+	GO=$(GO) build/image.sh $(IMAGE)
 
 # Built first: "go run" exits 1 when interrupted, the binary exits 0.
 demo: build

@@ -26,6 +26,7 @@ Usage:
   rowcast setup      [flags]   install capture in the database (idempotent); --print writes the SQL instead
   rowcast teardown --yes       remove everything setup installed
   rowcast demo       [flags]   the dashboard on sample tickets, with a throwaway PostgreSQL and a writer
+  rowcast healthcheck [flags]  exit 0 if the local rowcast answers /healthz (--ready: /readyz), for container health checks
   rowcast version              print the version
 
 Every setting is a flag or the environment variable named beside it.
@@ -55,6 +56,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runTeardown(ctx, rest, stdout, stderr)
 	case "demo":
 		err = runDemo(ctx, rest, stdout, stderr)
+	case "healthcheck":
+		err = runHealthcheck(ctx, rest, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "rowcast", version)
 		return 0
