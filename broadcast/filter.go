@@ -23,6 +23,19 @@ var reservedParams = map[string]bool{
 	"EIO": true, "transport": true, "sid": true, "t": true, "b64": true,
 }
 
+// Limits on what one client may ask for: a filter is matched against every
+// event for every session, under the hub's lock, so its size is bounded
+// and it is matched through sets (see filterSet).
+const (
+	// MaxFilterColumns is the most columns one filter may name.
+	MaxFilterColumns = 16
+	// MaxFilterValues is the most values one column of a filter may list.
+	MaxFilterValues = 100
+	// MaxFilterBytes bounds a filter's text: the query parameters, or the
+	// JSON object of a subscribe message.
+	MaxFilterBytes = 4096
+)
+
 // FilterError is a filter the operator does not allow or cannot parse.
 type FilterError struct{ msg string }
 
@@ -51,6 +64,7 @@ func ParseFilterQuery(q url.Values, allowed []string) (Filter, error) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	size := 0
 	for _, col := range keys {
 		if reservedParams[col] {
 			continue
@@ -60,6 +74,9 @@ func ParseFilterQuery(q url.Values, allowed []string) (Filter, error) {
 		}
 		var vals []string
 		for _, v := range q[col] {
+			if size += len(col) + len(v) + 2; size > MaxFilterBytes {
+				return nil, tooLarge()
+			}
 			for _, p := range strings.Split(v, ",") {
 				vals = append(vals, strings.TrimSpace(p))
 			}
@@ -69,7 +86,24 @@ func ParseFilterQuery(q url.Values, allowed []string) (Filter, error) {
 		}
 		f[col] = vals
 	}
-	return f, nil
+	return f, f.check()
+}
+
+func tooLarge() error {
+	return &FilterError{fmt.Sprintf("filter is over %d bytes", MaxFilterBytes)}
+}
+
+// check applies the limits on columns and values.
+func (f Filter) check() error {
+	if len(f) > MaxFilterColumns {
+		return &FilterError{fmt.Sprintf("filter names %d columns; at most %d are allowed", len(f), MaxFilterColumns)}
+	}
+	for col, vals := range f {
+		if len(vals) > MaxFilterValues {
+			return &FilterError{fmt.Sprintf("filter %q lists %d values; at most %d are allowed", col, len(vals), MaxFilterValues)}
+		}
+	}
+	return nil
 }
 
 // ParseFilterJSON reads a filter object: {"status": ["open", "in_progress"],
@@ -78,6 +112,9 @@ func ParseFilterJSON(raw json.RawMessage, allowed []string) (Filter, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 		return nil, nil
+	}
+	if len(raw) > MaxFilterBytes {
+		return nil, tooLarge()
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &obj); err != nil {
@@ -106,7 +143,7 @@ func ParseFilterJSON(raw json.RawMessage, allowed []string) (Filter, error) {
 		}
 		f[col] = vals
 	}
-	return f, nil
+	return f, f.check()
 }
 
 func scalarText(v any) string {
@@ -122,20 +159,34 @@ func scalarText(v any) string {
 }
 
 // Matches reports whether the row passes the filter.
-func (f Filter) Matches(row rowcast.Row) bool {
+func (f Filter) Matches(row rowcast.Row) bool { return f.compile().matches(row) }
+
+// filterSet is a Filter compiled for matching: one set lookup per column,
+// whatever the number of values. Sessions hold their filter in this form.
+type filterSet map[string]map[string]struct{}
+
+func (f Filter) compile() filterSet {
+	if f == nil {
+		return nil
+	}
+	fs := make(filterSet, len(f))
+	for col, vals := range f {
+		set := make(map[string]struct{}, len(vals))
+		for _, v := range vals {
+			set[v] = struct{}{}
+		}
+		fs[col] = set
+	}
+	return fs
+}
+
+func (fs filterSet) matches(row rowcast.Row) bool {
 	if row == nil {
 		return false
 	}
-	for col, vals := range f {
+	for col, set := range fs {
 		v, _ := row.Text(col)
-		ok := false
-		for _, want := range vals {
-			if v == want {
-				ok = true
-				break
-			}
-		}
-		if !ok {
+		if _, ok := set[v]; !ok {
 			return false
 		}
 	}

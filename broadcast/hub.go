@@ -155,7 +155,7 @@ func (h *Hub) forSession(s *Session, ev *Event) *Event {
 		}
 		return ev
 	}
-	oldOK := ev.Old != nil && s.scope.Visible(ev.Old) && s.filter.Matches(ev.Old)
+	oldOK := ev.Old != nil && s.scope.Visible(ev.Old) && s.filter.matches(ev.Old)
 	if ev.Row == nil {
 		if oldOK {
 			return ev
@@ -163,7 +163,7 @@ func (h *Hub) forSession(s *Session, ev *Event) *Event {
 		return nil
 	}
 	if s.scope.Visible(ev.Row) {
-		if oldOK || s.filter.Matches(ev.Row) {
+		if oldOK || s.filter.matches(ev.Row) {
 			return ev
 		}
 		return nil
@@ -304,8 +304,9 @@ func (h *Hub) ahead(id rowcast.EventID) bool {
 
 // SetFilter changes a subscribed session's filter (a subscribe message).
 func (h *Hub) SetFilter(s *Session, f Filter) {
+	fs := f.compile()
 	h.mu.Lock()
-	s.filter = f
+	s.filter = fs
 	h.mu.Unlock()
 }
 

@@ -3,6 +3,8 @@ package broadcast
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -358,5 +360,34 @@ func TestCursorAheadOrMalformed(t *testing.T) {
 	sub, _ := h2.Subscribe(NewSession("ws", Identity{}, Scope{All: true}, nil, 8, nil), rowcast.EventID{Epoch: 5, Pos: 3}.String())
 	if sub.Resync == nil {
 		t.Error("notify: a cursor past the last event was accepted")
+	}
+}
+
+func TestFilterLimits(t *testing.T) {
+	allowed := []string{"status", "priority"}
+	many := make([]string, MaxFilterValues+1)
+	for i := range many {
+		many[i] = fmt.Sprint(i)
+	}
+	if _, err := ParseFilterQuery(url.Values{"status": {strings.Join(many, ",")}}, allowed); err == nil || !strings.Contains(err.Error(), "at most 100") {
+		t.Errorf("101 values in a query: %v", err)
+	}
+	if _, err := ParseFilterQuery(url.Values{"status": {strings.Repeat("x", MaxFilterBytes)}}, allowed); err == nil || !strings.Contains(err.Error(), "bytes") {
+		t.Errorf("a huge query: %v", err)
+	}
+	js, _ := json.Marshal(map[string][]string{"status": many})
+	if _, err := ParseFilterJSON(js, allowed); err == nil {
+		t.Errorf("101 values in JSON accepted")
+	}
+	big, _ := json.Marshal(map[string]string{"status": strings.Repeat("y", MaxFilterBytes)})
+	if _, err := ParseFilterJSON(big, allowed); err == nil || !strings.Contains(err.Error(), "bytes") {
+		t.Errorf("a huge JSON filter: %v", err)
+	}
+	f, err := ParseFilterJSON(json.RawMessage(`{"status":["open","closed"],"priority":"high"}`), allowed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !f.Matches(row("id", "1", "status", "closed", "priority", "high")) || f.Matches(row("id", "1", "status", "closed", "priority", "low")) {
+		t.Errorf("matching through sets is wrong")
 	}
 }

@@ -42,7 +42,7 @@ type Session struct {
 	// scope and filter decide which row events the client gets; guarded
 	// by the hub's mutex once subscribed.
 	scope  Scope
-	filter Filter
+	filter filterSet
 	// abort unblocks the transport's writer when the session is dropped
 	// while a write is stuck on a client that stopped reading.
 	abort func()
@@ -77,7 +77,7 @@ func NewSession(transport string, user Identity, scope Scope, filter Filter, que
 		Transport: transport,
 		User:      user,
 		scope:     scope,
-		filter:    filter,
+		filter:    filter.compile(),
 		queueMax:  queueSize,
 		wake:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
