@@ -95,6 +95,12 @@ func (r *Refusal) Error() string { return r.Message }
 // WriteJSON answers the request with the refusal as {"error": message}.
 func (r *Refusal) WriteJSON(w http.ResponseWriter) { WriteError(w, r.Status, r.Message) }
 
+// Refuse counts a refusal a transport decides on its own (e.g. a cap of
+// its own) and returns it.
+func (g *Gate) Refuse(transport string, status int, reason, msg string) *Refusal {
+	return g.refuse(transport, status, reason, msg)
+}
+
 func (g *Gate) refuse(transport string, status int, reason, msg string) *Refusal {
 	g.obs.ConnectionRefused(transport, reason)
 	return &Refusal{Status: status, Reason: reason, Message: msg}

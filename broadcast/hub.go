@@ -46,9 +46,9 @@ type Hub struct {
 	stats    *statsState
 	lastID   rowcast.EventID
 	// horizon is the newest ID capture said can exist when it started.
-	horizon  rowcast.EventID
-	closed   bool
-	done     chan struct{} // closed by Shutdown
+	horizon rowcast.EventID
+	closed  bool
+	done    chan struct{} // closed by Shutdown
 }
 
 // NewHub makes a hub; call Run to maintain stats and expire the window.

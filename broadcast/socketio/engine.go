@@ -87,6 +87,7 @@ type eioSession struct {
 	pongTimer   *time.Timer
 	waitingPong bool
 	ns          int                // namespace state
+	pending     bool               // counted as pending by the registry (no slot held)
 	sess        *broadcast.Session // the namespace's session while connected
 	ctrl        [][]byte           // control packets for the writer
 
@@ -150,6 +151,9 @@ func (e *eioSession) close(kind closeKind, reason string, byClient bool, code in
 	e.h.obs.Closed(string(kind))
 
 	e.h.reg.remove(e)
+	e.mu.Lock()
+	e.h.reg.setPending(e, false)
+	e.mu.Unlock()
 	if sess != nil {
 		sess.Close(0, reason)
 	}
@@ -372,8 +376,11 @@ func (e *eioSession) run() {
 				return
 			}
 			if joined {
-				connectTimer.Stop()
-				connectTimeout = nil
+				// The namespace was joined and has been left: the client
+				// must CONNECT again within the timeout, as after the
+				// handshake.
+				connectTimer.Reset(e.cfg.ConnectTimeout)
+				connectTimeout = connectTimer.C
 			}
 			err = e.flushCtrl()
 			if err == nil {

@@ -67,6 +67,7 @@ func (e *eioSession) serveNamespace(payload json.RawMessage) (joined, open bool)
 		return false, false
 	}
 	e.ns, e.sess = nsConnected, sess
+	e.h.reg.setPending(e, false)
 	engine := e.engine
 	e.mu.Unlock()
 
@@ -82,6 +83,9 @@ func (e *eioSession) serveNamespace(payload json.RawMessage) (joined, open bool)
 	e.mu.Lock()
 	if e.sess == sess {
 		e.ns, e.sess = nsIdle, nil
+	}
+	if !e.closed {
+		e.h.reg.setPending(e, true)
 	}
 	closed, engineReason, ws := e.closed, e.closeReason, e.ws
 	e.mu.Unlock()

@@ -38,8 +38,12 @@ type Config struct {
 	// request or WebSocket message (ROWCAST_SIO_MAX_PAYLOAD, 1000000).
 	MaxPayload int
 	// ConnectTimeout closes a session that has not joined the main
-	// namespace (45s, as Socket.IO servers do).
+	// namespace, or has left it, for this long (ROWCAST_SIO_CONNECT_TIMEOUT,
+	// 10s: socket.io-client sends CONNECT right after the handshake).
 	ConnectTimeout time.Duration
+	// MaxPending caps the sessions without a joined namespace
+	// (ROWCAST_SIO_MAX_PENDING, 1000); more handshakes get 503.
+	MaxPending int
 	// UpgradeTimeout bounds a WebSocket upgrade of a polling session (10s).
 	UpgradeTimeout time.Duration
 	// WriteTimeout bounds each WebSocket write (10s).
@@ -63,7 +67,10 @@ func (c Config) withDefaults() Config {
 		c.MaxPayload = 1000000
 	}
 	if c.ConnectTimeout <= 0 {
-		c.ConnectTimeout = 45 * time.Second
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = 1000
 	}
 	if c.UpgradeTimeout <= 0 {
 		c.UpgradeTimeout = 10 * time.Second
@@ -208,22 +215,64 @@ func eioError(w http.ResponseWriter, status, code int, msg string) {
 	}{code, msg})
 }
 
-// registry holds the handler's Engine.IO sessions by sid.
+// registry holds the handler's Engine.IO sessions by sid, and counts the
+// pending ones: sessions that hold no connection slot because their
+// namespace is not joined (no authenticated CONNECT yet). Those are capped
+// apart from the connection limit, so anonymous handshakes can neither
+// lock authenticated users out nor pile up without bound.
 type registry struct {
 	mu       sync.Mutex
 	sessions map[string]*eioSession
+	pending  int
+}
+
+// reserve counts a session about to be made as pending; false means the
+// cap is reached. add then registers it.
+func (g *registry) reserve(max int) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.pending >= max {
+		return false
+	}
+	g.pending++
+	return true
+}
+
+// unreserve gives back a reservation that did not become a session.
+func (g *registry) unreserve() {
+	g.mu.Lock()
+	g.pending--
+	g.mu.Unlock()
+}
+
+// add registers a session reserved as pending.
+func (g *registry) add(e *eioSession) {
+	g.mu.Lock()
+	e.pending = true
+	g.sessions[e.id] = e
+	g.mu.Unlock()
+}
+
+// setPending moves a session in or out of the pending count. Called with
+// e.mu held.
+func (g *registry) setPending(e *eioSession, pending bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if e.pending == pending {
+		return
+	}
+	e.pending = pending
+	if pending {
+		g.pending++
+	} else {
+		g.pending--
+	}
 }
 
 func (g *registry) get(sid string) *eioSession {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.sessions[sid]
-}
-
-func (g *registry) add(e *eioSession) {
-	g.mu.Lock()
-	g.sessions[e.id] = e
-	g.mu.Unlock()
 }
 
 func (g *registry) remove(e *eioSession) {
@@ -348,9 +397,16 @@ func (h *Handler) handshake(w http.ResponseWriter, r *http.Request, transport st
 		return
 	}
 	token := h.gate.TokenFrom(r)
+	if !h.reg.reserve(h.cfg.MaxPending) {
+		ref := h.gate.Refuse(Transport, http.StatusServiceUnavailable, "pending",
+			"too many Socket.IO sessions waiting for CONNECT; try again later")
+		eioError(w, ref.Status, eioErrBadRequest, ref.Message)
+		return
+	}
 	if transport == engineWebSocket {
 		conn, err := upgrader.Upgrade(w, r, nil)
 		if err != nil {
+			h.reg.unreserve()
 			h.log.Debug("socket.io: websocket upgrade failed", "err", err)
 			return
 		}

@@ -1404,3 +1404,47 @@ func TestLabelSets(t *testing.T) {
 		}
 	}
 }
+
+// Sessions that have not joined the namespace hold no connection slot and
+// are capped on their own: more handshakes get 503, and a CONNECT frees a
+// place.
+func TestPendingCap(t *testing.T) {
+	env := newTestEnv(t, func(c *testConfig) {
+		c.SocketIO.MaxPending = 2
+		c.GateConfig.MaxConnections = 1
+	})
+	a, _ := env.handshake(nil)
+	env.handshake(nil)
+	status, _, body := env.do("GET", env.url("EIO=4&transport=polling"), "", nil)
+	if status != 503 || !strings.Contains(body, "waiting for CONNECT") {
+		t.Fatalf("third pending handshake: %d %s", status, body)
+	}
+	if _, resp, err := env.dialWS("EIO=4&transport=websocket", nil); err == nil || resp.StatusCode != 503 {
+		t.Fatalf("pending WebSocket handshake over the cap: %v %v", err, resp)
+	}
+	if n := env.obs.count(env.obs.refused, "socketio/pending"); n != 2 {
+		t.Errorf("refused as pending: %d", n)
+	}
+	if n := env.gate.Connections(); n != 0 {
+		t.Errorf("pending sessions hold %d connection slots", n)
+	}
+	env.post(a.SID, "40")
+	connectReplyOf(t, env.pollPackets(a.SID)[0])
+	if n := env.gate.Connections(); n != 1 {
+		t.Errorf("a joined session holds %d slots", n)
+	}
+	env.handshake(nil) // a place is free again
+}
+
+// A session that leaves the namespace must join again within the connect
+// timeout, as after its handshake.
+func TestConnectTimeoutAfterLeaving(t *testing.T) {
+	env := newTestEnv(t, func(c *testConfig) { c.SocketIO.ConnectTimeout = 300 * time.Millisecond })
+	c, reply := env.openWS("40", nil)
+	connectReplyOf(t, reply)
+	time.Sleep(400 * time.Millisecond) // longer than the timeout while joined: no close
+	c.send("41")
+	if err := c.expectClosed(30 * time.Second); !websocket.IsCloseError(err, broadcast.ClosePolicy) {
+		t.Fatalf("closed with %v, want 1008 after leaving and not joining again", err)
+	}
+}
