@@ -15,6 +15,8 @@ type Identity struct {
 	Subject string
 	Email   string
 	Claims  map[string]any
+	// Expires is the token's exp claim (zero when it has none).
+	Expires time.Time
 }
 
 // Name is what logs call the user: the email claim, else the subject.
@@ -89,6 +91,9 @@ func (a *Auth) Verify(token string) (Identity, error) {
 	id := Identity{Claims: claims}
 	id.Subject, _ = claims["sub"].(string)
 	id.Email, _ = claims["email"].(string)
+	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil {
+		id.Expires = exp.Time
+	}
 	return id, nil
 }
 

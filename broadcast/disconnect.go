@@ -25,6 +25,9 @@ const (
 	DisconnectShutdown DisconnectKind = "shutdown"
 	// DisconnectPolicy: the client broke the protocol (the code says how).
 	DisconnectPolicy DisconnectKind = "policy"
+	// DisconnectTokenExpired: the user's token expired (close code 4001);
+	// the client reconnects with a fresh one.
+	DisconnectTokenExpired DisconnectKind = "token_expired"
 )
 
 // Disconnect is how a session ended: the kind, the close code to send (0:
@@ -63,6 +66,8 @@ func (s *Session) Outcome(err error) Disconnect {
 		return Disconnect{DisconnectWriteFailed, 0, "write failed: " + err.Error()}
 	case code == CloseGoingAway:
 		return Disconnect{DisconnectShutdown, code, reason}
+	case code == CloseTokenExpired:
+		return Disconnect{DisconnectTokenExpired, code, reason}
 	case code != 0:
 		return Disconnect{DisconnectPolicy, code, reason}
 	}

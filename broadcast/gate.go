@@ -30,8 +30,12 @@ type GateConfig struct {
 	MaxConnections int
 	// QueueSize bounds each session's send queue.
 	QueueSize int
-	Observer  Observer
-	Logger    *slog.Logger
+	// KeepAfterTokenExpiry keeps sessions open past their token's exp
+	// (ROWCAST_CLOSE_ON_TOKEN_EXPIRY=false); by default a session ends,
+	// with close code 4001, when its token expires.
+	KeepAfterTokenExpiry bool
+	Observer             Observer
+	Logger               *slog.Logger
 }
 
 // Gate is the one way into a live stream, whatever the transport. Admit
@@ -192,7 +196,11 @@ func (g *Gate) Wait() { g.live.wait() }
 // NewSession makes a session for an admitted user with the filter the
 // client asked for.
 func (g *Gate) NewSession(transport string, user Identity, filter Filter) *Session {
-	return NewSession(transport, user, g.ScopeFor(user), filter, g.cfg.QueueSize, g.obs)
+	s := NewSession(transport, user, g.ScopeFor(user), filter, g.cfg.QueueSize, g.obs)
+	if !g.cfg.KeepAfterTokenExpiry && g.cfg.Auth != nil {
+		s.expires = user.Expires
+	}
+	return s
 }
 
 // ScopeFor is what a user may see; without auth there are no users and

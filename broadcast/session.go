@@ -17,6 +17,7 @@ const (
 	ClosePolicy       = 1008 // client broke the protocol
 	CloseTooBig       = 1009 // client sent a message over the limit
 	CloseUnsupported  = 1003 // client sent a kind of message rowcast does not take
+	CloseTokenExpired = 4001 // the client's token expired: reconnect with a fresh one
 	CloseSlowConsumer = 4008 // send queue overflowed
 )
 
@@ -47,6 +48,8 @@ type Session struct {
 	// while a write is stuck on a client that stopped reading.
 	abort func()
 	obs   Observer
+	// expires ends the session when the user's token expires (zero: never).
+	expires time.Time
 }
 
 // SetAbort sets what Drop calls to unblock a stuck writer. Call it before
@@ -206,6 +209,12 @@ func (s *Session) Pump(ctx context.Context, sub Subscription, t Transport, pingE
 		return err
 	}
 	var batch []*Event
+	var expired <-chan time.Time
+	if !s.expires.IsZero() {
+		t := time.NewTimer(time.Until(s.expires))
+		defer t.Stop()
+		expired = t.C
+	}
 	var tick <-chan time.Time
 	if pingEvery > 0 {
 		t := time.NewTicker(pingEvery)
@@ -235,6 +244,9 @@ func (s *Session) Pump(ctx context.Context, sub Subscription, t Transport, pingE
 			if err := t.Ping(); err != nil {
 				return err
 			}
+		case <-expired:
+			s.Close(CloseTokenExpired, "token expired: reconnect with a fresh token")
+			return nil
 		}
 	}
 }

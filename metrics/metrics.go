@@ -55,7 +55,7 @@ var (
 	SIOProtocolErrorKinds = []string{"parse", "binary", "ack", "state", "too_large", "overlapping", "bad_request"}
 	// SIOCloseReasons: the reason label of
 	// rowcast_socketio_session_closes_total.
-	SIOCloseReasons = []string{"ping_timeout", "poll_timeout", "client", "protocol", "slow_consumer", "shutdown", "connect_timeout"}
+	SIOCloseReasons = []string{"ping_timeout", "poll_timeout", "client", "protocol", "slow_consumer", "shutdown", "connect_timeout", "token_expired"}
 )
 
 // LatencyBuckets run from 1 ms to 10 s.
@@ -116,7 +116,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"kind"}),
 		sioCloses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rowcast_socketio_session_closes_total",
-			Help: "Engine.IO sessions closed, by reason (ping_timeout, poll_timeout, client, protocol, slow_consumer, shutdown, connect_timeout).",
+			Help: "Engine.IO sessions closed, by reason (ping_timeout, poll_timeout, client, protocol, slow_consumer, shutdown, connect_timeout, token_expired).",
 		}, []string{"reason"}),
 	}
 	for _, v := range SIOEngines {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // servePoll answers a long-polling GET with the packets waiting for the
@@ -74,6 +75,9 @@ func (e *eioSession) servePost(w http.ResponseWriter, r *http.Request) {
 		e.posting = false
 		e.mu.Unlock()
 	}()
+	// A client that sends its body slowly must not hold the session's
+	// POST slot (and a goroutine) for ever.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(e.cfg.WriteTimeout))
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(max)+1))
 	if err != nil {
 		eioError(w, http.StatusBadRequest, eioErrBadRequest, "reading the request failed")

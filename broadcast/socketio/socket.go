@@ -106,6 +106,10 @@ func (e *eioSession) serveNamespace(payload json.RawMessage) (joined, open bool)
 		e.close(closeShutdown, d.Reason, false, d.Code)
 	case d.Kind == broadcast.DisconnectPolicy:
 		e.close(closeProtocol, d.Reason, false, d.Code)
+	case d.Kind == broadcast.DisconnectTokenExpired:
+		// Closing the Engine.IO session (not only the namespace) makes
+		// socket.io-client reconnect, with the fresh cookie or auth.
+		e.close(closeTokenExpired, d.Reason, false, d.Code)
 	default:
 		// The client left the namespace (DISCONNECT); the Engine.IO
 		// session stays until the client closes it.

@@ -102,8 +102,8 @@ type Observer interface {
 	// "overlapping" or "bad_request".
 	ProtocolError(kind string)
 	// Closed counts a closed Engine.IO session by reason: "ping_timeout",
-	// "poll_timeout", "client", "protocol", "slow_consumer", "shutdown" or
-	// "connect_timeout".
+	// "poll_timeout", "client", "protocol", "slow_consumer", "shutdown",
+	// "connect_timeout" or "token_expired".
 	Closed(reason string)
 }
 
@@ -167,6 +167,7 @@ const (
 	closeSlowConsumer   closeKind = "slow_consumer"   // the client fell behind
 	closeShutdown       closeKind = "shutdown"        // the server is shutting down
 	closeConnectTimeout closeKind = "connect_timeout" // no CONNECT within ConnectTimeout
+	closeTokenExpired   closeKind = "token_expired"   // the user's token expired
 )
 
 // errKind is the kind of a protocol error, as Observer.SIOProtocolError

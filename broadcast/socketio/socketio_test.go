@@ -1393,7 +1393,7 @@ func TestLabelSets(t *testing.T) {
 		{"engines", []string{enginePolling, engineWebSocket}, metrics.SIOEngines},
 		{"upgrade outcomes", []string{upgradeOK, upgradeAbandoned, upgradeRefused}, metrics.SIOUpgradeOutcomes},
 		{"close reasons", []string{string(closePingTimeout), string(closePollTimeout), string(closeClient),
-			string(closeProtocol), string(closeSlowConsumer), string(closeShutdown), string(closeConnectTimeout)},
+			string(closeProtocol), string(closeSlowConsumer), string(closeShutdown), string(closeConnectTimeout), string(closeTokenExpired)},
 			metrics.SIOCloseReasons},
 		{"protocol error kinds", []string{string(errParse), string(errBinary), string(errAck), string(errState),
 			string(errTooLarge), string(errOverlapping), string(errBadRequest)},

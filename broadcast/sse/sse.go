@@ -103,6 +103,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer h.gate.Hub().Unsubscribe(sess)
 
+	// A listed cross-origin dashboard may read the stream, as it may read
+	// /api/snapshot (EventSource with credentials sends no preflight).
+	h.gate.CORS(w, r, "GET")
 	hd := w.Header()
 	hd.Set("Content-Type", "text/event-stream; charset=utf-8")
 	hd.Set("Cache-Control", "no-cache, no-transform")

@@ -49,8 +49,12 @@ func (s *stream) next() string {
 	return ""
 }
 
-func serve(t *testing.T) (*broadcasttest.Env, string) {
-	env := broadcasttest.New(nil)
+func serve(t *testing.T, mod ...func(*broadcast.GateConfig)) (*broadcasttest.Env, string) {
+	env := broadcasttest.New(func(c *broadcast.GateConfig) {
+		for _, m := range mod {
+			m(c)
+		}
+	})
 	ts := httptest.NewServer(New(Config{Gate: env.Gate, Keepalive: time.Hour}))
 	t.Cleanup(func() {
 		env.Hub.Shutdown()
@@ -125,5 +129,22 @@ func TestShutdownEndsStream(t *testing.T) {
 	env.Gate.Wait()
 	if n := env.Gate.Connections(); n != 0 {
 		t.Fatalf("%d connection slots held after shutdown", n)
+	}
+}
+
+// A listed cross-origin dashboard gets the same CORS grant as for
+// /api/snapshot; others get none.
+func TestCORS(t *testing.T) {
+	_, url := serve(t, func(c *broadcast.GateConfig) {
+		c.Origins = []string{"https://desk.example.com"}
+		c.CORSCredentials = true
+	})
+	resp, s := open(t, url, http.Header{"Origin": {"https://desk.example.com"}})
+	s.next()
+	if resp.Header.Get("Access-Control-Allow-Origin") != "https://desk.example.com" || resp.Header.Get("Access-Control-Allow-Credentials") != "true" {
+		t.Errorf("listed origin: %v", resp.Header)
+	}
+	if resp, _ := open(t, url, http.Header{"Origin": {"https://evil.example.com"}}); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("unlisted origin: %d", resp.StatusCode)
 	}
 }

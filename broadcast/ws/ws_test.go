@@ -166,3 +166,35 @@ func TestBadFilterAndShutdown(t *testing.T) {
 		t.Fatalf("%d connection slots held after shutdown", n)
 	}
 }
+
+// A session ends with 4001 when its token expires, unless the operator
+// keeps sessions past expiry.
+func TestTokenExpiry(t *testing.T) {
+	auth := broadcast.NewAuth(broadcasttest.Secret, "token")
+	// exp has one-second resolution: a token that expires in 2s.
+	token, _ := auth.Sign(map[string]any{"sub": "u1", "exp": time.Now().Add(2 * time.Second).Unix()})
+	bearer := http.Header{"Authorization": {"Bearer " + token}}
+	_, url := serve(t, func(c *broadcast.GateConfig) { c.Auth = auth })
+	c := dial(t, url, bearer)
+	c.SetReadDeadline(time.Now().Add(time.Minute))
+	for {
+		_, _, err := c.ReadMessage()
+		if err == nil {
+			continue
+		}
+		if !websocket.IsCloseError(err, broadcast.CloseTokenExpired) {
+			t.Fatalf("closed with %v, want 4001", err)
+		}
+		break
+	}
+	env, keep := serve(t, func(c *broadcast.GateConfig) { c.Auth = auth; c.KeepAfterTokenExpiry = true })
+	exp := time.Now().Add(2 * time.Second)
+	token2, _ := auth.Sign(map[string]any{"sub": "u1", "exp": exp.Unix()})
+	k := dial(t, keep, http.Header{"Authorization": {"Bearer " + token2}})
+	waitClients(t, env, 1)
+	time.Sleep(time.Until(exp.Add(time.Second))) // until the token has expired
+	env.Apply(rowcast.OpInsert, 1, "open")
+	if f := next(t, k); f.Event != "ticket:created" {
+		t.Fatalf("kept session: %+v", f)
+	}
+}

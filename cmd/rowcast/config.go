@@ -24,7 +24,9 @@ type Config struct {
 	StatsInterval, PingInterval, PollInterval, WindowAge            time.Duration
 	SSEKeepalive                                                    time.Duration
 	SIOPingInterval, SIOPingTimeout                                 time.Duration
-	SIOMaxPayload                                                   int
+	SIOMaxPayload, SIOMaxPending                                    int
+	SIOConnectTimeout                                               time.Duration
+	CloseOnTokenExpiry                                              bool
 	WindowSize, MaxConnections, QueueSize                           int
 	JWTSecret, JWTCookie                                            string
 	AuthOff                                                         bool
@@ -109,6 +111,12 @@ func configSettings(c *Config) []setting {
 			"Socket.IO: how long a pong may take before the client is disconnected"),
 		integer(&c.SIOMaxPayload, "sio-max-payload", "ROWCAST_SIO_MAX_PAYLOAD", "1000000", 1, math.MaxInt,
 			"Socket.IO: most bytes a client may send in one request or message"),
+		duration(&c.SIOConnectTimeout, "sio-connect-timeout", "ROWCAST_SIO_CONNECT_TIMEOUT", "10s",
+			"Socket.IO: how long a session may stay without joining the namespace (after its handshake, or after leaving)"),
+		integer(&c.SIOMaxPending, "sio-max-pending", "ROWCAST_SIO_MAX_PENDING", "1000", 1, math.MaxInt,
+			"Socket.IO: most sessions waiting for an authenticated CONNECT; they hold no connection slot, and more handshakes get 503"),
+		boolean(&c.CloseOnTokenExpiry, "close-on-token-expiry", "ROWCAST_CLOSE_ON_TOKEN_EXPIRY", "true",
+			"end a stream when its token's exp passes (close code 4001; clients reconnect with a fresh token); false keeps it open"),
 	}
 }
 
@@ -148,6 +156,22 @@ func requireAuth(c Config) error {
 		auth := settingFor(func(c *Config) any { return &c.AuthOff })
 		return fmt.Errorf("%s is not set: set it to the HS256 key your tokens are signed with, or set --%s off / %s=off to accept clients without a token (development only)",
 			settingName(func(c *Config) any { return &c.JWTSecret }), auth.flag, auth.env)
+	}
+	return nil
+}
+
+// safeCORS refuses to let every origin send credentials: with "*" in
+// CORS_ORIGINS and CORS_CREDENTIALS=true, any web site a user visits could
+// read /api/snapshot and the streams with the user's cookie.
+func safeCORS(c Config) error {
+	if !c.CORSCredentials {
+		return nil
+	}
+	for _, o := range c.Origins {
+		if o == "*" {
+			return fmt.Errorf("%s has * and %s is true: any site could read the data with your users' cookies; list the dashboards' origins instead, or turn credentials off",
+				settingName(func(c *Config) any { return &c.Origins }), settingName(func(c *Config) any { return &c.CORSCredentials }))
+		}
 	}
 	return nil
 }

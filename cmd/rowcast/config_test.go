@@ -67,6 +67,7 @@ func TestDefaults(t *testing.T) {
 		StatsInterval:    250 * time.Millisecond, PingInterval: 25 * time.Second,
 		PollInterval: 30 * time.Second, WindowAge: 5 * time.Minute, SSEKeepalive: 15 * time.Second,
 		SIOPingInterval: 25 * time.Second, SIOPingTimeout: 20 * time.Second, SIOMaxPayload: 1000000,
+		SIOConnectTimeout: 10 * time.Second, SIOMaxPending: 1000, CloseOnTokenExpiry: true,
 		WindowSize: 10000, MaxConnections: 10000, QueueSize: 1024,
 		JWTSecret: "k", JWTCookie: "token", AuthOff: false, Origins: nil,
 		CORSCredentials: false, LiveUpdates: true,
@@ -307,7 +308,10 @@ func nonDefault() map[string]string {
 		"jwt-secret": "other", "jwt-cookie": "jwt", "auth": "off", "cors-origins": "https://a.example",
 		"cors-credentials": "true", "live-updates": "false", "log-level": "error", "log-format": "json",
 		"debug-listen": "127.0.0.1:6060", "sio-ping-interval": "1s", "sio-ping-timeout": "1s",
-		"sio-max-payload": "5",
+		"sio-max-payload":       "5",
+		"sio-connect-timeout":   "1s",
+		"sio-max-pending":       "5",
+		"close-on-token-expiry": "false",
 	}
 }
 
@@ -482,5 +486,21 @@ func TestREADMEListsEverySetting(t *testing.T) {
 	}
 	for env := range rows {
 		t.Errorf("README lists %s, which is not a setting", env)
+	}
+}
+
+func TestWildcardOriginWithCredentialsRefused(t *testing.T) {
+	_, err := newSettings("serve", io.Discard, envOf(map[string]string{
+		"DATABASE_URL": "postgres://localhost/db", "JWT_SECRET": "k",
+		"CORS_ORIGINS": "https://desk.example.com,*", "CORS_CREDENTIALS": "true",
+	})).parse(nil, requireDatabase, requireAuth, safeCORS)
+	if err == nil || !strings.Contains(err.Error(), "CORS_ORIGINS") || !strings.Contains(err.Error(), "CORS_CREDENTIALS") {
+		t.Fatalf("* with credentials: %v", err)
+	}
+	_, err = newSettings("serve", io.Discard, envOf(map[string]string{
+		"DATABASE_URL": "postgres://localhost/db", "JWT_SECRET": "k", "CORS_ORIGINS": "*",
+	})).parse(nil, requireDatabase, requireAuth, safeCORS)
+	if err != nil {
+		t.Fatalf("* without credentials: %v", err)
 	}
 }

@@ -34,9 +34,9 @@ const (
 // cluster (its processes and temporary directory).
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	s, opts := demoSettings(stderr, os.LookupEnv)
-	// No requirements: the demo starts its own PostgreSQL without
-	// DATABASE_URL and makes its own JWT secret.
-	cfg, err := s.parse(args)
+	// Neither a database nor a JWT secret is required: the demo starts its
+	// own PostgreSQL and makes its own secret.
+	cfg, err := s.parse(args, safeCORS)
 	if err != nil {
 		return err
 	}

@@ -28,7 +28,7 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, stderr io.Writer) error {
-	cfg, err := newSettings("serve", stderr, os.LookupEnv).parse(args, requireDatabase, requireAuth)
+	cfg, err := newSettings("serve", stderr, os.LookupEnv).parse(args, requireDatabase, requireAuth, safeCORS)
 	if err != nil {
 		return err
 	}
@@ -124,24 +124,26 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 		auth = broadcast.NewAuth(cfg.JWTSecret, cfg.JWTCookie)
 	}
 	gate := broadcast.NewGate(broadcast.GateConfig{
-		Hub:             hub,
-		Auth:            auth,
-		Visibility:      res.visibility,
-		FilterColumns:   res.filterColumns,
-		Origins:         cfg.Origins,
-		CORSCredentials: cfg.CORSCredentials,
-		LiveUpdates:     cfg.LiveUpdates,
-		MaxConnections:  cfg.MaxConnections,
-		QueueSize:       cfg.QueueSize,
-		Observer:        m,
-		Logger:          log,
+		Hub:                  hub,
+		Auth:                 auth,
+		Visibility:           res.visibility,
+		FilterColumns:        res.filterColumns,
+		Origins:              cfg.Origins,
+		CORSCredentials:      cfg.CORSCredentials,
+		LiveUpdates:          cfg.LiveUpdates,
+		MaxConnections:       cfg.MaxConnections,
+		QueueSize:            cfg.QueueSize,
+		KeepAfterTokenExpiry: !cfg.CloseOnTokenExpiry,
+		Observer:             m,
+		Logger:               log,
 	})
 	srv := server.New(server.Config{
 		Gate: gate,
 		WS:   ws.New(ws.Config{Gate: gate, PingInterval: cfg.PingInterval}),
 		SSE:  sse.New(sse.Config{Gate: gate, Keepalive: cfg.SSEKeepalive}),
 		SocketIO: socketio.New(socketio.Config{Gate: gate, Observer: m.SocketIO(),
-			PingInterval: cfg.SIOPingInterval, PingTimeout: cfg.SIOPingTimeout, MaxPayload: cfg.SIOMaxPayload}),
+			PingInterval: cfg.SIOPingInterval, PingTimeout: cfg.SIOPingTimeout, MaxPayload: cfg.SIOMaxPayload,
+			ConnectTimeout: cfg.SIOConnectTimeout, MaxPending: cfg.SIOMaxPending}),
 		PollInterval: cfg.PollInterval,
 		Ready:        func() bool { return source.Status().Connected },
 		Recent:       cdc.RecentRows(pool, table, cfg.SnapshotOrder),
@@ -156,7 +158,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (set ROWCAST_LISTEN to a free address)", cfg.Listen, err)
 	}
-	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	// Streams live long, so there is no overall read or write timeout:
+	// each transport sets its own write deadlines, and the only request
+	// bodies (Socket.IO polling) are bounded in size and time where they
+	// are read. Headers and idle keep-alive connections are bounded here.
+	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	if cfg.DebugListen != "" {
 		stopDebug, err := serveDebug(cfg.DebugListen, log)
 		if err != nil {
