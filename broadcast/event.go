@@ -112,8 +112,44 @@ func NamesFor(prefix, profile string) Names {
 // Reserved reports whether an application event name would collide with
 // the events rowcast itself sends.
 func (n Names) Reserved(name string) bool {
-	return strings.HasPrefix(name, n.Prefix+":") || name == n.Prefix+"_update" ||
-		name == "stats:updated" || name == "resync"
+	return strings.HasPrefix(name, n.Prefix+":") || name == n.Prefix+"_update" || reservedNames[name]
+}
+
+// reservedNames are rowcast's own events besides the row events, and the
+// names socket.io-client keeps for itself (an application event by one of
+// these names could not be delivered the same way on every transport).
+var reservedNames = map[string]bool{
+	statsEvent: true, "resync": true, "subscribed": true, "error": true,
+	"connect": true, "connect_error": true, "disconnect": true, "disconnecting": true,
+	"newListener": true, "removeListener": true,
+}
+
+// MaxMessagePayload bounds an application event's payload.
+const MaxMessagePayload = 64 << 10
+
+// Message reasons an application event is dropped for, as counted by
+// Observer.EventDropped.
+const (
+	DropBadName      = "bad_name"
+	DropReservedName = "reserved_name"
+	DropBadPayload   = "bad_payload"
+)
+
+// DropReasons lists every reason, for metrics that start at 0.
+var DropReasons = []string{DropBadName, DropReservedName, DropBadPayload}
+
+// checkMessage returns why an application event must be dropped, or "".
+// Capture checks names too; this is the last line, whatever the source.
+func (n Names) checkMessage(c *rowcast.Change) string {
+	switch {
+	case rowcast.CheckEventName(c.Event) != nil:
+		return DropBadName
+	case n.Reserved(c.Event):
+		return DropReservedName
+	case len(c.Payload) > MaxMessagePayload || (len(c.Payload) > 0 && !json.Valid(c.Payload)):
+		return DropBadPayload
+	}
+	return ""
 }
 
 // PrefixForTable derives the default event prefix: "tickets" → "ticket".

@@ -108,6 +108,13 @@ func (h *Hub) Apply(ctx context.Context, changes []rowcast.Change) error {
 			h.wakeStats()
 			continue
 		}
+		if c.Op == rowcast.OpMessage {
+			if why := h.cfg.Names.checkMessage(c); why != "" {
+				h.obs.EventDropped(why)
+				h.log.Debug("application event dropped", "event", c.Event, "reason", why)
+				continue
+			}
+		}
 		ev, ok := h.cfg.Names.Translate(c)
 		if !ok {
 			continue

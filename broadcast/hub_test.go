@@ -391,3 +391,22 @@ func TestFilterLimits(t *testing.T) {
 		t.Errorf("matching through sets is wrong")
 	}
 }
+
+// Application events with a bad or reserved name, or a bad payload, are
+// dropped whatever their source; good ones go out.
+func TestMessagesChecked(t *testing.T) {
+	h := newTestHub(loaded, 100)
+	s := NewSession("ws", Identity{}, Scope{All: true}, nil, 100, nil)
+	h.Subscribe(s, "")
+	msg := func(name, payload string) rowcast.Change {
+		return rowcast.Change{Op: rowcast.OpMessage, Event: name, Payload: json.RawMessage(payload), CaptureTime: time.Now()}
+	}
+	h.Apply(context.Background(), []rowcast.Change{
+		msg("x\nid: 1", `{}`), msg("ticket:deleted", `{"ticketId":1}`), msg("resync", `{}`), msg("connect", `{}`),
+		msg("notification", `{not json`), msg(strings.Repeat("n", 65), `{}`),
+		msg("notification", `{"message":"ok"}`),
+	})
+	if got := names(drain(s)); got != "notification" {
+		t.Errorf("delivered %s, want only the good notification", got)
+	}
+}

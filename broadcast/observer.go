@@ -20,6 +20,9 @@ type Observer interface {
 	StatsRecomputed()
 	Resume(outcome string)
 	WindowSize(n int)
+	// EventDropped counts an application event the hub refused, by reason
+	// (DropReasons): a bad or reserved name, or a bad payload.
+	EventDropped(reason string)
 }
 
 type nopObserver struct{}
@@ -34,3 +37,4 @@ func (nopObserver) ChangeApplied(string, string)     {}
 func (nopObserver) StatsRecomputed()                 {}
 func (nopObserver) Resume(string)                    {}
 func (nopObserver) WindowSize(int)                   {}
+func (nopObserver) EventDropped(string)              {}

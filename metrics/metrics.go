@@ -11,6 +11,7 @@ package metrics
 
 import (
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,7 +41,23 @@ type Metrics struct {
 	sioUpgrades    *prometheus.CounterVec
 	sioProtoErrors *prometheus.CounterVec
 	sioCloses      *prometheus.CounterVec
+	eventsDropped  *prometheus.CounterVec
+
+	// eventNames holds the event label values in use: rowcast's own (from
+	// Init) and the first MaxEventNames application events. Any later name
+	// is counted as OtherEvent, so that rowcast.broadcast() with ever new
+	// names cannot grow the series without bound.
+	eventNames sync.Map
+	eventMu    sync.Mutex
+	eventCount int
 }
+
+// MaxEventNames is how many application event names get a label value of
+// their own in rowcast_events_sent_total.
+const MaxEventNames = 100
+
+// OtherEvent is the event label of application events past MaxEventNames.
+const OtherEvent = "other"
 
 // The label values of the Socket.IO series (as package broadcast reports
 // them). Every series of these sets exists from the start, at 0.
@@ -114,6 +131,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "rowcast_socketio_protocol_errors_total",
 			Help: "Socket.IO clients breaking the Engine.IO or Socket.IO protocol, by kind (parse, binary, ack, state, too_large, overlapping, bad_request).",
 		}, []string{"kind"}),
+		eventsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rowcast_events_dropped_total",
+			Help: "Application events (rowcast.broadcast()) refused by the hub, by reason (bad_name, reserved_name, bad_payload).",
+		}, []string{"reason"}),
 		sioCloses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rowcast_socketio_session_closes_total",
 			Help: "Engine.IO sessions closed, by reason (ping_timeout, poll_timeout, client, protocol, slow_consumer, shutdown, connect_timeout, token_expired).",
@@ -133,7 +154,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.changes, m.eventsSent, m.clients, m.refused, m.slowConsumers, m.latency,
 		m.statsRecompute, m.resumes, m.windowSize,
-		m.sioSessions, m.sioUpgrades, m.sioProtoErrors, m.sioCloses,
+		m.sioSessions, m.sioUpgrades, m.sioProtoErrors, m.sioCloses, m.eventsDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.latencyBy = map[string]prometheus.Observer{}
 	for _, t := range Transports {
@@ -153,9 +174,30 @@ func (m *Metrics) ConnectionRefused(t, reason string) {
 	m.refused.WithLabelValues(t, reason).Inc()
 }
 func (m *Metrics) EventQueued(event, t string, n int) {
-	m.eventsSent.WithLabelValues(event, t).Add(float64(n))
+	m.eventsSent.WithLabelValues(m.eventLabel(event), t).Add(float64(n))
 }
-func (m *Metrics) SlowConsumer(t string) { m.slowConsumers.WithLabelValues(t).Inc() }
+
+// eventLabel is the label value for an event name: the name while the
+// set of names is small, else OtherEvent.
+func (m *Metrics) eventLabel(name string) string {
+	if _, ok := m.eventNames.Load(name); ok {
+		return name
+	}
+	m.eventMu.Lock()
+	defer m.eventMu.Unlock()
+	if _, ok := m.eventNames.Load(name); ok {
+		return name
+	}
+	if m.eventCount >= MaxEventNames {
+		return OtherEvent
+	}
+	m.eventCount++
+	m.eventNames.Store(name, struct{}{})
+	return name
+}
+
+func (m *Metrics) EventDropped(reason string) { m.eventsDropped.WithLabelValues(reason).Inc() }
+func (m *Metrics) SlowConsumer(t string)      { m.slowConsumers.WithLabelValues(t).Inc() }
 func (m *Metrics) Delivered(t string, d time.Duration) {
 	if o, ok := m.latencyBy[t]; ok {
 		o.Observe(d.Seconds())
@@ -188,15 +230,22 @@ var Transports = []string{"ws", "sse", "socketio"}
 
 // Init creates the series whose label values are known in advance at 0,
 // so that dashboards and alert rules read 0, not "no data", on a fresh
-// process: clients and slow-consumer disconnects per transport, and
-// events sent for each of rowcast's own event names on each transport.
-func (m *Metrics) Init(events []string) {
+// process: clients and slow-consumer disconnects per transport, events
+// sent for each of rowcast's own event names on each transport, and
+// dropped application events by reason.
+func (m *Metrics) Init(events, dropReasons []string) {
+	for _, e := range events {
+		m.eventNames.Store(e, struct{}{}) // rowcast's own: not counted against MaxEventNames
+	}
 	for _, t := range Transports {
 		m.clients.WithLabelValues(t)
 		m.slowConsumers.WithLabelValues(t)
 		for _, e := range events {
 			m.eventsSent.WithLabelValues(e, t)
 		}
+	}
+	for _, r := range dropReasons {
+		m.eventsDropped.WithLabelValues(r)
 	}
 }
 

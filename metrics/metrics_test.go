@@ -600,7 +600,7 @@ func exposition(t *testing.T, reg *prometheus.Registry) []byte {
 func TestKnownSeriesStartAtZero(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
-	m.Init([]string{"ticket:created", "ticket:updated", "ticket:deleted", "stats:updated", "resync"})
+	m.Init([]string{"ticket:created", "ticket:updated", "ticket:deleted", "stats:updated", "resync"}, []string{"bad_name"})
 	out := string(exposition(t, reg))
 	for _, tr := range metrics.Transports {
 		for _, want := range []string{
@@ -614,5 +614,30 @@ func TestKnownSeriesStartAtZero(t *testing.T) {
 				t.Errorf("missing %s", want)
 			}
 		}
+	}
+	if !strings.Contains(out, `rowcast_events_dropped_total{reason="bad_name"} 0`+"\n") {
+		t.Errorf("missing rowcast_events_dropped_total")
+	}
+}
+
+// Application event names get label values of their own up to a bound;
+// the rest share one.
+func TestEventLabelsBounded(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	m.Init([]string{"ticket:created"}, nil)
+	for i := 0; i < 3*metrics.MaxEventNames; i++ {
+		m.EventQueued(fmt.Sprintf("app%d", i), "ws", 1)
+	}
+	m.EventQueued("ticket:created", "ws", 1)
+	out := string(exposition(t, reg))
+	if n := strings.Count(out, "rowcast_events_sent_total{"); n != metrics.MaxEventNames+1+len(metrics.Transports) {
+		t.Errorf("%d series, want %d", n, metrics.MaxEventNames+1+len(metrics.Transports))
+	}
+	if !strings.Contains(out, `rowcast_events_sent_total{event="other",transport="ws"} 200`) {
+		t.Errorf("names past the bound are not counted as other")
+	}
+	if !strings.Contains(out, `rowcast_events_sent_total{event="ticket:created",transport="ws"} 1`) {
+		t.Errorf("rowcast's own name lost its series")
 	}
 }

@@ -68,6 +68,7 @@ func (o *testObserver) ChangeApplied(string, string) {}
 func (o *testObserver) StatsRecomputed()             {}
 func (o *testObserver) Resume(string)                {}
 func (o *testObserver) WindowSize(int)               {}
+func (o *testObserver) EventDropped(string)          {}
 func (o *testObserver) Session(engine string, delta int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()

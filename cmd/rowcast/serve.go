@@ -80,7 +80,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	names := broadcast.NamesFor(res.prefix, cfg.Events)
-	m.Init(names.Own())
+	m.Init(names.Own(), broadcast.DropReasons)
 	counts := cdc.CountsLoader(pool, table, cfg.StatsColumns)
 	hub := broadcast.NewHub(broadcast.HubConfig{
 		Names:         names,
