@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"rowcast/integration/pgcluster"
+	"rowcast/integration/pgcluster/pgtest"
 )
 
 // demo is a running "rowcast demo" process.
@@ -43,7 +44,7 @@ func startDemo(t testing.TB, env []string, args ...string) *demo {
 	d := &demo{t: t, out: &syncBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(rowcastBin, append([]string{"demo"}, args...)...)
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "DATABASE_URL=") || strings.HasPrefix(kv, pgcluster.EnvTestDatabaseURL+"=") {
+		if strings.HasPrefix(kv, "DATABASE_URL=") || strings.HasPrefix(kv, pgtest.EnvTestDatabaseURL+"=") {
 			continue
 		}
 		d.cmd.Env = append(d.cmd.Env, kv)
@@ -201,7 +202,7 @@ func processesMentioning(s string) []int {
 // on SIGINT exits 0 leaving no directory or process behind.
 func TestDemo(t *testing.T) {
 	if _, err := pgcluster.FindBinDir(); err != nil {
-		if os.Getenv(pgcluster.EnvTestDatabaseURL) != "" {
+		if os.Getenv(pgtest.EnvTestDatabaseURL) != "" {
 			t.Skipf("rowcast demo starts its own PostgreSQL and needs the server binaries: %v", err)
 		}
 		t.Fatal(err)

@@ -25,7 +25,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5"
 
-	"rowcast/integration/pgcluster"
+	"rowcast/integration/pgcluster/pgtest"
 	rsql "rowcast/sql"
 )
 
@@ -51,13 +51,13 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	defer os.RemoveAll(dir)
-	pgcluster.Main(m)
+	pgtest.Main(m)
 }
 
 // newDatabase returns a fresh database with the tickets table.
 func newDatabase(t *testing.T) string {
 	t.Helper()
-	url := pgcluster.ForTest(t)
+	url := pgtest.ForTest(t)
 	exec1(t, url, rsql.Tickets)
 	return url
 }
