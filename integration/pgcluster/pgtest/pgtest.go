@@ -69,7 +69,11 @@ func closeShared() {
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
 //
 // On SIGINT or SIGTERM it closes every open cluster and exits.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main without the exit: it returns the tests' exit code, for a
+// TestMain that has more to clean up afterwards.
+func Run(m *testing.M) int {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
@@ -83,9 +87,10 @@ func Main(m *testing.M) {
 	}()
 	code := m.Run()
 	signal.Stop(sigs)
+	close(sigs) // ends the goroutine above
 	closeShared()
 	pgcluster.CloseAll()
-	os.Exit(code)
+	return code
 }
 
 // ForTest returns a connection URL to a fresh, empty database for the
