@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -81,7 +80,7 @@ func (b *bench) captureLogical(ctx context.Context) error {
 		return err
 	}
 	defer rc.stop()
-	cs, err := dialClients(ctx, wsURL(rc.addr), b.authHeader(), 1)
+	cs, err := dialClients(ctx, wsURL(rc.Addr), b.authHeader(), 1)
 	if err != nil {
 		return err
 	}
@@ -93,12 +92,12 @@ func (b *bench) captureLogical(ctx context.Context) error {
 	for i, sh := range b.shapes() {
 		base := int64(10_000_000 * (i + 1))
 		rows0 := cs.rows()
-		if err := rc.signal(syscall.SIGSTOP); err != nil {
+		if err := rc.Pause(); err != nil {
 			return err
 		}
 		w0 := time.Now()
 		if err := sh.write(ctx, n, base); err != nil {
-			rc.signal(syscall.SIGCONT)
+			rc.Resume()
 			return err
 		}
 		writeSecs := time.Since(w0).Seconds()
@@ -106,18 +105,18 @@ func (b *bench) captureLogical(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		cpu0 := procCPU(rc.pid())
+		cpu0 := procCPU(rc.PID())
 		t0 := time.Now()
-		if err := rc.signal(syscall.SIGCONT); err != nil {
+		if err := rc.Resume(); err != nil {
 			return err
 		}
 		got := cs.waitRows(ctx, rows0+int64(n), 5*time.Minute, 30*time.Second) - rows0
 		if got < int64(n) {
 			_, slow := cs.closedCount()
-			return fmt.Errorf("%s: the client received %d of %d events (slow-consumer closes: %d)\n%s", sh.key, got, n, slow, rc.log.String())
+			return fmt.Errorf("%s: the client received %d of %d events (slow-consumer closes: %d)\n%s", sh.key, got, n, slow, rc.Log.String())
 		}
 		rowcastSecs := cs.lastRow().Sub(t0).Seconds()
-		cpu := procCPU(rc.pid()) - cpu0
+		cpu := procCPU(rc.PID()) - cpu0
 
 		recvSecs, err := b.recvLogical(ctx, end)
 		if err != nil {
@@ -145,29 +144,23 @@ func (b *bench) recvLogical(ctx context.Context, end string) (float64, error) {
 	args := append(b.pgArgs(), "-d", benchDB, "--start", "-S", recvSlot,
 		"-o", "proto_version=1", "-o", "publication_names=rowcast",
 		"-f", "/dev/null", "-E", end, "--no-loop")
-	cmd := b.pinned(1, b.pgTool("pg_recvlogical"), args...)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
 	t0 := time.Now()
-	if err := cmd.Start(); err != nil {
+	p, err := b.procs.Start(b.pinned(1, b.pgTool("pg_recvlogical"), args...), nil)
+	if err != nil {
 		return 0, err
 	}
-	b.track(cmd)
-	defer b.untrack(cmd)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	bound := time.NewTimer(5 * time.Minute)
+	defer bound.Stop()
 	select {
-	case err := <-done:
-		if err != nil {
-			return 0, fmt.Errorf("pg_recvlogical: %w\n%s", err, out.String())
+	case <-p.Done():
+		if err := p.Err(); err != nil {
+			return 0, fmt.Errorf("pg_recvlogical: %w\n%s", err, p.Log)
 		}
-	case <-time.After(5 * time.Minute):
-		cmd.Process.Kill()
-		<-done
+	case <-bound.C:
+		p.Kill()
 		return 0, fmt.Errorf("pg_recvlogical did not reach %s within 5 minutes", end)
 	case <-ctx.Done():
-		cmd.Process.Kill()
-		<-done
+		p.Kill()
 		return 0, ctx.Err()
 	}
 	secs := time.Since(t0).Seconds()
@@ -194,7 +187,7 @@ func (b *bench) captureNotify(ctx context.Context) error {
 		return err
 	}
 	defer rc.stop()
-	cs, err := dialClients(ctx, wsURL(rc.addr), b.authHeader(), 1)
+	cs, err := dialClients(ctx, wsURL(rc.Addr), b.authHeader(), 1)
 	if err != nil {
 		return err
 	}
@@ -212,12 +205,12 @@ func (b *bench) captureNotify(ctx context.Context) error {
 	for i, sh := range b.shapes() {
 		base := int64(10_000_000 * (i + 3))
 		rows0 := cs.rows()
-		if err := rc.signal(syscall.SIGSTOP); err != nil {
+		if err := rc.Pause(); err != nil {
 			return err
 		}
 		w0 := time.Now()
 		if err := sh.write(ctx, n, base); err != nil {
-			rc.signal(syscall.SIGCONT)
+			rc.Resume()
 			return err
 		}
 		writeSecs := time.Since(w0).Seconds()
@@ -226,23 +219,23 @@ func (b *bench) captureNotify(ctx context.Context) error {
 		recv0 := bare.received.Load()
 		t0 := time.Now()
 		if err := bare.receive(ctx, recv0+int64(n), 30*time.Second); err != nil {
-			rc.signal(syscall.SIGCONT)
+			rc.Resume()
 			return fmt.Errorf("bare listener: %w", err)
 		}
 		bareSecs := time.Since(t0).Seconds()
 
-		cpu0 := procCPU(rc.pid())
+		cpu0 := procCPU(rc.PID())
 		t0 = time.Now()
-		if err := rc.signal(syscall.SIGCONT); err != nil {
+		if err := rc.Resume(); err != nil {
 			return err
 		}
 		got := cs.waitRows(ctx, rows0+int64(n), 5*time.Minute, 30*time.Second) - rows0
 		if got < int64(n) {
 			_, slow := cs.closedCount()
-			return fmt.Errorf("%s: the client received %d of %d events (slow-consumer closes: %d)\n%s", sh.key, got, n, slow, rc.log.String())
+			return fmt.Errorf("%s: the client received %d of %d events (slow-consumer closes: %d)\n%s", sh.key, got, n, slow, rc.Log.String())
 		}
 		rowcastSecs := cs.lastRow().Sub(t0).Seconds()
-		cpu := procCPU(rc.pid()) - cpu0
+		cpu := procCPU(rc.PID()) - cpu0
 		b.res.add("capture", "notify/"+sh.key, map[string]string{"mode": "notify", "backlog": fmt.Sprintf("%d changes, %s", n, sh.label), "limit": "bare pgx LISTEN loop"}, map[string]float64{
 			"n":              float64(n),
 			"write_s":        writeSecs,
@@ -266,7 +259,7 @@ func (b *bench) captureNotify(ctx context.Context) error {
 		return err
 	}
 	rows0 := cs.rows()
-	cpu0 := procCPU(rc.pid())
+	cpu0 := procCPU(rc.PID())
 	pb, err := b.pgbench(ctx, script, 16, secs)
 	if err != nil {
 		return err
@@ -280,7 +273,7 @@ func (b *bench) captureNotify(ctx context.Context) error {
 	if got < pb.processed {
 		lag = math.NaN()
 	}
-	rowcastCPU := procCPU(rc.pid()) - cpu0
+	rowcastCPU := procCPU(rc.PID()) - cpu0
 	rc.stop()
 	cs.close()
 
@@ -349,21 +342,19 @@ type pgbenchResult struct {
 func (b *bench) pgbench(ctx context.Context, script string, clients, secs int) (pgbenchResult, error) {
 	jobs := min(2, clients)
 	args := append(b.pgArgs(), "-n", "-M", "prepared", "-f", script, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(jobs), "-T", strconv.Itoa(secs), benchDB)
-	cmd := exec.CommandContext(ctx, b.pgTool("pgbench"), args...)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
 	t0 := time.Now()
-	if err := cmd.Start(); err != nil {
+	// Killed with ctx, so that an interrupted run does not wait for -T.
+	p, err := b.procs.Start(exec.CommandContext(ctx, b.pgTool("pgbench"), args...), nil)
+	if err != nil {
 		return pgbenchResult{}, err
 	}
-	b.track(cmd)
-	err := cmd.Wait()
-	b.untrack(cmd)
+	err = p.Err()
+	out := p.Log.String()
 	res := pgbenchResult{seconds: time.Since(t0).Seconds()}
 	if err != nil {
-		return res, fmt.Errorf("pgbench: %w\n%s", err, out.String())
+		return res, fmt.Errorf("pgbench: %w\n%s", err, out)
 	}
-	sc := bufio.NewScanner(strings.NewReader(out.String()))
+	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		switch {
@@ -383,7 +374,7 @@ func (b *bench) pgbench(ctx context.Context, script string, clients, secs int) (
 		}
 	}
 	if res.tps == 0 {
-		return res, fmt.Errorf("pgbench: no tps in output:\n%s", out.String())
+		return res, fmt.Errorf("pgbench: no tps in output:\n%s", out)
 	}
 	// The run lasted -T seconds of transactions; rates use that.
 	res.seconds = float64(secs)

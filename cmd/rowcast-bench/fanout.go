@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"rowcast/integration/harness"
 )
 
 // Scenario 3: fan-out. N connected clients; the change rate is ramped
@@ -45,14 +47,14 @@ type rowcastTarget struct {
 	w  *rateWriters
 }
 
-func (t *rowcastTarget) pid() int { return t.rc.pid() }
+func (t *rowcastTarget) pid() int { return t.rc.PID() }
 func (t *rowcastTarget) drive(ctx context.Context, rate float64, d time.Duration) (int64, error) {
 	run := t.w.run(ctx, rate, d)
 	return run.committed(), run.err()
 }
 func (t *rowcastTarget) drops() float64 {
 	m, _ := t.rc.metrics()
-	return sumPrefix(m, "rowcast_slow_consumer_disconnects_total")
+	return harness.Sum(m, "rowcast_slow_consumer_disconnects_total")
 }
 func (t *rowcastTarget) ready(ctx context.Context, cs *clientSet, n int) error {
 	return cs.waitFrames(ctx, 60*time.Second)
@@ -63,7 +65,7 @@ type bareTarget struct {
 	frame []byte
 }
 
-func (t *bareTarget) pid() int { return t.p.pid() }
+func (t *bareTarget) pid() int { return t.p.PID() }
 func (t *bareTarget) drive(ctx context.Context, rate float64, d time.Duration) (int64, error) {
 	return t.p.burst(ctx, t.frame, rate, d)
 }
@@ -115,7 +117,7 @@ func (b *bench) scenarioFanout(ctx context.Context) error {
 			return err
 		}
 		rt := &rowcastTarget{rc: rc, w: w}
-		rbest, rsteps, sample, err := b.ramp(ctx, rt, wsURL(rc.addr), b.authHeader(), n)
+		rbest, rsteps, sample, err := b.ramp(ctx, rt, wsURL(rc.Addr), b.authHeader(), n)
 		w.close()
 		rc.stop()
 		if err != nil {

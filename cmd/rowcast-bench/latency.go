@@ -6,6 +6,8 @@ import (
 	"math"
 	"slices"
 	"time"
+
+	"rowcast/integration/harness"
 )
 
 // Scenario 2: end-to-end latency, commit → WebSocket client receive.
@@ -84,7 +86,7 @@ func (b *bench) scenarioLatency(ctx context.Context) error {
 			// An overloaded point leaves a backlog; rowcast drains it
 			// faster with no clients.
 			b.settle(ctx, nil, 30*time.Second)
-			if cs, err = dialClients(ctx, wsURL(rc.addr), b.authHeader(), pt.clients); err != nil {
+			if cs, err = dialClients(ctx, wsURL(rc.Addr), b.authHeader(), pt.clients); err != nil {
 				return err
 			}
 			if err := cs.waitFrames(ctx, 30*time.Second); err != nil {
@@ -114,7 +116,7 @@ func (b *bench) latencyPoint(ctx context.Context, rc *rowcastProc, cs *clientSet
 	cs.countRange(base, base+n)
 	rows0 := cs.inRange()
 	m0, _ := rc.metrics()
-	cpu0 := procCPU(rc.pid())
+	cpu0 := procCPU(rc.PID())
 	// How far PostgreSQL's walsender for rowcast is behind the WAL it
 	// could send, sampled every 100 ms: tells a lag before rowcast from
 	// one inside it.
@@ -135,16 +137,16 @@ func (b *bench) latencyPoint(ctx context.Context, rc *rowcastProc, cs *clientSet
 	cs.waitInRange(ctx, rows0+expect, latencyDrain, latencyDrain)
 	delivered := cs.inRange() - rows0
 	cs.countRange(0, 0)
-	cpu := procCPU(rc.pid()) - cpu0
+	cpu := procCPU(rc.PID()) - cpu0
 	m1, _ := rc.metrics()
 	cs.stopRecording()
 	_, slow := cs.closedCount()
-	slowMetric := sumPrefix(m1, "rowcast_slow_consumer_disconnects_total") - sumPrefix(m0, "rowcast_slow_consumer_disconnects_total")
+	slowMetric := harness.Sum(m1, "rowcast_slow_consumer_disconnects_total") - harness.Sum(m0, "rowcast_slow_consumer_disconnects_total")
 
 	// rowcast's own view: commit (pgoutput commit time) → write to a
 	// client, from its histogram.
-	srvCount := sumPrefix(m1, "rowcast_commit_to_send_seconds_count") - sumPrefix(m0, "rowcast_commit_to_send_seconds_count")
-	srvSum := sumPrefix(m1, "rowcast_commit_to_send_seconds_sum") - sumPrefix(m0, "rowcast_commit_to_send_seconds_sum")
+	srvCount := harness.Sum(m1, "rowcast_commit_to_send_seconds_count") - harness.Sum(m0, "rowcast_commit_to_send_seconds_count")
+	srvSum := harness.Sum(m1, "rowcast_commit_to_send_seconds_sum") - harness.Sum(m0, "rowcast_commit_to_send_seconds_sum")
 
 	var lat []float64
 	for _, r := range recs {

@@ -29,7 +29,7 @@ func memSnapshot(ctx context.Context, rc *rowcastProc) (memSample, error) {
 		if err != nil {
 			return memSample{}, err
 		}
-		rss = append(rss, procRSS(rc.pid()))
+		rss = append(rss, procRSS(rc.PID()))
 		hi = append(hi, m["go_memstats_heap_inuse_bytes"])
 		ha = append(ha, m["go_memstats_heap_alloc_bytes"])
 		si = append(si, m["go_memstats_stack_inuse_bytes"])
@@ -74,7 +74,7 @@ func (b *bench) scenarioMemory(ctx context.Context) error {
 	}
 	n := b.memoryClients()
 	t0 := time.Now()
-	cs, err := dialClients(ctx, wsURL(rc.addr), b.authHeader(), n)
+	cs, err := dialClients(ctx, wsURL(rc.Addr), b.authHeader(), n)
 	if err != nil {
 		return err
 	}
@@ -138,7 +138,7 @@ func (b *bench) scenarioWire(ctx context.Context) error {
 }
 
 func (b *bench) wireMode(ctx context.Context, rc *rowcastProc, mode string) error {
-	cs, err := dialClients(ctx, wsURL(rc.addr), b.authHeader(), 1)
+	cs, err := dialClients(ctx, wsURL(rc.Addr), b.authHeader(), 1)
 	if err != nil {
 		return err
 	}

@@ -114,24 +114,19 @@ func (b *bench) scenarioWriters(ctx context.Context) error {
 				return err
 			}
 			stop = rc.stop
-			cpu = func() float64 { return procCPU(rc.pid()) }
+			cpu = func() float64 { return procCPU(rc.PID()) }
 		case "recvlogical":
 			if err := b.useCapture(ctx, "logical"); err != nil {
 				return err
 			}
 			args := append(b.pgArgs(), "-d", benchDB, "--start", "-S", "rowcast",
 				"-o", "proto_version=1", "-o", "publication_names=rowcast", "-f", "/dev/null")
-			cmd := b.pinned(1, b.pgTool("pg_recvlogical"), args...)
-			if err := cmd.Start(); err != nil {
+			p, err := b.procs.Start(b.pinned(1, b.pgTool("pg_recvlogical"), args...), nil)
+			if err != nil {
 				return err
 			}
-			b.track(cmd)
-			stop = func() {
-				_ = cmd.Process.Signal(syscall.SIGTERM)
-				_ = cmd.Wait()
-				b.untrack(cmd)
-			}
-			cpu = func() float64 { return procCPU(cmd.Process.Pid) }
+			stop = func() { _, _ = p.Stop(syscall.SIGTERM, 10*time.Second) }
+			cpu = func() float64 { return procCPU(p.PID()) }
 		}
 		err := func() error {
 			defer stop()
