@@ -23,6 +23,64 @@ import (
 // WAL position after the writes); for notify, a bare pgx LISTEN loop that
 // was listening (and not reading) while the backlog was written.
 
+// captureBacklog is one backlog drained by rowcast and by the limit, from
+// the same backlog.
+type captureBacklog struct {
+	N            float64 `json:"n"`              // changes in the backlog
+	WriteS       float64 `json:"write_s"`        // seconds to write it
+	RowcastS     float64 `json:"rowcast_s"`      // seconds from SIGCONT to the client's last event
+	RowcastRate  float64 `json:"rowcast_rate"`   // changes/s delivered by rowcast
+	RowcastCPUS  float64 `json:"rowcast_cpu_s"`  // rowcast CPU seconds while draining
+	LimitS       float64 `json:"limit_s"`        // seconds the limit took
+	LimitRate    float64 `json:"limit_rate"`     // changes/s of the limit
+	Ratio        float64 `json:"ratio"`          // limit seconds / rowcast seconds: rowcast's rate as a share of the limit's
+	RowcastCPUUs float64 `json:"rowcast_cpu_us"` // rowcast CPU µs per change
+}
+
+// logicalDrainTarget judges captureBacklog.Ratio of logical capture:
+// rowcast drains a backlog at least this share as fast as pg_recvlogical.
+var logicalDrainTarget = atLeast(0.9)
+
+// captureSustained is the NOTIFY capture under sustainedWriters pgbench
+// writers, rowcast and the bare listener measured in turn.
+type captureSustained struct {
+	WriterTPS        float64 `json:"writer_tps"`        // pgbench TPS with rowcast listening
+	Committed        float64 `json:"committed"`         // transactions committed then
+	RowcastRate      float64 `json:"rowcast_rate"`      // events/s the client received while the writers ran
+	RowcastDelivered float64 `json:"rowcast_delivered"` // events the client received in the end
+	RowcastLagS      float64 `json:"rowcast_lag_s"`     // seconds after the writers stopped until the last event (NaN: not all arrived)
+	RowcastCPUS      float64 `json:"rowcast_cpu_s"`     // rowcast CPU seconds
+	LimitWriterTPS   float64 `json:"limit_writer_tps"`  // pgbench TPS with the bare listener
+	LimitCommitted   float64 `json:"limit_committed"`   // transactions committed then
+	LimitRate        float64 `json:"limit_rate"`        // notifications/s the bare listener received while the writers ran
+	LimitLagS        float64 `json:"limit_lag_s"`       // as RowcastLagS, for the bare listener
+	Ratio            float64 `json:"ratio"`             // RowcastRate / LimitRate
+	KeepsUp          float64 `json:"keeps_up"`          // 1 when every event arrived within notifyCatchUp after the writers stopped
+	RowcastCPUUs     float64 `json:"rowcast_cpu_us"`    // rowcast CPU µs per event
+	RowcastSharePct  float64 `json:"rowcast_share_pct"` // % of the committed changes delivered while the writers ran
+}
+
+const (
+	// sustainedWriters is the number of pgbench writers in the sustained
+	// NOTIFY run.
+	sustainedWriters = 16
+	// sustainedKey is the sustained run's point among the capture points.
+	sustainedKey = "notify/sustained"
+	// The backlog shapes (backlogShape.key).
+	shapeTxns   = "txns"
+	shapeOneTxn = "onetxn"
+)
+
+// notifyCatchUp is how soon after the writers stop the last event must
+// arrive for captureSustained.KeepsUp.
+var notifyCatchUp = atMost(1) // seconds
+
+// notifyKeepsUpTarget judges captureSustained.KeepsUp, whose median over
+// runs of 0 or 1 is at least 0.5 when most runs kept up.
+var notifyKeepsUpTarget = atLeast(0.5)
+
+func captureKey(mode, shape string) string { return mode + "/" + shape }
+
 func (b *bench) backlogSize() int {
 	if b.opts.quick {
 		return 20000
@@ -55,10 +113,10 @@ type backlogShape struct {
 
 func (b *bench) shapes() []backlogShape {
 	return []backlogShape{
-		{"txns", "single-row transactions", func(ctx context.Context, n int, base int64) error {
+		{shapeTxns, "single-row transactions", func(ctx context.Context, n int, base int64) error {
 			return b.writeBacklogTxns(ctx, n, 4, base)
 		}},
-		{"onetxn", "one transaction", b.writeBacklogOneTxn},
+		{shapeOneTxn, "one transaction", b.writeBacklogOneTxn},
 	}
 }
 
@@ -122,16 +180,16 @@ func (b *bench) captureLogical(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		b.res.add("capture", "logical/"+sh.key, map[string]string{"mode": "logical", "backlog": fmt.Sprintf("%d changes, %s", n, sh.label), "limit": "pg_recvlogical"}, map[string]float64{
-			"n":              float64(n),
-			"write_s":        writeSecs,
-			"rowcast_s":      rowcastSecs,
-			"rowcast_rate":   float64(n) / rowcastSecs,
-			"rowcast_cpu_s":  cpu,
-			"limit_s":        recvSecs,
-			"limit_rate":     float64(n) / recvSecs,
-			"ratio":          recvSecs / rowcastSecs,
-			"rowcast_cpu_us": cpu / float64(n) * 1e6,
+		b.res.capture.add(captureKey("logical", sh.key), map[string]string{"mode": "logical", "backlog": fmt.Sprintf("%d changes, %s", n, sh.label), "limit": "pg_recvlogical"}, captureBacklog{
+			N:            float64(n),
+			WriteS:       writeSecs,
+			RowcastS:     rowcastSecs,
+			RowcastRate:  float64(n) / rowcastSecs,
+			RowcastCPUS:  cpu,
+			LimitS:       recvSecs,
+			LimitRate:    float64(n) / recvSecs,
+			Ratio:        recvSecs / rowcastSecs,
+			RowcastCPUUs: cpu / float64(n) * 1e6,
 		})
 		b.logf("capture logical %s: rowcast %.0f/s, pg_recvlogical %.0f/s", sh.key, float64(n)/rowcastSecs, float64(n)/recvSecs)
 	}
@@ -236,23 +294,23 @@ func (b *bench) captureNotify(ctx context.Context) error {
 		}
 		rowcastSecs := cs.lastRow().Sub(t0).Seconds()
 		cpu := procCPU(rc.PID()) - cpu0
-		b.res.add("capture", "notify/"+sh.key, map[string]string{"mode": "notify", "backlog": fmt.Sprintf("%d changes, %s", n, sh.label), "limit": "bare pgx LISTEN loop"}, map[string]float64{
-			"n":              float64(n),
-			"write_s":        writeSecs,
-			"rowcast_s":      rowcastSecs,
-			"rowcast_rate":   float64(n) / rowcastSecs,
-			"rowcast_cpu_s":  cpu,
-			"limit_s":        bareSecs,
-			"limit_rate":     float64(n) / bareSecs,
-			"ratio":          bareSecs / rowcastSecs,
-			"rowcast_cpu_us": cpu / float64(n) * 1e6,
+		b.res.capture.add(captureKey("notify", sh.key), map[string]string{"mode": "notify", "backlog": fmt.Sprintf("%d changes, %s", n, sh.label), "limit": "bare pgx LISTEN loop"}, captureBacklog{
+			N:            float64(n),
+			WriteS:       writeSecs,
+			RowcastS:     rowcastSecs,
+			RowcastRate:  float64(n) / rowcastSecs,
+			RowcastCPUS:  cpu,
+			LimitS:       bareSecs,
+			LimitRate:    float64(n) / bareSecs,
+			Ratio:        bareSecs / rowcastSecs,
+			RowcastCPUUs: cpu / float64(n) * 1e6,
 		})
 		b.logf("capture notify %s: rowcast %.0f/s, bare listener %.0f/s", sh.key, float64(n)/rowcastSecs, float64(n)/bareSecs)
 	}
 
-	// Sustained: 16 pgbench writers inserting as fast as they can with the
-	// trigger installed; rowcast (with one client) against the bare
-	// listener, each alone.
+	// Sustained: sustainedWriters pgbench writers inserting as fast as they
+	// can with the trigger installed; rowcast (with one client) against the
+	// bare listener, each alone.
 	secs := b.sustainedSecs()
 	script, err := b.pgbenchScript("insert")
 	if err != nil {
@@ -260,7 +318,7 @@ func (b *bench) captureNotify(ctx context.Context) error {
 	}
 	rows0 := cs.rows()
 	cpu0 := procCPU(rc.PID())
-	pb, err := b.pgbench(ctx, script, 16, secs)
+	pb, err := b.pgbench(ctx, script, sustainedWriters, secs)
 	if err != nil {
 		return err
 	}
@@ -285,7 +343,7 @@ func (b *bench) captureNotify(ctx context.Context) error {
 	bctx, cancel := context.WithCancel(ctx)
 	bdone := make(chan error, 1)
 	go func() { bdone <- bare.receive(bctx, 1<<62, time.Hour) }()
-	pb2, err := b.pgbench(ctx, script, 16, secs)
+	pb2, err := b.pgbench(ctx, script, sustainedWriters, secs)
 	if err != nil {
 		cancel()
 		<-bdone
@@ -303,31 +361,24 @@ func (b *bench) captureNotify(ctx context.Context) error {
 	cancel()
 	<-bdone
 
-	b.res.add("capture", "notify/sustained", map[string]string{"mode": "notify", "backlog": "sustained, pgbench -c 16 single-row INSERTs", "limit": "bare pgx LISTEN loop"}, map[string]float64{
-		"writer_tps":        pb.tps,
-		"committed":         float64(pb.processed),
-		"rowcast_rate":      float64(atEnd) / pb.seconds,
-		"rowcast_delivered": float64(got),
-		"rowcast_lag_s":     lag,
-		"rowcast_cpu_s":     rowcastCPU,
-		"limit_writer_tps":  pb2.tps,
-		"limit_committed":   float64(pb2.processed),
-		"limit_rate":        float64(bareAtEnd) / pb2.seconds,
-		"limit_lag_s":       bareLag,
-		"ratio":             (float64(atEnd) / pb.seconds) / (float64(bareAtEnd) / pb2.seconds),
-		"keeps_up":          boolf(lag <= 1 && got >= pb.processed),
-		"rowcast_cpu_us":    rowcastCPU / float64(max(got, 1)) * 1e6,
-		"rowcast_share_pct": 100 * float64(atEnd) / float64(max(pb.processed, 1)),
+	b.res.sustained.add(sustainedKey, map[string]string{"mode": "notify", "backlog": fmt.Sprintf("sustained, pgbench -c %d single-row INSERTs", sustainedWriters), "limit": "bare pgx LISTEN loop"}, captureSustained{
+		WriterTPS:        pb.tps,
+		Committed:        float64(pb.processed),
+		RowcastRate:      float64(atEnd) / pb.seconds,
+		RowcastDelivered: float64(got),
+		RowcastLagS:      lag,
+		RowcastCPUS:      rowcastCPU,
+		LimitWriterTPS:   pb2.tps,
+		LimitCommitted:   float64(pb2.processed),
+		LimitRate:        float64(bareAtEnd) / pb2.seconds,
+		LimitLagS:        bareLag,
+		Ratio:            (float64(atEnd) / pb.seconds) / (float64(bareAtEnd) / pb2.seconds),
+		KeepsUp:          boolf(notifyCatchUp.met(lag) && got >= pb.processed),
+		RowcastCPUUs:     rowcastCPU / float64(max(got, 1)) * 1e6,
+		RowcastSharePct:  100 * float64(atEnd) / float64(max(pb.processed, 1)),
 	})
 	b.logf("capture notify sustained: writers %.0f tps, rowcast delivered %.0f/s (lag %.2fs), bare listener %.0f/s", pb.tps, float64(atEnd)/pb.seconds, lag, float64(bareAtEnd)/pb2.seconds)
 	return nil
-}
-
-func boolf(v bool) float64 {
-	if v {
-		return 1
-	}
-	return 0
 }
 
 // pgbenchResult is what pgbench reports.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -40,19 +41,6 @@ type resultsFile struct {
 	Errors map[string]string `json:"errors"`
 }
 
-// nan turns writeJSON's nulls back into NaN.
-func nan(m map[string]*float64) map[string]float64 {
-	out := map[string]float64{}
-	for k, v := range m {
-		if v == nil {
-			out[k] = math.NaN()
-		} else {
-			out[k] = *v
-		}
-	}
-	return out
-}
-
 // loadResults reads a results file back, each run as it was measured.
 func loadResults(t *testing.T, path string) *results {
 	t.Helper()
@@ -65,14 +53,64 @@ func loadResults(t *testing.T, path string) *results {
 		t.Fatalf("%s: %v", path, err)
 	}
 	b := &bench{opts: options{quick: f.Options.Quick, runs: f.Options.Runs, scenarios: f.Options.Scenarios, pin: f.Options.Pinned}}
-	r := &results{b: b, machine: f.Machine, points: map[string]*point{}, texts: f.Frames, errs: f.Errors,
-		elapsedS: f.ScenarioSeconds, total: time.Duration(f.TotalSeconds * float64(time.Second))}
+	r := newEmptyResults(b)
+	r.machine, r.texts, r.errs, r.elapsedS = f.Machine, f.Frames, f.Errors, f.ScenarioSeconds
+	r.total = time.Duration(f.TotalSeconds * float64(time.Second))
 	for _, p := range f.Points {
 		for _, run := range p.Runs {
-			r.add(p.Scenario, p.Key, p.Labels, nan(run))
+			var err error
+			switch {
+			case p.Scenario == "capture" && p.Key == sustainedKey:
+				err = addRun(&r.sustained, p.Key, p.Labels, run)
+			case p.Scenario == "capture":
+				err = addRun(&r.capture, p.Key, p.Labels, run)
+			case p.Scenario == "latency":
+				err = addRun(&r.latency, p.Key, p.Labels, run)
+			case p.Scenario == "fanout":
+				err = addRun(&r.fanout, p.Key, p.Labels, run)
+			case p.Scenario == "fanout_steps":
+				err = addRun(&r.fanoutSteps, p.Key, p.Labels, run)
+			case p.Scenario == "memory":
+				err = addRun(&r.memory, p.Key, p.Labels, run)
+			case p.Scenario == "writers":
+				err = addRun(&r.writers, p.Key, p.Labels, run)
+			case p.Scenario == "wire":
+				err = addRun(&r.wire, p.Key, p.Labels, run)
+			default:
+				err = fmt.Errorf("unknown scenario")
+			}
+			if err != nil {
+				t.Fatalf("%s: %s %s: %v", path, p.Scenario, p.Key, err)
+			}
 		}
 	}
 	return r
+}
+
+// addRun adds a run read from a results file: every metric of T must be
+// there and nothing else (null is NaN).
+func addRun[T any](s *series[T], key string, labels map[string]string, run map[string]*float64) error {
+	var v T
+	rv := reflect.ValueOf(&v).Elem()
+	seen := 0
+	for i := range rv.NumField() {
+		name := jsonName(rv.Type().Field(i))
+		x, ok := run[name]
+		if !ok {
+			return fmt.Errorf("no %s in the run", name)
+		}
+		seen++
+		if x == nil {
+			rv.Field(i).SetFloat(math.NaN())
+		} else {
+			rv.Field(i).SetFloat(*x)
+		}
+	}
+	if seen != len(run) {
+		return fmt.Errorf("the run has %d metrics, %T has %d", len(run), v, seen)
+	}
+	s.add(key, labels, v)
+	return nil
 }
 
 // TestReportFromCommittedRuns renders the report of each committed run and
