@@ -252,8 +252,10 @@ func (b *bench) startRowcast(ctx context.Context, mode string, env ...string) (*
 			"ROWCAST_LOG_LEVEL=warn",
 			"ROWCAST_MAX_CONNECTIONS=50000",
 		}, env...),
-		Command:  func(name string, args ...string) *exec.Cmd { return b.pinned(1, name, args...) },
-		Group:    &b.procs,
+		Command: func(name string, args ...string) *exec.Cmd { return b.pinned(1, name, args...) },
+		Group:   &b.procs,
+		// Enough for the start and any error; a long run at warn level
+		// does not grow the bench's memory.
 		LogLimit: 1 << 20,
 	})
 	if err != nil {
