@@ -3,7 +3,7 @@ package cdc
 import (
 	"testing"
 
-	"rowcast/integration/pgcluster"
+	"rowcast/integration/pgcluster/pgtest"
 )
 
-func TestMain(m *testing.M) { pgcluster.Main(m) }
+func TestMain(m *testing.M) { pgtest.Main(m) }

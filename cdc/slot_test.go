@@ -17,6 +17,7 @@ import (
 
 	"rowcast"
 	"rowcast/integration/pgcluster"
+	"rowcast/integration/pgcluster/pgtest"
 )
 
 const slotTicketsDDL = `CREATE TABLE tickets(
@@ -118,7 +119,7 @@ func slotExec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
 // replication (publication and slot "rowcast").
 func slotDB(t *testing.T) (string, *pgx.Conn) {
 	t.Helper()
-	url := pgcluster.ForTest(t)
+	url := pgtest.ForTest(t)
 	conn := slotConnect(t, url)
 	slotExec(t, conn, slotTicketsDDL)
 	if err := SetupLogical(slotCtx(t, 30*time.Second), conn, "public.tickets", "rowcast", "rowcast"); err != nil {
@@ -344,7 +345,7 @@ func TestSlotCreatesMissingSlot(t *testing.T) {
 }
 
 func TestSlotRefusesMissingPublication(t *testing.T) {
-	url := pgcluster.ForTest(t)
+	url := pgtest.ForTest(t)
 	s := NewSlot(SlotConfig{ConnString: url, Publication: "nothere", Logger: slog.New(slog.DiscardHandler)})
 	err := s.Run(slotCtx(t, 20*time.Second), &slotSink{})
 	if err == nil || !strings.Contains(err.Error(), "rowcast setup") {
@@ -427,7 +428,7 @@ func TestSlotAddColumnMidStream(t *testing.T) {
 }
 
 func TestSlotLargeTransactionStreamsInBatches(t *testing.T) {
-	url := pgcluster.ForTest(t)
+	url := pgtest.ForTest(t)
 	conn := slotConnect(t, url)
 	slotExec(t, conn, slotTicketsDDL)
 	const rows, batch = 100_000, 1000
@@ -569,7 +570,7 @@ func TestSlotIdleTableConfirmsServerPosition(t *testing.T) {
 }
 
 func TestSlotSurvivesTerminateAndRestart(t *testing.T) {
-	c := pgcluster.OwnCluster(t, pgcluster.Options{})
+	c := pgtest.OwnCluster(t, pgcluster.Options{})
 	ctx := slotCtx(t, 2*time.Minute)
 	url, err := c.CreateDatabase(ctx, "app")
 	if err != nil {
@@ -668,7 +669,7 @@ func TestSlotSurvivesTerminateAndRestart(t *testing.T) {
 }
 
 func TestSlotRecoversFromInvalidation(t *testing.T) {
-	c := pgcluster.OwnCluster(t, pgcluster.Options{
+	c := pgtest.OwnCluster(t, pgcluster.Options{
 		InitdbArgs: []string{"--wal-segsize=1"},
 		Settings: map[string]string{
 			"max_slot_wal_keep_size": "1MB",
@@ -745,7 +746,7 @@ func TestSlotWaitsWhileSlotActiveElsewhere(t *testing.T) {
 }
 
 func TestSetupLogicalIdempotentAndTeardown(t *testing.T) {
-	url := pgcluster.ForTest(t)
+	url := pgtest.ForTest(t)
 	conn := slotConnect(t, url)
 	ctx := slotCtx(t, time.Minute)
 	slotExec(t, conn, slotTicketsDDL)
@@ -818,7 +819,7 @@ func TestSetupLogicalIdempotentAndTeardown(t *testing.T) {
 }
 
 func TestDetectLogical(t *testing.T) {
-	url := pgcluster.ForTest(t)
+	url := pgtest.ForTest(t)
 	conn := slotConnect(t, url)
 	ctx := slotCtx(t, 30*time.Second)
 	ok, why, err := DetectLogical(ctx, conn)

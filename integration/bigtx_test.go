@@ -1,15 +1,14 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"reflect"
-	"strings"
 	"testing"
 	"time"
+
+	"rowcast/integration/harness"
 )
 
 // TestLargeTransaction: one UPDATE of 100,000 tickets streams through
@@ -81,7 +80,7 @@ func TestLargeTransaction(t *testing.T) {
 			t.Fatalf("stats %s, want %v", lastStats, want)
 		}
 	}
-	hwm := peakRSS(t, s.cmd.Process.Pid)
+	hwm := peakRSS(t, s.rc.PID())
 	t.Logf("%d-row UPDATE delivered in %v; rowcast peak RSS %d MiB (race detector: %v)", rows, elapsed.Round(time.Millisecond), hwm>>20, raceEnabled)
 	// Bounded memory: capture hands the transaction on in batches, the
 	// window holds 10,000 events, and only a client that falls behind
@@ -97,16 +96,9 @@ func TestLargeTransaction(t *testing.T) {
 
 // peakRSS reads a process's peak resident set (VmHWM) in bytes.
 func peakRSS(t testing.TB, pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	n, err := harness.StatusBytes(pid, "VmHWM")
 	if err != nil {
 		t.Skipf("no /proc: %v", err)
 	}
-	for _, line := range bytes.Split(b, []byte("\n")) {
-		if f := strings.Fields(string(line)); len(f) >= 2 && f[0] == "VmHWM:" {
-			var kb int64
-			fmt.Sscan(f[1], &kb)
-			return kb << 10
-		}
-	}
-	return 0
+	return n
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"rowcast/integration/pgcluster"
+	"rowcast/integration/pgcluster/pgtest"
 	rsql "rowcast/sql"
 )
 
@@ -76,7 +77,7 @@ func TestCrashSafety(t *testing.T) {
 // TestPostgresRestart: PostgreSQL restarted (fast, then immediate) while
 // writers are busy; logical capture loses no change.
 func TestPostgresRestart(t *testing.T) {
-	c := pgcluster.OwnCluster(t, pgcluster.Options{})
+	c := pgtest.OwnCluster(t, pgcluster.Options{})
 	ctx := context.Background()
 	db, err := c.CreateDatabase(ctx, "restart")
 	if err != nil {

@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -16,18 +18,18 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"rowcast/integration/harness"
 	"rowcast/integration/pgcluster"
+	"rowcast/integration/pgcluster/pgtest"
 )
 
 // demo is a running "rowcast demo" process.
 type demo struct {
 	t    testing.TB
-	cmd  *exec.Cmd
-	out  *syncBuffer
+	proc *harness.Process
+	out  *harness.LogBuffer
 	base string // http://127.0.0.1:PORT
 	addr string
-	done chan struct{}
-	err  error
 }
 
 var (
@@ -40,79 +42,51 @@ var (
 // waits for the dashboard line and for /readyz.
 func startDemo(t testing.TB, env []string, args ...string) *demo {
 	t.Helper()
-	d := &demo{t: t, out: &syncBuffer{}, done: make(chan struct{})}
-	d.cmd = exec.Command(rowcastBin, append([]string{"demo"}, args...)...)
+	cmd := exec.Command(rowcastBin, append([]string{"demo"}, args...)...)
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "DATABASE_URL=") || strings.HasPrefix(kv, pgcluster.EnvTestDatabaseURL+"=") {
+		if strings.HasPrefix(kv, "DATABASE_URL=") || strings.HasPrefix(kv, pgtest.EnvTestDatabaseURL+"=") {
 			continue
 		}
-		d.cmd.Env = append(d.cmd.Env, kv)
+		cmd.Env = append(cmd.Env, kv)
 	}
-	d.cmd.Env = append(d.cmd.Env, env...)
-	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
-	if err := d.cmd.Start(); err != nil {
+	cmd.Env = append(cmd.Env, env...)
+	p, err := harness.Start(cmd, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { d.err = d.cmd.Wait(); close(d.done) }()
+	d := &demo{t: t, proc: p, out: p.Log}
 	t.Cleanup(func() {
 		// A failed test may leave the demo running: stop it the normal way
 		// so that it removes its cluster.
 		d.stop(15 * time.Second)
-		if strings.Contains(d.out.String(), "WARNING: DATA RACE") {
-			t.Errorf("data race in rowcast demo:\n%s", d.out.String())
+		if d.out.Contains("WARNING: DATA RACE") {
+			t.Errorf("data race in rowcast demo:\n%s", d.out)
 		}
 		if t.Failed() {
-			t.Logf("rowcast demo output:\n%s", d.out.String())
+			t.Logf("rowcast demo output:\n%s", d.out)
 		}
 	})
 
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		if m := demoURLRE.FindStringSubmatch(d.out.String()); m != nil {
-			d.base, d.addr = m[1], m[2]
-			break
-		}
-		select {
-		case <-d.done:
-			t.Fatalf("rowcast demo exited before serving: %v\n%s", d.err, d.out.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rowcast demo printed no dashboard URL within 90s:\n%s", d.out.String())
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	out, err := p.WaitLog(ctx, demoURLRE.MatchString)
+	if errors.Is(err, harness.ErrExited) {
+		t.Fatalf("rowcast demo exited before serving: %v\n%s", p.Err(), out)
+	} else if err != nil {
+		t.Fatalf("rowcast demo printed no dashboard URL within 90s:\n%s", out)
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		resp, err := http.Get(d.base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return d
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rowcast demo: /readyz not 200 within 30s (last: %v)\n%s", err, d.out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	m := demoURLRE.FindStringSubmatch(out)
+	d.base, d.addr = m[1], m[2]
+	if err := harness.WaitHTTP(context.Background(), d.base+"/readyz", 30*time.Second, p.Done()); err != nil {
+		t.Fatalf("rowcast demo: %v\n%s", err, d.out)
 	}
+	return d
 }
 
 // stop sends SIGINT and waits up to timeout for the exit (then kills it).
 // It reports whether the process exited in time, and its exit error.
 func (d *demo) stop(timeout time.Duration) (inTime bool, err error) {
-	select {
-	case <-d.done:
-		return true, d.err
-	default:
-	}
-	_ = d.cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-d.done:
-		return true, d.err
-	case <-time.After(timeout):
-		_ = d.cmd.Process.Kill()
-		<-d.done
-		return false, d.err
-	}
+	return d.proc.Stop(syscall.SIGINT, timeout)
 }
 
 // login calls the demo login route and returns the token cookie.
@@ -201,7 +175,7 @@ func processesMentioning(s string) []int {
 // on SIGINT exits 0 leaving no directory or process behind.
 func TestDemo(t *testing.T) {
 	if _, err := pgcluster.FindBinDir(); err != nil {
-		if os.Getenv(pgcluster.EnvTestDatabaseURL) != "" {
+		if os.Getenv(pgtest.EnvTestDatabaseURL) != "" {
 			t.Skipf("rowcast demo starts its own PostgreSQL and needs the server binaries: %v", err)
 		}
 		t.Fatal(err)

@@ -4,19 +4,14 @@
 package integration
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,7 +20,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5"
 
-	"rowcast/integration/pgcluster"
+	"rowcast/integration/harness"
+	"rowcast/integration/pgcluster/pgtest"
 	rsql "rowcast/sql"
 )
 
@@ -39,25 +35,21 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	rowcastBin = filepath.Join(dir, "rowcast")
-	args := []string{"build", "-o", rowcastBin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	build := exec.Command("go", append(args, "../cmd/rowcast")...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
+	rowcastBin, err = harness.BuildRowcast(context.Background(), dir, raceEnabled)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "build rowcast:", err)
+		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	defer os.RemoveAll(dir)
-	pgcluster.Main(m)
+	code := pgtest.Run(m)
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 // newDatabase returns a fresh database with the tickets table.
 func newDatabase(t *testing.T) string {
 	t.Helper()
-	url := pgcluster.ForTest(t)
+	url := pgtest.ForTest(t)
 	exec1(t, url, rsql.Tickets)
 	return url
 }
@@ -99,110 +91,62 @@ func setup(t testing.TB, dbURL string, env ...string) {
 	}
 }
 
-// server is a running "rowcast serve" process.
+// server is a running "rowcast serve" process, stopped when the test ends.
 type server struct {
 	t    testing.TB
-	cmd  *exec.Cmd
+	rc   *harness.Rowcast
 	addr string
 	base string
-	log  *syncBuffer
-	done chan struct{}
-	err  error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	log  *harness.LogBuffer
 }
 
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := harness.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	return addr
 }
 
 // startServer starts "rowcast serve" and waits until /readyz says ready.
 func startServer(t testing.TB, dbURL string, env ...string) *server {
 	t.Helper()
-	s := &server{t: t, addr: freeAddr(t), log: &syncBuffer{}, done: make(chan struct{})}
-	s.base = "http://" + s.addr
-	s.cmd = exec.Command(rowcastBin, "serve")
-	s.cmd.Env = append(os.Environ(),
-		"DATABASE_URL="+dbURL, "ROWCAST_LISTEN="+s.addr, "JWT_SECRET="+testSecret,
-		"ROWCAST_STATS_INTERVAL=50ms", "ROWCAST_LOG_LEVEL=debug")
-	s.cmd.Env = append(s.cmd.Env, env...)
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	if err := s.cmd.Start(); err != nil {
+	rc, err := harness.StartRowcast(context.Background(), harness.RowcastConfig{
+		Bin: rowcastBin,
+		Env: append([]string{"DATABASE_URL=" + dbURL, "JWT_SECRET=" + testSecret,
+			"ROWCAST_STATS_INTERVAL=50ms", "ROWCAST_LOG_LEVEL=debug"}, env...),
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { s.err = s.cmd.Wait(); close(s.done) }()
+	s := &server{t: t, rc: rc, addr: rc.Addr, base: rc.Base, log: rc.Log}
 	t.Cleanup(func() {
 		s.stop(syscall.SIGKILL)
-		if strings.Contains(s.log.String(), "WARNING: DATA RACE") {
-			t.Errorf("data race in rowcast:\n%s", s.log.String())
+		if s.log.Contains("WARNING: DATA RACE") {
+			t.Errorf("data race in rowcast:\n%s", s.log)
 		}
 		if t.Failed() {
-			t.Logf("rowcast log:\n%s", s.log.String())
+			t.Logf("rowcast log:\n%s", s.log)
 		}
 	})
-	s.waitReady(30 * time.Second)
 	return s
 }
 
 func (s *server) waitReady(timeout time.Duration) {
 	s.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		select {
-		case <-s.done:
-			s.t.Fatalf("rowcast exited: %v\n%s", s.err, s.log.String())
-		default:
-		}
-		resp, err := http.Get(s.base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := s.rc.WaitReady(context.Background(), timeout); err != nil {
+		s.t.Fatal(err)
 	}
-	s.t.Fatalf("rowcast not ready after %v\n%s", timeout, s.log.String())
 }
 
 // stop signals the process and waits for it to exit.
 func (s *server) stop(sig os.Signal) error {
-	select {
-	case <-s.done:
-		return s.err
-	default:
-	}
-	_ = s.cmd.Process.Signal(sig)
-	select {
-	case <-s.done:
-	case <-time.After(15 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.done
+	inTime, err := s.rc.Stop(sig, 15*time.Second)
+	if !inTime {
 		s.t.Errorf("rowcast did not stop within 15s after %v", sig)
 	}
-	return s.err
+	return err
 }
 
 func token(t testing.TB, claims jwt.MapClaims) string {
@@ -210,10 +154,7 @@ func token(t testing.TB, claims jwt.MapClaims) string {
 	if claims == nil {
 		claims = jwt.MapClaims{"sub": "u1", "email": "agent@example.com", "role": "agent"}
 	}
-	if _, ok := claims["exp"]; !ok {
-		claims["exp"] = time.Now().Add(time.Hour).Unix()
-	}
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(testSecret))
+	s, err := harness.Token(testSecret, claims)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,20 +284,15 @@ func httpGet(t testing.TB, url string, h http.Header) (int, []byte) {
 	return resp.StatusCode, body
 }
 
-// metric reads one sample from /metrics ("name{labels}" as printed).
+// metric reads one sample from /metrics ("name{labels}" as printed), 0
+// when absent.
 func metric(t testing.TB, s *server, series string) float64 {
 	t.Helper()
-	_, body := httpGet(t, s.base+"/metrics", nil)
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, series+" ") {
-			var v float64
-			fmt.Sscanf(strings.TrimPrefix(line, series+" "), "%g", &v)
-			return v
-		}
+	m, err := harness.Scrape(s.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return 0
+	return m[series]
 }
 
 // groupBy returns the table's stats as the stats payload would hold them.

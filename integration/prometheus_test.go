@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"rowcast/integration/harness"
 	"rowcast/metrics"
 )
 
@@ -149,9 +150,7 @@ func TestPrometheusDBPoller(t *testing.T) {
 type promServer struct {
 	t    *testing.T
 	base string
-	log  *syncBuffer
-	cmd  *exec.Cmd
-	done chan struct{}
+	proc *harness.Process
 }
 
 // startPrometheus starts Prometheus scraping target every second, with the
@@ -175,34 +174,22 @@ scrape_configs:
 		t.Fatal(err)
 	}
 	addr := freeAddr(t)
-	p := &promServer{t: t, base: "http://" + addr, log: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, "--config.file="+cfgFile, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+	cmd := exec.Command(bin, "--config.file="+cfgFile, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--log.level=warn")
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
+	proc, err := harness.Start(cmd, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { p.cmd.Wait(); close(p.done) }()
+	p := &promServer{t: t, base: "http://" + addr, proc: proc}
 	t.Cleanup(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
+		_, _ = p.proc.Stop(syscall.SIGTERM, 10*time.Second)
 		if t.Failed() {
-			t.Logf("prometheus log:\n%s", p.log.String())
+			t.Logf("prometheus log:\n%s", p.proc.Log)
 		}
 	})
-	p.waitFor("ready", 20*time.Second, func() (bool, string) {
-		resp, err := http.Get(p.base + "/-/ready")
-		if err != nil {
-			return false, err.Error()
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200, resp.Status
-	})
+	if err := harness.WaitHTTP(context.Background(), p.base+"/-/ready", 20*time.Second, proc.Done()); err != nil {
+		t.Fatalf("prometheus not ready: %v\n%s", err, proc.Log)
+	}
 	return p
 }
 
@@ -214,8 +201,8 @@ func (p *promServer) waitFor(what string, timeout time.Duration, cond func() (bo
 	last := ""
 	for {
 		select {
-		case <-p.done:
-			p.t.Fatalf("prometheus exited while waiting for %s\n%s", what, p.log.String())
+		case <-p.proc.Done():
+			p.t.Fatalf("prometheus exited while waiting for %s\n%s", what, p.proc.Log)
 		default:
 		}
 		ok, state := cond()

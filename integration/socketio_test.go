@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"rowcast/integration/harness"
 )
 
 // The tests here drive rowcast's /socket.io/ with the real socket.io-client
@@ -94,10 +96,9 @@ func (l sioLine) message() message {
 }
 
 type sioClient struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	stderr *syncBuffer
+	t     *testing.T
+	proc  *harness.Process // its Log holds client.mjs's stderr
+	stdin io.WriteCloser
 
 	mu      sync.Mutex
 	lines   []sioLine // everything printed so far
@@ -112,21 +113,28 @@ func startSIOClient(t *testing.T, s *server, options map[string]any) *sioClient 
 	t.Helper()
 	node := sioNode(t)
 	cfg, _ := json.Marshal(map[string]any{"url": s.base, "options": options})
-	c := &sioClient{t: t, stderr: &syncBuffer{}, changed: make(chan struct{}, 1)}
-	c.cmd = exec.Command(node, "client.mjs", string(cfg))
-	c.cmd.Dir = sioDir
-	c.cmd.Stderr = c.stderr
-	stdout, err := c.cmd.StdoutPipe()
+	c := &sioClient{t: t, changed: make(chan struct{}, 1)}
+	cmd := exec.Command(node, "client.mjs", string(cfg))
+	cmd.Dir = sioDir
+	// stdout is a pipe of our own rather than StdoutPipe, whose reads must
+	// end before Wait, which harness.Start calls at once: this one is read
+	// to EOF whenever the client exits.
+	stdout, stdoutW, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.stdin, err = c.cmd.StdinPipe(); err != nil {
+	cmd.Stdout = stdoutW
+	if c.stdin, err = cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.cmd.Start(); err != nil {
+	c.proc, err = harness.Start(cmd, nil)
+	stdoutW.Close() // the child has its copy
+	if err != nil {
+		stdout.Close()
 		t.Fatal(err)
 	}
 	go func() {
+		defer stdout.Close()
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(make([]byte, 64<<10), 16<<20)
 		for sc.Scan() {
@@ -145,17 +153,11 @@ func startSIOClient(t *testing.T, s *server, options map[string]any) *sioClient 
 		c.notify()
 	}()
 	t.Cleanup(func() {
+		// Closing stdin asks client.mjs to disconnect and exit.
 		c.stdin.Close()
-		done := make(chan struct{})
-		go func() { c.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			c.cmd.Process.Kill()
-			<-done
-		}
+		c.proc.WaitExit(5 * time.Second)
 		if t.Failed() {
-			t.Logf("client.mjs stderr:\n%s", c.stderr.String())
+			t.Logf("client.mjs stderr:\n%s", c.proc.Log)
 		}
 	})
 	return c
@@ -196,7 +198,7 @@ func (c *sioClient) scan(pos *int, timeout time.Duration, types []string) sioLin
 		exited := c.exited
 		c.mu.Unlock()
 		if exited {
-			c.t.Fatalf("client.mjs exited while waiting for %v\n%s", types, c.stderr.String())
+			c.t.Fatalf("client.mjs exited while waiting for %v\n%s", types, c.proc.Log)
 		}
 		select {
 		case <-c.changed:

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
 	"rowcast"
+	"rowcast/integration/harness"
 	"rowcast/metrics"
 )
 
@@ -527,7 +528,7 @@ func TestDBPollerRun(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	db := &fakeDB{err: errors.New("too many connections")}
 	p := metrics.NewDBPoller(reg, db, "", func() string { return metrics.ModeNotify }, 10*time.Millisecond)
-	var logBuf syncBuffer
+	var logBuf harness.LogBuffer
 	p.Logger = slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -565,23 +566,6 @@ func TestDBPollerRun(t *testing.T) {
 	if v, _ := sample(t, reg, "rowcast_db_poll_errors_total", ""); v < 3 {
 		t.Errorf("poll errors = %v, want >= 3", v)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // exposition is what /metrics serves for the registry (text format).

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,14 +11,16 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"rowcast/integration/harness"
 )
 
 // The bare broadcast server: the limit for fan-out on this machine. It is
@@ -164,71 +165,36 @@ func (s *bareServer) serveBurst(w http.ResponseWriter, r *http.Request) {
 
 // bareProc is the running bare server.
 type bareProc struct {
-	b    *bench
-	cmd  *exec.Cmd
+	*harness.Process
 	addr string
-	done chan struct{}
 }
 
+// startBare starts the bare server pinned to core 1; it prints its
+// address on its first line.
 func (b *bench) startBare(ctx context.Context) (*bareProc, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	cmd := b.pinned(1, exe, "bare-server", "-listen", "127.0.0.1:0")
-	out, err := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	p, err := b.procs.Start(cmd, nil)
 	if err != nil {
 		return nil, err
 	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, err
+	bp := &bareProc{Process: p}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := p.WaitLog(wctx, func(s string) bool { return strings.Contains(s, "\n") })
+	if err != nil {
+		bp.stop()
+		return nil, fmt.Errorf("bare server did not print its address: %w", err)
 	}
-	b.track(cmd)
-	p := &bareProc{b: b, cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); close(p.done) }()
-	line := make(chan string, 1)
-	go func() {
-		var buf [128]byte
-		n, _ := out.Read(buf[:])
-		line <- string(buf[:n])
-	}()
-	select {
-	case l := <-line:
-		p.addr = trimSpace(l)
-	case <-time.After(10 * time.Second):
-		p.stop()
-		return nil, errors.New("bare server did not start")
-	case <-ctx.Done():
-		p.stop()
-		return nil, ctx.Err()
-	}
-	if p.addr == "" {
-		p.stop()
-		return nil, errors.New("bare server did not print its address")
-	}
-	return p, nil
+	bp.addr, _, _ = strings.Cut(out, "\n")
+	return bp, nil
 }
 
-func trimSpace(s string) string {
-	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == ' ' || s[len(s)-1] == '\r') {
-		s = s[:len(s)-1]
-	}
-	return s
-}
-
-func (p *bareProc) pid() int { return p.cmd.Process.Pid }
-
-func (p *bareProc) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-	p.b.untrack(p.cmd)
-}
+func (p *bareProc) stop() { _, _ = p.Stop(syscall.SIGTERM, 5*time.Second) }
 
 type bareStats struct {
 	Clients int64 `json:"clients"`

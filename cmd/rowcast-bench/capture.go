@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -23,6 +22,64 @@ import (
 // created beside rowcast's before the writes (-f /dev/null, --endpos at the
 // WAL position after the writes); for notify, a bare pgx LISTEN loop that
 // was listening (and not reading) while the backlog was written.
+
+// captureBacklog is one backlog drained by rowcast and by the limit, from
+// the same backlog.
+type captureBacklog struct {
+	N            float64 `json:"n"`              // changes in the backlog
+	WriteS       float64 `json:"write_s"`        // seconds to write it
+	RowcastS     float64 `json:"rowcast_s"`      // seconds from SIGCONT to the client's last event
+	RowcastRate  float64 `json:"rowcast_rate"`   // changes/s delivered by rowcast
+	RowcastCPUS  float64 `json:"rowcast_cpu_s"`  // rowcast CPU seconds while draining
+	LimitS       float64 `json:"limit_s"`        // seconds the limit took
+	LimitRate    float64 `json:"limit_rate"`     // changes/s of the limit
+	Ratio        float64 `json:"ratio"`          // limit seconds / rowcast seconds: rowcast's rate as a share of the limit's
+	RowcastCPUUs float64 `json:"rowcast_cpu_us"` // rowcast CPU µs per change
+}
+
+// logicalDrainTarget judges captureBacklog.Ratio of logical capture:
+// rowcast drains a backlog at least this share as fast as pg_recvlogical.
+var logicalDrainTarget = atLeast(0.9)
+
+// captureSustained is the NOTIFY capture under sustainedWriters pgbench
+// writers, rowcast and the bare listener measured in turn.
+type captureSustained struct {
+	WriterTPS        float64 `json:"writer_tps"`        // pgbench TPS with rowcast listening
+	Committed        float64 `json:"committed"`         // transactions committed then
+	RowcastRate      float64 `json:"rowcast_rate"`      // events/s the client received while the writers ran
+	RowcastDelivered float64 `json:"rowcast_delivered"` // events the client received in the end
+	RowcastLagS      float64 `json:"rowcast_lag_s"`     // seconds after the writers stopped until the last event (NaN: not all arrived)
+	RowcastCPUS      float64 `json:"rowcast_cpu_s"`     // rowcast CPU seconds
+	LimitWriterTPS   float64 `json:"limit_writer_tps"`  // pgbench TPS with the bare listener
+	LimitCommitted   float64 `json:"limit_committed"`   // transactions committed then
+	LimitRate        float64 `json:"limit_rate"`        // notifications/s the bare listener received while the writers ran
+	LimitLagS        float64 `json:"limit_lag_s"`       // as RowcastLagS, for the bare listener
+	Ratio            float64 `json:"ratio"`             // RowcastRate / LimitRate
+	KeepsUp          float64 `json:"keeps_up"`          // 1 when every event arrived within notifyCatchUp after the writers stopped
+	RowcastCPUUs     float64 `json:"rowcast_cpu_us"`    // rowcast CPU µs per event
+	RowcastSharePct  float64 `json:"rowcast_share_pct"` // % of the committed changes delivered while the writers ran
+}
+
+const (
+	// sustainedWriters is the number of pgbench writers in the sustained
+	// NOTIFY run.
+	sustainedWriters = 16
+	// sustainedKey is the sustained run's point among the capture points.
+	sustainedKey = "notify/sustained"
+	// The backlog shapes (backlogShape.key).
+	shapeTxns   = "txns"
+	shapeOneTxn = "onetxn"
+)
+
+// notifyCatchUp is how soon after the writers stop the last event must
+// arrive for captureSustained.KeepsUp.
+var notifyCatchUp = atMost(1) // seconds
+
+// notifyKeepsUpTarget judges captureSustained.KeepsUp, whose median over
+// runs of 0 or 1 is at least 0.5 when most runs kept up.
+var notifyKeepsUpTarget = atLeast(0.5)
+
+func captureKey(mode, shape string) string { return mode + "/" + shape }
 
 func (b *bench) backlogSize() int {
 	if b.opts.quick {
@@ -56,10 +113,10 @@ type backlogShape struct {
 
 func (b *bench) shapes() []backlogShape {
 	return []backlogShape{
-		{"txns", "single-row transactions", func(ctx context.Context, n int, base int64) error {
+		{shapeTxns, "single-row transactions", func(ctx context.Context, n int, base int64) error {
 			return b.writeBacklogTxns(ctx, n, 4, base)
 		}},
-		{"onetxn", "one transaction", b.writeBacklogOneTxn},
+		{shapeOneTxn, "one transaction", b.writeBacklogOneTxn},
 	}
 }
 
@@ -81,7 +138,7 @@ func (b *bench) captureLogical(ctx context.Context) error {
 		return err
 	}
 	defer rc.stop()
-	cs, err := dialClients(ctx, wsURL(rc.addr), b.authHeader(), 1)
+	cs, err := dialClients(ctx, wsURL(rc.Addr), b.authHeader(), 1)
 	if err != nil {
 		return err
 	}
@@ -93,12 +150,12 @@ func (b *bench) captureLogical(ctx context.Context) error {
 	for i, sh := range b.shapes() {
 		base := int64(10_000_000 * (i + 1))
 		rows0 := cs.rows()
-		if err := rc.signal(syscall.SIGSTOP); err != nil {
+		if err := rc.Pause(); err != nil {
 			return err
 		}
 		w0 := time.Now()
 		if err := sh.write(ctx, n, base); err != nil {
-			rc.signal(syscall.SIGCONT)
+			rc.Resume()
 			return err
 		}
 		writeSecs := time.Since(w0).Seconds()
@@ -106,33 +163,33 @@ func (b *bench) captureLogical(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		cpu0 := procCPU(rc.pid())
+		cpu0 := procCPU(rc.PID())
 		t0 := time.Now()
-		if err := rc.signal(syscall.SIGCONT); err != nil {
+		if err := rc.Resume(); err != nil {
 			return err
 		}
 		got := cs.waitRows(ctx, rows0+int64(n), 5*time.Minute, 30*time.Second) - rows0
 		if got < int64(n) {
 			_, slow := cs.closedCount()
-			return fmt.Errorf("%s: the client received %d of %d events (slow-consumer closes: %d)\n%s", sh.key, got, n, slow, rc.log.String())
+			return fmt.Errorf("%s: the client received %d of %d events (slow-consumer closes: %d)\n%s", sh.key, got, n, slow, rc.Log.String())
 		}
 		rowcastSecs := cs.lastRow().Sub(t0).Seconds()
-		cpu := procCPU(rc.pid()) - cpu0
+		cpu := procCPU(rc.PID()) - cpu0
 
 		recvSecs, err := b.recvLogical(ctx, end)
 		if err != nil {
 			return err
 		}
-		b.res.add("capture", "logical/"+sh.key, map[string]string{"mode": "logical", "backlog": fmt.Sprintf("%d changes, %s", n, sh.label), "limit": "pg_recvlogical"}, map[string]float64{
-			"n":              float64(n),
-			"write_s":        writeSecs,
-			"rowcast_s":      rowcastSecs,
-			"rowcast_rate":   float64(n) / rowcastSecs,
-			"rowcast_cpu_s":  cpu,
-			"limit_s":        recvSecs,
-			"limit_rate":     float64(n) / recvSecs,
-			"ratio":          recvSecs / rowcastSecs,
-			"rowcast_cpu_us": cpu / float64(n) * 1e6,
+		b.res.capture.add(captureKey("logical", sh.key), map[string]string{"mode": "logical", "backlog": fmt.Sprintf("%d changes, %s", n, sh.label), "limit": "pg_recvlogical"}, captureBacklog{
+			N:            float64(n),
+			WriteS:       writeSecs,
+			RowcastS:     rowcastSecs,
+			RowcastRate:  float64(n) / rowcastSecs,
+			RowcastCPUS:  cpu,
+			LimitS:       recvSecs,
+			LimitRate:    float64(n) / recvSecs,
+			Ratio:        recvSecs / rowcastSecs,
+			RowcastCPUUs: cpu / float64(n) * 1e6,
 		})
 		b.logf("capture logical %s: rowcast %.0f/s, pg_recvlogical %.0f/s", sh.key, float64(n)/rowcastSecs, float64(n)/recvSecs)
 	}
@@ -145,29 +202,23 @@ func (b *bench) recvLogical(ctx context.Context, end string) (float64, error) {
 	args := append(b.pgArgs(), "-d", benchDB, "--start", "-S", recvSlot,
 		"-o", "proto_version=1", "-o", "publication_names=rowcast",
 		"-f", "/dev/null", "-E", end, "--no-loop")
-	cmd := b.pinned(1, b.pgTool("pg_recvlogical"), args...)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
 	t0 := time.Now()
-	if err := cmd.Start(); err != nil {
+	p, err := b.procs.Start(b.pinned(1, b.pgTool("pg_recvlogical"), args...), nil)
+	if err != nil {
 		return 0, err
 	}
-	b.track(cmd)
-	defer b.untrack(cmd)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	bound := time.NewTimer(5 * time.Minute)
+	defer bound.Stop()
 	select {
-	case err := <-done:
-		if err != nil {
-			return 0, fmt.Errorf("pg_recvlogical: %w\n%s", err, out.String())
+	case <-p.Done():
+		if err := p.Err(); err != nil {
+			return 0, fmt.Errorf("pg_recvlogical: %w\n%s", err, p.Log)
 		}
-	case <-time.After(5 * time.Minute):
-		cmd.Process.Kill()
-		<-done
+	case <-bound.C:
+		p.Kill()
 		return 0, fmt.Errorf("pg_recvlogical did not reach %s within 5 minutes", end)
 	case <-ctx.Done():
-		cmd.Process.Kill()
-		<-done
+		p.Kill()
 		return 0, ctx.Err()
 	}
 	secs := time.Since(t0).Seconds()
@@ -194,7 +245,7 @@ func (b *bench) captureNotify(ctx context.Context) error {
 		return err
 	}
 	defer rc.stop()
-	cs, err := dialClients(ctx, wsURL(rc.addr), b.authHeader(), 1)
+	cs, err := dialClients(ctx, wsURL(rc.Addr), b.authHeader(), 1)
 	if err != nil {
 		return err
 	}
@@ -212,12 +263,12 @@ func (b *bench) captureNotify(ctx context.Context) error {
 	for i, sh := range b.shapes() {
 		base := int64(10_000_000 * (i + 3))
 		rows0 := cs.rows()
-		if err := rc.signal(syscall.SIGSTOP); err != nil {
+		if err := rc.Pause(); err != nil {
 			return err
 		}
 		w0 := time.Now()
 		if err := sh.write(ctx, n, base); err != nil {
-			rc.signal(syscall.SIGCONT)
+			rc.Resume()
 			return err
 		}
 		writeSecs := time.Since(w0).Seconds()
@@ -226,48 +277,48 @@ func (b *bench) captureNotify(ctx context.Context) error {
 		recv0 := bare.received.Load()
 		t0 := time.Now()
 		if err := bare.receive(ctx, recv0+int64(n), 30*time.Second); err != nil {
-			rc.signal(syscall.SIGCONT)
+			rc.Resume()
 			return fmt.Errorf("bare listener: %w", err)
 		}
 		bareSecs := time.Since(t0).Seconds()
 
-		cpu0 := procCPU(rc.pid())
+		cpu0 := procCPU(rc.PID())
 		t0 = time.Now()
-		if err := rc.signal(syscall.SIGCONT); err != nil {
+		if err := rc.Resume(); err != nil {
 			return err
 		}
 		got := cs.waitRows(ctx, rows0+int64(n), 5*time.Minute, 30*time.Second) - rows0
 		if got < int64(n) {
 			_, slow := cs.closedCount()
-			return fmt.Errorf("%s: the client received %d of %d events (slow-consumer closes: %d)\n%s", sh.key, got, n, slow, rc.log.String())
+			return fmt.Errorf("%s: the client received %d of %d events (slow-consumer closes: %d)\n%s", sh.key, got, n, slow, rc.Log.String())
 		}
 		rowcastSecs := cs.lastRow().Sub(t0).Seconds()
-		cpu := procCPU(rc.pid()) - cpu0
-		b.res.add("capture", "notify/"+sh.key, map[string]string{"mode": "notify", "backlog": fmt.Sprintf("%d changes, %s", n, sh.label), "limit": "bare pgx LISTEN loop"}, map[string]float64{
-			"n":              float64(n),
-			"write_s":        writeSecs,
-			"rowcast_s":      rowcastSecs,
-			"rowcast_rate":   float64(n) / rowcastSecs,
-			"rowcast_cpu_s":  cpu,
-			"limit_s":        bareSecs,
-			"limit_rate":     float64(n) / bareSecs,
-			"ratio":          bareSecs / rowcastSecs,
-			"rowcast_cpu_us": cpu / float64(n) * 1e6,
+		cpu := procCPU(rc.PID()) - cpu0
+		b.res.capture.add(captureKey("notify", sh.key), map[string]string{"mode": "notify", "backlog": fmt.Sprintf("%d changes, %s", n, sh.label), "limit": "bare pgx LISTEN loop"}, captureBacklog{
+			N:            float64(n),
+			WriteS:       writeSecs,
+			RowcastS:     rowcastSecs,
+			RowcastRate:  float64(n) / rowcastSecs,
+			RowcastCPUS:  cpu,
+			LimitS:       bareSecs,
+			LimitRate:    float64(n) / bareSecs,
+			Ratio:        bareSecs / rowcastSecs,
+			RowcastCPUUs: cpu / float64(n) * 1e6,
 		})
 		b.logf("capture notify %s: rowcast %.0f/s, bare listener %.0f/s", sh.key, float64(n)/rowcastSecs, float64(n)/bareSecs)
 	}
 
-	// Sustained: 16 pgbench writers inserting as fast as they can with the
-	// trigger installed; rowcast (with one client) against the bare
-	// listener, each alone.
+	// Sustained: sustainedWriters pgbench writers inserting as fast as they
+	// can with the trigger installed; rowcast (with one client) against the
+	// bare listener, each alone.
 	secs := b.sustainedSecs()
 	script, err := b.pgbenchScript("insert")
 	if err != nil {
 		return err
 	}
 	rows0 := cs.rows()
-	cpu0 := procCPU(rc.pid())
-	pb, err := b.pgbench(ctx, script, 16, secs)
+	cpu0 := procCPU(rc.PID())
+	pb, err := b.pgbench(ctx, script, sustainedWriters, secs)
 	if err != nil {
 		return err
 	}
@@ -280,7 +331,7 @@ func (b *bench) captureNotify(ctx context.Context) error {
 	if got < pb.processed {
 		lag = math.NaN()
 	}
-	rowcastCPU := procCPU(rc.pid()) - cpu0
+	rowcastCPU := procCPU(rc.PID()) - cpu0
 	rc.stop()
 	cs.close()
 
@@ -292,7 +343,7 @@ func (b *bench) captureNotify(ctx context.Context) error {
 	bctx, cancel := context.WithCancel(ctx)
 	bdone := make(chan error, 1)
 	go func() { bdone <- bare.receive(bctx, 1<<62, time.Hour) }()
-	pb2, err := b.pgbench(ctx, script, 16, secs)
+	pb2, err := b.pgbench(ctx, script, sustainedWriters, secs)
 	if err != nil {
 		cancel()
 		<-bdone
@@ -310,31 +361,24 @@ func (b *bench) captureNotify(ctx context.Context) error {
 	cancel()
 	<-bdone
 
-	b.res.add("capture", "notify/sustained", map[string]string{"mode": "notify", "backlog": "sustained, pgbench -c 16 single-row INSERTs", "limit": "bare pgx LISTEN loop"}, map[string]float64{
-		"writer_tps":        pb.tps,
-		"committed":         float64(pb.processed),
-		"rowcast_rate":      float64(atEnd) / pb.seconds,
-		"rowcast_delivered": float64(got),
-		"rowcast_lag_s":     lag,
-		"rowcast_cpu_s":     rowcastCPU,
-		"limit_writer_tps":  pb2.tps,
-		"limit_committed":   float64(pb2.processed),
-		"limit_rate":        float64(bareAtEnd) / pb2.seconds,
-		"limit_lag_s":       bareLag,
-		"ratio":             (float64(atEnd) / pb.seconds) / (float64(bareAtEnd) / pb2.seconds),
-		"keeps_up":          boolf(lag <= 1 && got >= pb.processed),
-		"rowcast_cpu_us":    rowcastCPU / float64(max(got, 1)) * 1e6,
-		"rowcast_share_pct": 100 * float64(atEnd) / float64(max(pb.processed, 1)),
+	b.res.sustained.add(sustainedKey, map[string]string{"mode": "notify", "backlog": fmt.Sprintf("sustained, pgbench -c %d single-row INSERTs", sustainedWriters), "limit": "bare pgx LISTEN loop"}, captureSustained{
+		WriterTPS:        pb.tps,
+		Committed:        float64(pb.processed),
+		RowcastRate:      float64(atEnd) / pb.seconds,
+		RowcastDelivered: float64(got),
+		RowcastLagS:      lag,
+		RowcastCPUS:      rowcastCPU,
+		LimitWriterTPS:   pb2.tps,
+		LimitCommitted:   float64(pb2.processed),
+		LimitRate:        float64(bareAtEnd) / pb2.seconds,
+		LimitLagS:        bareLag,
+		Ratio:            (float64(atEnd) / pb.seconds) / (float64(bareAtEnd) / pb2.seconds),
+		KeepsUp:          boolf(notifyCatchUp.met(lag) && got >= pb.processed),
+		RowcastCPUUs:     rowcastCPU / float64(max(got, 1)) * 1e6,
+		RowcastSharePct:  100 * float64(atEnd) / float64(max(pb.processed, 1)),
 	})
 	b.logf("capture notify sustained: writers %.0f tps, rowcast delivered %.0f/s (lag %.2fs), bare listener %.0f/s", pb.tps, float64(atEnd)/pb.seconds, lag, float64(bareAtEnd)/pb2.seconds)
 	return nil
-}
-
-func boolf(v bool) float64 {
-	if v {
-		return 1
-	}
-	return 0
 }
 
 // pgbenchResult is what pgbench reports.
@@ -349,21 +393,19 @@ type pgbenchResult struct {
 func (b *bench) pgbench(ctx context.Context, script string, clients, secs int) (pgbenchResult, error) {
 	jobs := min(2, clients)
 	args := append(b.pgArgs(), "-n", "-M", "prepared", "-f", script, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(jobs), "-T", strconv.Itoa(secs), benchDB)
-	cmd := exec.CommandContext(ctx, b.pgTool("pgbench"), args...)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
 	t0 := time.Now()
-	if err := cmd.Start(); err != nil {
+	// Killed with ctx, so that an interrupted run does not wait for -T.
+	p, err := b.procs.Start(exec.CommandContext(ctx, b.pgTool("pgbench"), args...), nil)
+	if err != nil {
 		return pgbenchResult{}, err
 	}
-	b.track(cmd)
-	err := cmd.Wait()
-	b.untrack(cmd)
+	err = p.Err()
+	out := p.Log.String()
 	res := pgbenchResult{seconds: time.Since(t0).Seconds()}
 	if err != nil {
-		return res, fmt.Errorf("pgbench: %w\n%s", err, out.String())
+		return res, fmt.Errorf("pgbench: %w\n%s", err, out)
 	}
-	sc := bufio.NewScanner(strings.NewReader(out.String()))
+	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		switch {
@@ -383,7 +425,7 @@ func (b *bench) pgbench(ctx context.Context, script string, clients, secs int) (
 		}
 	}
 	if res.tps == 0 {
-		return res, fmt.Errorf("pgbench: no tps in output:\n%s", out.String())
+		return res, fmt.Errorf("pgbench: no tps in output:\n%s", out)
 	}
 	// The run lasted -T seconds of transactions; rates use that.
 	res.seconds = float64(secs)

@@ -1,26 +1,21 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5"
 
+	"rowcast/integration/harness"
 	"rowcast/integration/pgcluster"
 	rsql "rowcast/sql"
 )
@@ -63,31 +58,22 @@ type bench struct {
 
 	res *results
 
-	mu       sync.Mutex
-	children map[*exec.Cmd]struct{}
-	rowcasts map[*rowcastProc]struct{}
+	// procs owns every child process: rowcast, the bare server,
+	// pg_recvlogical, pgbench.
+	procs harness.Group
 }
 
 // prepare builds rowcast, starts PostgreSQL and creates the bench database.
 func (b *bench) prepare(ctx context.Context) error {
-	b.children = map[*exec.Cmd]struct{}{}
-	b.rowcasts = map[*rowcastProc]struct{}{}
 	dir, err := os.MkdirTemp("", "rowcast-bench-")
 	if err != nil {
 		return err
 	}
 	b.tmp = dir
 
-	root, err := moduleRoot()
-	if err != nil {
+	b.logf("building rowcast")
+	if b.rowcastBin, err = harness.BuildRowcast(ctx, dir, false); err != nil {
 		return err
-	}
-	b.rowcastBin = filepath.Join(dir, "rowcast")
-	b.logf("building rowcast from %s", root)
-	build := exec.CommandContext(ctx, "go", "build", "-o", b.rowcastBin, "./cmd/rowcast")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/rowcast: %w\n%s", err, out)
 	}
 	if out, err := exec.Command("go", "env", "GOVERSION").Output(); err == nil {
 		b.goVersion = strings.TrimSpace(string(out))
@@ -126,10 +112,10 @@ func (b *bench) prepare(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, "VACUUM ANALYZE tickets"); err != nil {
 		return err
 	}
-	b.token, err = jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+	b.token, err = harness.Token(jwtSecret, jwt.MapClaims{
 		"sub": "bench", "email": "agent@example.com", "role": "agent",
 		"exp": time.Now().Add(24 * time.Hour).Unix(),
-	}).SignedString([]byte(jwtSecret))
+	})
 	return err
 }
 
@@ -145,18 +131,6 @@ SELECT CASE WHEN g = 1 THEN '` + refTitle + `' ELSE '#' || g || ' ` + refTitle +
        '` + refAssignee + `',
        now() - interval '1 day' + g * interval '1 second', now()
 FROM generate_series(1, $1::int) g`
-
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return "", errors.New("run rowcast-bench from inside the rowcast module (go run ./cmd/rowcast-bench)")
-	}
-	return filepath.Dir(mod), nil
-}
 
 func (b *bench) connect(ctx context.Context) (*pgx.Conn, error) {
 	return pgx.Connect(ctx, b.dbURL)
@@ -202,34 +176,10 @@ func (b *bench) pinned(core int, name string, args ...string) *exec.Cmd {
 	return exec.Command(name, args...)
 }
 
-func (b *bench) track(cmd *exec.Cmd) {
-	b.mu.Lock()
-	b.children[cmd] = struct{}{}
-	b.mu.Unlock()
-}
-
-func (b *bench) untrack(cmd *exec.Cmd) {
-	b.mu.Lock()
-	delete(b.children, cmd)
-	b.mu.Unlock()
-}
-
 // cleanup ends every child this process started, then PostgreSQL, then
 // removes the temporary directory.
 func (b *bench) cleanup() {
-	b.stopAllRowcast()
-	b.mu.Lock()
-	cmds := make([]*exec.Cmd, 0, len(b.children))
-	for c := range b.children {
-		cmds = append(cmds, c)
-	}
-	b.mu.Unlock()
-	for _, c := range cmds {
-		if c.Process != nil {
-			_ = c.Process.Signal(syscall.SIGCONT)
-			_ = c.Process.Kill()
-		}
-	}
+	b.procs.StopAll(syscall.SIGTERM, 10*time.Second)
 	if b.cluster != nil {
 		if err := b.cluster.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, "rowcast-bench:", err)
@@ -284,177 +234,42 @@ func (b *bench) resetTable(ctx context.Context) error {
 	return b.exec(ctx, `CHECKPOINT`)
 }
 
-// rowcastProc is a running "rowcast serve".
+// rowcastProc is a running "rowcast serve" and its capture mode.
 type rowcastProc struct {
-	b    *bench
-	cmd  *exec.Cmd
+	*harness.Rowcast
 	mode string
-	addr string
-	base string
-	log  *syncBuffer
-	done chan struct{}
-	err  error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.b.Len() > 1<<20 {
-		return len(p), nil
-	}
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 // startRowcast starts "rowcast serve" pinned to core 1 and waits until
 // /readyz answers 200.
 func (b *bench) startRowcast(ctx context.Context, mode string, env ...string) (*rowcastProc, error) {
-	addr, err := freeAddr()
+	rc, err := harness.StartRowcast(ctx, harness.RowcastConfig{
+		Bin: b.rowcastBin,
+		Env: append([]string{
+			"DATABASE_URL=" + b.dbURL,
+			"ROWCAST_CAPTURE=" + mode,
+			"JWT_SECRET=" + jwtSecret,
+			"ROWCAST_LOG_LEVEL=warn",
+			"ROWCAST_MAX_CONNECTIONS=50000",
+		}, env...),
+		Command: func(name string, args ...string) *exec.Cmd { return b.pinned(1, name, args...) },
+		Group:   &b.procs,
+		// Enough for the start and any error; a long run at warn level
+		// does not grow the bench's memory.
+		LogLimit: 1 << 20,
+	})
 	if err != nil {
 		return nil, err
 	}
-	p := &rowcastProc{b: b, mode: mode, addr: addr, base: "http://" + addr, log: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = b.pinned(1, b.rowcastBin, "serve")
-	p.cmd.Env = append(os.Environ(),
-		"DATABASE_URL="+b.dbURL,
-		"ROWCAST_CAPTURE="+mode,
-		"JWT_SECRET="+jwtSecret,
-		"ROWCAST_LISTEN="+addr,
-		"ROWCAST_LOG_LEVEL=warn",
-		"ROWCAST_MAX_CONNECTIONS=50000",
-	)
-	p.cmd.Env = append(p.cmd.Env, env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		return nil, err
-	}
-	b.track(p.cmd)
-	b.mu.Lock()
-	b.rowcasts[p] = struct{}{}
-	b.mu.Unlock()
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		select {
-		case <-p.done:
-			p.stop()
-			return nil, fmt.Errorf("rowcast serve exited: %v\n%s", p.err, p.log.String())
-		default:
-		}
-		resp, err := http.Get(p.base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return p, nil
-			}
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			p.stop()
-			return nil, fmt.Errorf("rowcast serve not ready after 30s\n%s", p.log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return &rowcastProc{Rowcast: rc, mode: mode}, nil
 }
 
-func (p *rowcastProc) pid() int { return p.cmd.Process.Pid }
-
-// stop ends rowcast (SIGCONT in case it is stopped, SIGTERM, then SIGKILL).
-func (p *rowcastProc) stop() {
-	defer func() {
-		p.b.untrack(p.cmd)
-		p.b.mu.Lock()
-		delete(p.b.rowcasts, p)
-		p.b.mu.Unlock()
-	}()
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGCONT)
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func (p *rowcastProc) signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
-
-func (b *bench) stopAllRowcast() {
-	b.mu.Lock()
-	ps := make([]*rowcastProc, 0, len(b.rowcasts))
-	for p := range b.rowcasts {
-		ps = append(ps, p)
-	}
-	b.mu.Unlock()
-	for _, p := range ps {
-		p.stop()
-	}
-}
+// stop ends rowcast (SIGCONT in case it is paused, SIGTERM, then SIGKILL).
+func (p *rowcastProc) stop() { _, _ = p.Stop(syscall.SIGTERM, 10*time.Second) }
 
 // metrics scrapes /metrics: series (as printed, with labels) → value.
 func (p *rowcastProc) metrics() (map[string]float64, error) {
-	return scrape(p.base + "/metrics")
-}
-
-func scrape(url string) (map[string]float64, error) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		out[line[:i]] = v
-	}
-	return out, sc.Err()
-}
-
-// sumPrefix adds every series whose name starts with prefix.
-func sumPrefix(m map[string]float64, name string) float64 {
-	var s float64
-	for k, v := range m {
-		if k == name || strings.HasPrefix(k, name+"{") {
-			s += v
-		}
-	}
-	return s
+	return harness.Scrape(p.Base + "/metrics")
 }
 
 // procCPU returns the user+system CPU seconds of pid (and its threads).
@@ -481,22 +296,10 @@ func procCPU(pid int) float64 {
 // clockTicks is sysconf(_SC_CLK_TCK), 100 on Linux.
 const clockTicks = 100
 
-// procRSS returns VmRSS of pid in bytes.
+// procRSS returns VmRSS of pid in bytes (0 when unknown).
 func procRSS(pid int) float64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			f := strings.Fields(line)
-			if len(f) >= 2 {
-				kb, _ := strconv.ParseFloat(f[1], 64)
-				return kb * 1024
-			}
-		}
-	}
-	return 0
+	n, _ := harness.StatusBytes(pid, "VmRSS")
+	return float64(n)
 }
 
 // selfCPU is this process's CPU seconds (the load generator).

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"rowcast/integration/harness"
 )
 
 // Scenario 3: fan-out. N connected clients; the change rate is ramped
@@ -15,11 +17,61 @@ import (
 // gorilla/websocket broadcast server with the same clients and the same
 // frame bytes.
 
+// fanoutResult is the highest passing step of rowcast and of the bare
+// server with the same clients.
+type fanoutResult struct {
+	Clients           float64 `json:"clients"`             // connected clients
+	FrameBytes        float64 `json:"frame_bytes"`         // bytes of the bare server's frame
+	RowcastRate       float64 `json:"rowcast_rate"`        // changes/s at rowcast's highest passing step
+	RowcastDeliveries float64 `json:"rowcast_deliveries"`  // RowcastRate × clients
+	RowcastMeasured   float64 `json:"rowcast_measured"`    // deliveries/s counted at that step
+	RowcastCPUPerM    float64 `json:"rowcast_cpu_per_m"`   // rowcast CPU seconds per million deliveries
+	RowcastCPUPct     float64 `json:"rowcast_cpu_pct"`     // rowcast CPU, % of a core
+	RowcastLoadPct    float64 `json:"rowcast_load_pct"`    // the bench process's CPU, % of a core
+	RowcastSteps      float64 `json:"rowcast_steps"`       // steps of rowcast's ramp
+	LimitRate         float64 `json:"limit_rate"`          // as the Rowcast fields, for the bare server
+	LimitDeliveries   float64 `json:"limit_deliveries"`    //
+	LimitMeasured     float64 `json:"limit_measured"`      //
+	LimitCPUPerM      float64 `json:"limit_cpu_per_m"`     //
+	LimitCPUPct       float64 `json:"limit_cpu_pct"`       //
+	LimitLoadPct      float64 `json:"limit_load_pct"`      //
+	Ratio             float64 `json:"ratio"`               // RowcastRate / LimitRate, in the same run
+	RowcastFailRate   float64 `json:"rowcast_fail_rate"`   // changes/s of rowcast's first failing step (NaN: none)
+	LimitFailRate     float64 `json:"limit_fail_rate"`     // as RowcastFailRate, for the bare server
+	RowcastFailClosed float64 `json:"rowcast_fail_closed"` // clients closed in rowcast's first failing step
+}
+
+// The fan-out targets, at fanoutTargetClients clients: fanoutResult.Ratio
+// and RowcastCPUPerM within these bounds.
+var (
+	fanoutTargetClients = 10000
+	fanoutRatioTarget   = atLeast(0.8)
+	fanoutCPUTarget     = atMost(4.5) // CPU seconds per million deliveries
+)
+
+func fanoutKey(clients int) string { return itoa(clients) }
+
+// fanoutStep is one step of a ramp, as recorded.
+type fanoutStep struct {
+	Rate           float64 `json:"rate"`             // changes/s offered
+	Sent           float64 `json:"sent"`             // changes sent
+	Delivered      float64 `json:"delivered"`        // events the clients received
+	Expected       float64 `json:"expected"`         // sent × clients
+	DeliveriesPerS float64 `json:"deliveries_per_s"` // deliveries/s over the step
+	CPUPerM        float64 `json:"cpu_per_m"`        // server CPU seconds per million deliveries
+	CPUPct         float64 `json:"cpu_pct"`          // server CPU, % of a core
+	LoadCPUPct     float64 `json:"load_cpu_pct"`     // the bench process's CPU, % of a core
+	MachineIdlePct float64 `json:"machine_idle_pct"` // % of all cores idle
+	Closed         float64 `json:"closed"`           // clients closed during the step
+	Drops          float64 `json:"drops"`            // clients the server dropped for falling behind
+	Pass           float64 `json:"pass"`             // 1 when the step passed
+}
+
 func (b *bench) fanoutSizes() []int {
 	if b.opts.quick {
-		return []int{10000}
+		return []int{fanoutTargetClients}
 	}
-	return []int{1000, 10000}
+	return []int{1000, fanoutTargetClients}
 }
 
 func (b *bench) fanoutStep() time.Duration {
@@ -45,14 +97,14 @@ type rowcastTarget struct {
 	w  *rateWriters
 }
 
-func (t *rowcastTarget) pid() int { return t.rc.pid() }
+func (t *rowcastTarget) pid() int { return t.rc.PID() }
 func (t *rowcastTarget) drive(ctx context.Context, rate float64, d time.Duration) (int64, error) {
 	run := t.w.run(ctx, rate, d)
 	return run.committed(), run.err()
 }
 func (t *rowcastTarget) drops() float64 {
 	m, _ := t.rc.metrics()
-	return sumPrefix(m, "rowcast_slow_consumer_disconnects_total")
+	return harness.Sum(m, "rowcast_slow_consumer_disconnects_total")
 }
 func (t *rowcastTarget) ready(ctx context.Context, cs *clientSet, n int) error {
 	return cs.waitFrames(ctx, 60*time.Second)
@@ -63,7 +115,7 @@ type bareTarget struct {
 	frame []byte
 }
 
-func (t *bareTarget) pid() int { return t.p.pid() }
+func (t *bareTarget) pid() int { return t.p.PID() }
 func (t *bareTarget) drive(ctx context.Context, rate float64, d time.Duration) (int64, error) {
 	return t.p.burst(ctx, t.frame, rate, d)
 }
@@ -115,7 +167,7 @@ func (b *bench) scenarioFanout(ctx context.Context) error {
 			return err
 		}
 		rt := &rowcastTarget{rc: rc, w: w}
-		rbest, rsteps, sample, err := b.ramp(ctx, rt, wsURL(rc.addr), b.authHeader(), n)
+		rbest, rsteps, sample, err := b.ramp(ctx, rt, wsURL(rc.Addr), b.authHeader(), n)
 		w.close()
 		rc.stop()
 		if err != nil {
@@ -138,33 +190,32 @@ func (b *bench) scenarioFanout(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("bare server, %d clients: %w", n, err)
 		}
-		vals := map[string]float64{
-			"clients":             float64(n),
-			"frame_bytes":         float64(len(frame)),
-			"rowcast_rate":        rbest.rate,
-			"rowcast_deliveries":  rbest.rate * float64(n),
-			"rowcast_measured":    rbest.deliveriesPerSec,
-			"rowcast_cpu_per_m":   rbest.cpuPerMillion,
-			"rowcast_cpu_pct":     rbest.cpuPct,
-			"rowcast_load_pct":    rbest.loadCPUPct,
-			"rowcast_steps":       float64(len(rsteps)),
-			"limit_rate":          bbest.rate,
-			"limit_deliveries":    bbest.rate * float64(n),
-			"limit_measured":      bbest.deliveriesPerSec,
-			"limit_cpu_per_m":     bbest.cpuPerMillion,
-			"limit_cpu_pct":       bbest.cpuPct,
-			"limit_load_pct":      bbest.loadCPUPct,
-			"ratio":               rbest.rate / bbest.rate,
-			"rowcast_fail_rate":   firstFail(rsteps),
-			"limit_fail_rate":     firstFail(bsteps),
-			"rowcast_fail_closed": failClosed(rsteps),
-		}
-		b.res.add("fanout", itoa(n), nil, vals)
+		b.res.fanout.add(fanoutKey(n), nil, fanoutResult{
+			Clients:           float64(n),
+			FrameBytes:        float64(len(frame)),
+			RowcastRate:       rbest.rate,
+			RowcastDeliveries: rbest.rate * float64(n),
+			RowcastMeasured:   rbest.deliveriesPerSec,
+			RowcastCPUPerM:    rbest.cpuPerMillion,
+			RowcastCPUPct:     rbest.cpuPct,
+			RowcastLoadPct:    rbest.loadCPUPct,
+			RowcastSteps:      float64(len(rsteps)),
+			LimitRate:         bbest.rate,
+			LimitDeliveries:   bbest.rate * float64(n),
+			LimitMeasured:     bbest.deliveriesPerSec,
+			LimitCPUPerM:      bbest.cpuPerMillion,
+			LimitCPUPct:       bbest.cpuPct,
+			LimitLoadPct:      bbest.loadCPUPct,
+			Ratio:             rbest.rate / bbest.rate,
+			RowcastFailRate:   firstFail(rsteps),
+			LimitFailRate:     firstFail(bsteps),
+			RowcastFailClosed: failClosed(rsteps),
+		})
 		for i, st := range rsteps {
-			b.res.add("fanout_steps", fmt.Sprintf("rowcast/%d/%d", n, i), nil, st.values())
+			b.res.fanoutSteps.add(fmt.Sprintf("rowcast/%d/%d", n, i), nil, st.record())
 		}
 		for i, st := range bsteps {
-			b.res.add("fanout_steps", fmt.Sprintf("bare/%d/%d", n, i), nil, st.values())
+			b.res.fanoutSteps.add(fmt.Sprintf("bare/%d/%d", n, i), nil, st.record())
 		}
 		b.logf("fanout %d clients: rowcast %.0f deliveries/s (%.2f CPU-s/M), bare %.0f deliveries/s (%.2f CPU-s/M)",
 			n, rbest.rate*float64(n), rbest.cpuPerMillion, bbest.rate*float64(n), bbest.cpuPerMillion)
@@ -172,11 +223,11 @@ func (b *bench) scenarioFanout(ctx context.Context) error {
 	return nil
 }
 
-func (s fanStepResult) values() map[string]float64 {
-	return map[string]float64{
-		"rate": s.rate, "sent": s.sent, "delivered": s.delivered, "expected": s.expect,
-		"deliveries_per_s": s.deliveriesPerSec, "cpu_per_m": s.cpuPerMillion, "cpu_pct": s.cpuPct,
-		"load_cpu_pct": s.loadCPUPct, "machine_idle_pct": s.idlePct, "closed": s.closed, "drops": s.drops, "pass": boolf(s.pass),
+func (s fanStepResult) record() fanoutStep {
+	return fanoutStep{
+		Rate: s.rate, Sent: s.sent, Delivered: s.delivered, Expected: s.expect,
+		DeliveriesPerS: s.deliveriesPerSec, CPUPerM: s.cpuPerMillion, CPUPct: s.cpuPct,
+		LoadCPUPct: s.loadCPUPct, MachineIdlePct: s.idlePct, Closed: s.closed, Drops: s.drops, Pass: boolf(s.pass),
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"math"
 	"slices"
 	"time"
+
+	"rowcast/integration/harness"
 )
 
 // Scenario 2: end-to-end latency, commit → WebSocket client receive.
@@ -20,9 +22,43 @@ type latencyPoint struct {
 	clients int
 }
 
+// key names the point among the latency results.
+func (pt latencyPoint) key() string { return fmt.Sprintf("%g/%d", pt.rate, pt.clients) }
+
+// latencyResult is one point: a change rate with a number of clients.
+type latencyResult struct {
+	Rate           float64 `json:"rate"`             // changes/s offered
+	MachineIdlePct float64 `json:"machine_idle_pct"` // % of all cores idle during the point
+	Settled        float64 `json:"settled"`          // 1 when rowcast had caught up before the point
+	WalsenderLagKB float64 `json:"walsender_lag_kb"` // largest pg_current_wal_lsn() - sent_lsn, KiB
+	ServerMeanMs   float64 `json:"server_mean_ms"`   // rowcast's own commit→write mean, ms
+	Clients        float64 `json:"clients"`          // connected clients
+	AchievedRate   float64 `json:"achieved_rate"`    // changes/s committed
+	WritersBehind  float64 `json:"writers_behind"`   // updates that started more than 5 ms late
+	DeliveredPct   float64 `json:"delivered_pct"`    // % of the expected deliveries that arrived in time
+	SlowCloses     float64 `json:"slow_closes"`      // clients closed as slow consumers
+	Samples        float64 `json:"samples"`          // latencies measured
+	P50Ms          float64 `json:"p50_ms"`           // commit → client latency quantiles, ms
+	P95Ms          float64 `json:"p95_ms"`
+	P99Ms          float64 `json:"p99_ms"`
+	MaxMs          float64 `json:"max_ms"`
+	CommitP50Ms    float64 `json:"commit_p50_ms"` // writer-side commit latency quantiles, ms
+	CommitP99Ms    float64 `json:"commit_p99_ms"`
+	RowcastCPUS    float64 `json:"rowcast_cpu_s"`   // rowcast CPU seconds
+	RowcastCPUPct  float64 `json:"rowcast_cpu_pct"` // rowcast CPU, % of a core
+}
+
+// The latency target: at latencyTargetPoint, P99Ms and DeliveredPct of
+// latencyResult within these bounds.
+var (
+	latencyTargetPoint     = latencyPoint{rate: 1000, clients: 1000}
+	latencyP99Target       = atMost(10)   // ms
+	latencyDeliveredTarget = atLeast(100) // %
+)
+
 func (b *bench) latencyPoints() []latencyPoint {
 	if b.opts.quick {
-		return []latencyPoint{{100, 1}, {1000, 1000}}
+		return []latencyPoint{{100, 1}, latencyTargetPoint}
 	}
 	var pts []latencyPoint
 	for _, c := range []int{1, 100, 1000} {
@@ -84,7 +120,7 @@ func (b *bench) scenarioLatency(ctx context.Context) error {
 			// An overloaded point leaves a backlog; rowcast drains it
 			// faster with no clients.
 			b.settle(ctx, nil, 30*time.Second)
-			if cs, err = dialClients(ctx, wsURL(rc.addr), b.authHeader(), pt.clients); err != nil {
+			if cs, err = dialClients(ctx, wsURL(rc.Addr), b.authHeader(), pt.clients); err != nil {
 				return err
 			}
 			if err := cs.waitFrames(ctx, 30*time.Second); err != nil {
@@ -114,7 +150,7 @@ func (b *bench) latencyPoint(ctx context.Context, rc *rowcastProc, cs *clientSet
 	cs.countRange(base, base+n)
 	rows0 := cs.inRange()
 	m0, _ := rc.metrics()
-	cpu0 := procCPU(rc.pid())
+	cpu0 := procCPU(rc.PID())
 	// How far PostgreSQL's walsender for rowcast is behind the WAL it
 	// could send, sampled every 100 ms: tells a lag before rowcast from
 	// one inside it.
@@ -135,16 +171,16 @@ func (b *bench) latencyPoint(ctx context.Context, rc *rowcastProc, cs *clientSet
 	cs.waitInRange(ctx, rows0+expect, latencyDrain, latencyDrain)
 	delivered := cs.inRange() - rows0
 	cs.countRange(0, 0)
-	cpu := procCPU(rc.pid()) - cpu0
+	cpu := procCPU(rc.PID()) - cpu0
 	m1, _ := rc.metrics()
 	cs.stopRecording()
 	_, slow := cs.closedCount()
-	slowMetric := sumPrefix(m1, "rowcast_slow_consumer_disconnects_total") - sumPrefix(m0, "rowcast_slow_consumer_disconnects_total")
+	slowMetric := harness.Sum(m1, "rowcast_slow_consumer_disconnects_total") - harness.Sum(m0, "rowcast_slow_consumer_disconnects_total")
 
 	// rowcast's own view: commit (pgoutput commit time) → write to a
 	// client, from its histogram.
-	srvCount := sumPrefix(m1, "rowcast_commit_to_send_seconds_count") - sumPrefix(m0, "rowcast_commit_to_send_seconds_count")
-	srvSum := sumPrefix(m1, "rowcast_commit_to_send_seconds_sum") - sumPrefix(m0, "rowcast_commit_to_send_seconds_sum")
+	srvCount := harness.Sum(m1, "rowcast_commit_to_send_seconds_count") - harness.Sum(m0, "rowcast_commit_to_send_seconds_count")
+	srvSum := harness.Sum(m1, "rowcast_commit_to_send_seconds_sum") - harness.Sum(m0, "rowcast_commit_to_send_seconds_sum")
 
 	var lat []float64
 	for _, r := range recs {
@@ -159,30 +195,30 @@ func (b *bench) latencyPoint(ctx context.Context, rc *rowcastProc, cs *clientSet
 	slices.Sort(lat)
 	cl := run.commitLatencies()
 	slices.Sort(cl)
-	vals := map[string]float64{
-		"rate":             pt.rate,
-		"machine_idle_pct": idle,
-		"settled":          boolf(settled),
-		"walsender_lag_kb": maxLag / 1024,
-		"server_mean_ms":   1000 * srvSum / math.Max(srvCount, 1),
-		"clients":          float64(pt.clients),
-		"achieved_rate":    float64(committed) / max(run.span(), d).Seconds(),
-		"writers_behind":   float64(run.behind.Load()),
-		"delivered_pct":    100 * float64(delivered) / float64(max(expect, 1)),
-		"slow_closes":      math.Max(float64(slow), slowMetric),
-		"samples":          float64(len(lat)),
-		"p50_ms":           quantile(lat, 0.50),
-		"p95_ms":           quantile(lat, 0.95),
-		"p99_ms":           quantile(lat, 0.99),
-		"max_ms":           quantile(lat, 1),
-		"commit_p50_ms":    quantile(cl, 0.50),
-		"commit_p99_ms":    quantile(cl, 0.99),
-		"rowcast_cpu_s":    cpu,
-		"rowcast_cpu_pct":  100 * cpu / time.Since(run.start).Seconds(),
+	res := latencyResult{
+		Rate:           pt.rate,
+		MachineIdlePct: idle,
+		Settled:        boolf(settled),
+		WalsenderLagKB: maxLag / 1024,
+		ServerMeanMs:   1000 * srvSum / math.Max(srvCount, 1),
+		Clients:        float64(pt.clients),
+		AchievedRate:   float64(committed) / max(run.span(), d).Seconds(),
+		WritersBehind:  float64(run.behind.Load()),
+		DeliveredPct:   100 * float64(delivered) / float64(max(expect, 1)),
+		SlowCloses:     math.Max(float64(slow), slowMetric),
+		Samples:        float64(len(lat)),
+		P50Ms:          quantile(lat, 0.50),
+		P95Ms:          quantile(lat, 0.95),
+		P99Ms:          quantile(lat, 0.99),
+		MaxMs:          quantile(lat, 1),
+		CommitP50Ms:    quantile(cl, 0.50),
+		CommitP99Ms:    quantile(cl, 0.99),
+		RowcastCPUS:    cpu,
+		RowcastCPUPct:  100 * cpu / time.Since(run.start).Seconds(),
 	}
-	b.res.add("latency", fmt.Sprintf("%g/%d", pt.rate, pt.clients), map[string]string{"mode": rc.mode}, vals)
+	b.res.latency.add(pt.key(), map[string]string{"mode": rc.mode}, res)
 	b.logf("latency %g changes/s × %d clients: p50 %.2f p99 %.2f max %.1f ms, delivered %.1f%%, slow closes %d, rowcast commit→write mean %.2f ms, writers behind %d, walsender behind at most %.0f KiB, machine idle %.0f%%",
-		pt.rate, pt.clients, vals["p50_ms"], vals["p99_ms"], vals["max_ms"], vals["delivered_pct"], int(vals["slow_closes"]), vals["server_mean_ms"], run.behind.Load(), maxLag/1024, idle)
+		pt.rate, pt.clients, res.P50Ms, res.P99Ms, res.MaxMs, res.DeliveredPct, int(res.SlowCloses), res.ServerMeanMs, run.behind.Load(), maxLag/1024, idle)
 	return nil
 }
 

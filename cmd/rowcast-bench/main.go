@@ -176,7 +176,8 @@ func (b *bench) main(ctx context.Context) error {
 			case "wire":
 				err = b.scenarioWire(ctx)
 			}
-			b.stopAllRowcast()
+			// Whatever a failed scenario left running.
+			b.procs.StopAll(syscall.SIGTERM, 10*time.Second)
 			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()

@@ -3,12 +3,31 @@ package main
 import (
 	"context"
 	"fmt"
-	"slices"
 	"time"
 )
 
 // Scenario 4: memory per idle authenticated connection: rowcast's RSS and
 // Go heap with N idle clients minus with none, divided by N.
+
+// memoryResult is rowcast's memory with N idle clients against none.
+// Sizes are in bytes.
+type memoryResult struct {
+	Clients           float64 `json:"clients"`              // idle clients connected
+	ConnectS          float64 `json:"connect_s"`            // seconds to connect them
+	RSSBefore         float64 `json:"rss_before"`           // rowcast RSS without clients
+	RSSAfter          float64 `json:"rss_after"`            // rowcast RSS with them
+	RSSPerConn        float64 `json:"rss_per_conn"`         // (after - before) / clients, and so on
+	HeapInuseBefore   float64 `json:"heap_inuse_before"`    // Go heap in use
+	HeapInuseAfter    float64 `json:"heap_inuse_after"`     //
+	HeapInusePerConn  float64 `json:"heap_inuse_per_conn"`  //
+	HeapAllocPerConn  float64 `json:"heap_alloc_per_conn"`  //
+	StackPerConn      float64 `json:"stack_per_conn"`       // goroutine stacks
+	GoroutinesPerConn float64 `json:"goroutines_per_conn"`  // goroutines (a count)
+	HeapAndStackPerC  float64 `json:"heap_and_stack_per_c"` // heap in use and stacks
+}
+
+// memoryHeapTarget judges memoryResult.HeapInusePerConn, in KiB.
+var memoryHeapTarget = atMost(8)
 
 func (b *bench) memoryClients() int {
 	if b.opts.quick {
@@ -29,7 +48,7 @@ func memSnapshot(ctx context.Context, rc *rowcastProc) (memSample, error) {
 		if err != nil {
 			return memSample{}, err
 		}
-		rss = append(rss, procRSS(rc.pid()))
+		rss = append(rss, procRSS(rc.PID()))
 		hi = append(hi, m["go_memstats_heap_inuse_bytes"])
 		ha = append(ha, m["go_memstats_heap_alloc_bytes"])
 		si = append(si, m["go_memstats_stack_inuse_bytes"])
@@ -39,18 +58,6 @@ func memSnapshot(ctx context.Context, rc *rowcastProc) (memSample, error) {
 		}
 	}
 	return memSample{median(rss), median(hi), median(ha), median(si), median(g)}, nil
-}
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func (b *bench) scenarioMemory(ctx context.Context) error {
@@ -74,7 +81,7 @@ func (b *bench) scenarioMemory(ctx context.Context) error {
 	}
 	n := b.memoryClients()
 	t0 := time.Now()
-	cs, err := dialClients(ctx, wsURL(rc.addr), b.authHeader(), n)
+	cs, err := dialClients(ctx, wsURL(rc.Addr), b.authHeader(), n)
 	if err != nil {
 		return err
 	}
@@ -94,23 +101,23 @@ func (b *bench) scenarioMemory(ctx context.Context) error {
 		return fmt.Errorf("%d of %d idle clients were disconnected", closed, n)
 	}
 	per := func(a, b float64) float64 { return (a - b) / float64(n) }
-	vals := map[string]float64{
-		"clients":              float64(n),
-		"connect_s":            connectSecs,
-		"rss_before":           before.rss,
-		"rss_after":            after.rss,
-		"rss_per_conn":         per(after.rss, before.rss),
-		"heap_inuse_before":    before.heapInuse,
-		"heap_inuse_after":     after.heapInuse,
-		"heap_inuse_per_conn":  per(after.heapInuse, before.heapInuse),
-		"heap_alloc_per_conn":  per(after.heapAlloc, before.heapAlloc),
-		"stack_per_conn":       per(after.stackInuse, before.stackInuse),
-		"goroutines_per_conn":  per(after.goroutines, before.goroutines),
-		"heap_and_stack_per_c": per(after.heapInuse+after.stackInuse, before.heapInuse+before.stackInuse),
+	res := memoryResult{
+		Clients:           float64(n),
+		ConnectS:          connectSecs,
+		RSSBefore:         before.rss,
+		RSSAfter:          after.rss,
+		RSSPerConn:        per(after.rss, before.rss),
+		HeapInuseBefore:   before.heapInuse,
+		HeapInuseAfter:    after.heapInuse,
+		HeapInusePerConn:  per(after.heapInuse, before.heapInuse),
+		HeapAllocPerConn:  per(after.heapAlloc, before.heapAlloc),
+		StackPerConn:      per(after.stackInuse, before.stackInuse),
+		GoroutinesPerConn: per(after.goroutines, before.goroutines),
+		HeapAndStackPerC:  per(after.heapInuse+after.stackInuse, before.heapInuse+before.stackInuse),
 	}
-	b.res.add("memory", itoa(n), nil, vals)
+	b.res.memory.add(itoa(n), nil, res)
 	b.logf("memory %d idle clients: RSS %.1f KiB, heap in use %.1f KiB, stacks %.1f KiB per connection",
-		n, vals["rss_per_conn"]/1024, vals["heap_inuse_per_conn"]/1024, vals["stack_per_conn"]/1024)
+		n, res.RSSPerConn/1024, res.HeapInusePerConn/1024, res.StackPerConn/1024)
 	return nil
 }
 
@@ -118,6 +125,14 @@ func (b *bench) scenarioMemory(ctx context.Context) error {
 // stats:updated, per capture mode. The WebSocket frame header (2 bytes up
 // to 125 bytes of payload, 4 bytes up to 65535; server frames are not
 // masked; rowcast does not negotiate compression) is counted in "wire".
+
+// wireResult is the size of one message of each kind, in bytes.
+type wireResult struct {
+	TicketPayload float64 `json:"ticket_payload"` // ticket:updated, JSON
+	TicketWire    float64 `json:"ticket_wire"`    // with the WebSocket frame header
+	StatsPayload  float64 `json:"stats_payload"`  // stats:updated, JSON
+	StatsWire     float64 `json:"stats_wire"`     // with the WebSocket frame header
+}
 
 func (b *bench) scenarioWire(ctx context.Context) error {
 	for _, mode := range []string{"logical", "notify"} {
@@ -138,7 +153,7 @@ func (b *bench) scenarioWire(ctx context.Context) error {
 }
 
 func (b *bench) wireMode(ctx context.Context, rc *rowcastProc, mode string) error {
-	cs, err := dialClients(ctx, wsURL(rc.addr), b.authHeader(), 1)
+	cs, err := dialClients(ctx, wsURL(rc.Addr), b.authHeader(), 1)
 	if err != nil {
 		return err
 	}
@@ -168,11 +183,11 @@ func (b *bench) wireMode(ctx context.Context, rc *rowcastProc, mode string) erro
 	if len(row) == 0 || len(stats) == 0 {
 		return fmt.Errorf("missing frames (ticket:updated %d bytes, stats:updated %d bytes)", len(row), len(stats))
 	}
-	b.res.add("wire", mode, nil, map[string]float64{
-		"ticket_payload": float64(len(row)),
-		"ticket_wire":    float64(len(row) + wsHeaderLen(len(row))),
-		"stats_payload":  float64(len(stats)),
-		"stats_wire":     float64(len(stats) + wsHeaderLen(len(stats))),
+	b.res.wire.add(mode, nil, wireResult{
+		TicketPayload: float64(len(row)),
+		TicketWire:    float64(len(row) + wsHeaderLen(len(row))),
+		StatsPayload:  float64(len(stats)),
+		StatsWire:     float64(len(stats) + wsHeaderLen(len(stats))),
 	})
 	b.res.text("wire", mode+"/ticket", string(row))
 	b.res.text("wire", mode+"/stats", string(stats))

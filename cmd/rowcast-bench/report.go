@@ -13,22 +13,25 @@ import (
 
 // results holds every measurement of every run; tables show medians.
 type results struct {
-	b        *bench
-	machine  machineInfo
-	points   map[string]*point
-	order    []string
+	b       *bench
+	machine machineInfo
+	// order lists every point of every scenario in the order first
+	// measured: the order of the results file.
+	order []recorded
+
+	capture     series[captureBacklog]
+	sustained   series[captureSustained]
+	latency     series[latencyResult]
+	fanout      series[fanoutResult]
+	fanoutSteps series[fanoutStep]
+	memory      series[memoryResult]
+	writers     series[writerResult]
+	wire        series[wireResult]
+
 	texts    map[string]string
 	errs     map[string]string
 	elapsedS map[string][]float64
 	total    time.Duration
-}
-
-type point struct {
-	Scenario string               `json:"scenario"`
-	Key      string               `json:"key"`
-	Labels   map[string]string    `json:"labels,omitempty"`
-	Median   map[string]float64   `json:"median"`
-	Runs     []map[string]float64 `json:"runs"`
 }
 
 type machineInfo struct {
@@ -43,7 +46,7 @@ type machineInfo struct {
 }
 
 func newResults(b *bench) *results {
-	r := &results{b: b, points: map[string]*point{}, texts: map[string]string{}, errs: map[string]string{}, elapsedS: map[string][]float64{}}
+	r := newEmptyResults(b)
 	cores := runtime.NumCPU()
 	if v := os.Getenv(envPinned); v != "" {
 		fmt.Sscan(v, &cores)
@@ -62,6 +65,20 @@ func newResults(b *bench) *results {
 	} else {
 		r.machine.Pinning = "none (fewer than 2 cores, taskset missing, or -pin=false)"
 	}
+	return r
+}
+
+// newEmptyResults returns results without measurements or machine.
+func newEmptyResults(b *bench) *results {
+	r := &results{b: b, texts: map[string]string{}, errs: map[string]string{}, elapsedS: map[string][]float64{}}
+	r.capture = newSeries[captureBacklog](r, "capture")
+	r.sustained = newSeries[captureSustained](r, "capture")
+	r.latency = newSeries[latencyResult](r, "latency")
+	r.fanout = newSeries[fanoutResult](r, "fanout")
+	r.fanoutSteps = newSeries[fanoutStep](r, "fanout_steps")
+	r.memory = newSeries[memoryResult](r, "memory")
+	r.writers = newSeries[writerResult](r, "writers")
+	r.wire = newSeries[wireResult](r, "wire")
 	return r
 }
 
@@ -95,75 +112,12 @@ func memTotal() string {
 	return ""
 }
 
-func (r *results) add(scenario, key string, labels map[string]string, vals map[string]float64) {
-	id := scenario + "|" + key
-	p := r.points[id]
-	if p == nil {
-		p = &point{Scenario: scenario, Key: key, Labels: labels}
-		r.points[id] = p
-		r.order = append(r.order, id)
-	}
-	p.Runs = append(p.Runs, vals)
-	p.Median = map[string]float64{}
-	names := map[string]bool{}
-	for _, run := range p.Runs {
-		for k := range run {
-			names[k] = true
-		}
-	}
-	for k := range names {
-		var v []float64
-		for _, run := range p.Runs {
-			if x, ok := run[k]; ok && !math.IsNaN(x) {
-				v = append(v, x)
-			}
-		}
-		if len(v) == 0 {
-			p.Median[k] = math.NaN()
-		} else {
-			p.Median[k] = median(v)
-		}
-	}
-}
-
 func (r *results) text(scenario, key, s string) { r.texts[scenario+"/"+key] = s }
 
 func (r *results) failed(scenario string, err error) { r.errs[scenario] = err.Error() }
 
 func (r *results) elapsed(scenario string, d time.Duration) {
 	r.elapsedS[scenario] = append(r.elapsedS[scenario], d.Seconds())
-}
-
-// get returns the median of metric for scenario/key, NaN if absent.
-func (r *results) get(scenario, key, metric string) float64 {
-	p := r.points[scenario+"|"+key]
-	if p == nil {
-		return math.NaN()
-	}
-	v, ok := p.Median[metric]
-	if !ok {
-		return math.NaN()
-	}
-	return v
-}
-
-func (r *results) has(scenario string) bool {
-	for _, id := range r.order {
-		if strings.HasPrefix(id, scenario+"|") {
-			return true
-		}
-	}
-	return false
-}
-
-func (r *results) keys(scenario string) []string {
-	var ks []string
-	for _, id := range r.order {
-		if s, k, _ := strings.Cut(id, "|"); s == scenario {
-			ks = append(ks, k)
-		}
-	}
-	return ks
 }
 
 // f formats a number with d decimals, "–" for NaN.
@@ -220,22 +174,20 @@ func (r *results) render(w io.Writer) {
 }
 
 func (r *results) renderCapture(w io.Writer) {
-	if !r.has("capture") {
+	if !r.capture.measured() && !r.sustained.measured() {
 		return
 	}
 	fmt.Fprintf(w, "\n## Capture throughput\n\n")
 	fmt.Fprintf(w, "Backlog written while rowcast was stopped (SIGSTOP, slot or LISTEN kept), then drained to one WebSocket client.\n\n")
 	fmt.Fprintf(w, "| capture | backlog | rowcast changes/s | limit (same backlog) | limit changes/s | rowcast / limit | rowcast CPU µs per change |\n|---|---|--:|---|--:|--:|--:|\n")
-	for _, k := range r.keys("capture") {
-		if k == "notify/sustained" {
-			continue
-		}
-		p := r.points["capture|"+k]
+	for _, p := range r.capture.points {
+		m := p.Median
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", p.Labels["mode"], p.Labels["backlog"],
-			f(p.Median["rowcast_rate"], 0), p.Labels["limit"], f(p.Median["limit_rate"], 0), f(p.Median["ratio"], 2), f(p.Median["rowcast_cpu_us"], 1))
+			f(m.RowcastRate, 0), p.Labels["limit"], f(m.LimitRate, 0), f(m.Ratio, 2), f(m.RowcastCPUUs, 1))
 	}
-	if p := r.points["capture|notify/sustained"]; p != nil {
-		fmt.Fprintf(w, "\nNOTIFY sustained: pgbench -c 16 -j 2 single-row INSERTs as fast as possible with the trigger, %d s; rowcast (one client) and the bare listener measured in turn.\n\n", r.b.sustainedSecs())
+	if p := r.sustained.point(sustainedKey); p != nil {
+		m := p.Median
+		fmt.Fprintf(w, "\nNOTIFY sustained: pgbench -c %d -j 2 single-row INSERTs as fast as possible with the trigger, %d s; rowcast (one client) and the bare listener measured in turn.\n\n", sustainedWriters, r.b.sustainedSecs())
 		fmt.Fprintf(w, "| | writer TPS | events received/s during the run | caught up (s after writers stopped) |\n|---|--:|--:|--:|\n")
 		lag := func(v float64) string {
 			if math.IsNaN(v) {
@@ -243,13 +195,13 @@ func (r *results) renderCapture(w io.Writer) {
 			}
 			return f(v, 2)
 		}
-		fmt.Fprintf(w, "| rowcast → WebSocket client | %s | %s | %s |\n", f(p.Median["writer_tps"], 0), f(p.Median["rowcast_rate"], 0), lag(p.Median["rowcast_lag_s"]))
-		fmt.Fprintf(w, "| bare pgx LISTEN loop | %s | %s | %s |\n", f(p.Median["limit_writer_tps"], 0), f(p.Median["limit_rate"], 0), lag(p.Median["limit_lag_s"]))
+		fmt.Fprintf(w, "| rowcast → WebSocket client | %s | %s | %s |\n", f(m.WriterTPS, 0), f(m.RowcastRate, 0), lag(m.RowcastLagS))
+		fmt.Fprintf(w, "| bare pgx LISTEN loop | %s | %s | %s |\n", f(m.LimitWriterTPS, 0), f(m.LimitRate, 0), lag(m.LimitLagS))
 	}
 }
 
 func (r *results) renderLatency(w io.Writer) {
-	if !r.has("latency") {
+	if !r.latency.measured() {
 		return
 	}
 	fmt.Fprintf(w, "\n## End-to-end latency (commit → WebSocket client), logical capture\n\n")
@@ -258,16 +210,16 @@ func (r *results) renderLatency(w io.Writer) {
 		"\"rowcast commit→write\" is rowcast's own histogram (pgoutput commit time to the write to a client), \"walsender behind\" the largest pg_current_wal_lsn() − sent_lsn sampled every 100 ms, \"idle\" the machine's idle CPU during the point.\n\n",
 		r.b.latencyDuration(), latencyRecorders, latencyDrain)
 	fmt.Fprintf(w, "| changes/s (achieved) | clients | p50 ms | p95 ms | p99 ms | max ms | delivered | slow-consumer closes | writer commit p50 / p99 ms | rowcast commit→write mean ms | walsender behind KiB | rowcast CPU | idle |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
-	for _, k := range r.keys("latency") {
-		p := r.points["latency|"+k].Median
-		fmt.Fprintf(w, "| %s (%s) | %s | %s | %s | %s | %s | %s%% | %s | %s / %s | %s | %s | %s%% | %s%% |\n", f(p["rate"], 0), f(p["achieved_rate"], 0), f(p["clients"], 0),
-			f(p["p50_ms"], 2), f(p["p95_ms"], 2), f(p["p99_ms"], 2), f(p["max_ms"], 1), f(p["delivered_pct"], 1), f(p["slow_closes"], 0),
-			f(p["commit_p50_ms"], 2), f(p["commit_p99_ms"], 2), f(p["server_mean_ms"], 2), f(p["walsender_lag_kb"], 0), f(p["rowcast_cpu_pct"], 0), f(p["machine_idle_pct"], 0))
+	for _, p := range r.latency.points {
+		m := p.Median
+		fmt.Fprintf(w, "| %s (%s) | %s | %s | %s | %s | %s | %s%% | %s | %s / %s | %s | %s | %s%% | %s%% |\n", f(m.Rate, 0), f(m.AchievedRate, 0), f(m.Clients, 0),
+			f(m.P50Ms, 2), f(m.P95Ms, 2), f(m.P99Ms, 2), f(m.MaxMs, 1), f(m.DeliveredPct, 1), f(m.SlowCloses, 0),
+			f(m.CommitP50Ms, 2), f(m.CommitP99Ms, 2), f(m.ServerMeanMs, 2), f(m.WalsenderLagKB, 0), f(m.RowcastCPUPct, 0), f(m.MachineIdlePct, 0))
 	}
 }
 
 func (r *results) renderFanout(w io.Writer) {
-	if !r.has("fanout") {
+	if !r.fanout.measured() {
 		return
 	}
 	fmt.Fprintf(w, "\n## Fan-out\n\n")
@@ -276,30 +228,30 @@ func (r *results) renderFanout(w io.Writer) {
 		"Deliveries/s = changes/s × clients at the highest passing step. Limit: a bare gorilla/websocket broadcast server (a separate process pinned like rowcast: goroutine + 1024-slot channel per client, one PreparedMessage per event, same upgrader buffers, no auth, no JSON) with the same clients and the same frame bytes. "+
 		"CPU from /proc/<pid>/stat of the server process over the passing step.\n\n", r.b.fanoutStep(), fanGrace)
 	fmt.Fprintf(w, "| clients | frame bytes | rowcast changes/s | rowcast deliveries/s | rowcast CPU-s per M deliveries | bare msgs/s | bare deliveries/s | bare CPU-s per M | rowcast / bare |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
-	for _, k := range r.keys("fanout") {
-		p := r.points["fanout|"+k].Median
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", f(p["clients"], 0), f(p["frame_bytes"], 0),
-			f(p["rowcast_rate"], 1), f(p["rowcast_deliveries"], 0), f(p["rowcast_cpu_per_m"], 2),
-			f(p["limit_rate"], 1), f(p["limit_deliveries"], 0), f(p["limit_cpu_per_m"], 2), f(p["ratio"], 2))
+	for _, p := range r.fanout.points {
+		m := p.Median
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", f(m.Clients, 0), f(m.FrameBytes, 0),
+			f(m.RowcastRate, 1), f(m.RowcastDeliveries, 0), f(m.RowcastCPUPerM, 2),
+			f(m.LimitRate, 1), f(m.LimitDeliveries, 0), f(m.LimitCPUPerM, 2), f(m.Ratio, 2))
 	}
 }
 
 func (r *results) renderMemory(w io.Writer) {
-	if !r.has("memory") {
+	if !r.memory.measured() {
 		return
 	}
 	fmt.Fprintf(w, "\n## Memory per idle authenticated connection\n\n")
 	fmt.Fprintf(w, "| idle clients | RSS per conn | Go heap in use per conn | heap alloc per conn | goroutine stacks per conn | goroutines per conn | RSS before → after |\n|--:|--:|--:|--:|--:|--:|--:|\n")
-	for _, k := range r.keys("memory") {
-		p := r.points["memory|"+k].Median
-		fmt.Fprintf(w, "| %s | %s KiB | %s KiB | %s KiB | %s KiB | %s | %s → %s MiB |\n", f(p["clients"], 0),
-			f(p["rss_per_conn"]/1024, 1), f(p["heap_inuse_per_conn"]/1024, 1), f(p["heap_alloc_per_conn"]/1024, 1),
-			f(p["stack_per_conn"]/1024, 1), f(p["goroutines_per_conn"], 2), f(p["rss_before"]/(1<<20), 1), f(p["rss_after"]/(1<<20), 1))
+	for _, p := range r.memory.points {
+		m := p.Median
+		fmt.Fprintf(w, "| %s | %s KiB | %s KiB | %s KiB | %s KiB | %s | %s → %s MiB |\n", f(m.Clients, 0),
+			f(m.RSSPerConn/1024, 1), f(m.HeapInusePerConn/1024, 1), f(m.HeapAllocPerConn/1024, 1),
+			f(m.StackPerConn/1024, 1), f(m.GoroutinesPerConn, 2), f(m.RSSBefore/(1<<20), 1), f(m.RSSAfter/(1<<20), 1))
 	}
 }
 
 func (r *results) renderWriters(w io.Writer) {
-	if !r.has("writers") {
+	if !r.writers.measured() {
 		return
 	}
 	fmt.Fprintf(w, "\n## Cost to writers\n\n")
@@ -310,33 +262,32 @@ func (r *results) renderWriters(w io.Writer) {
 	fmt.Fprintf(w, "| op | writers | no capture | bare trigger | rowcast trigger | rowcast notify | pg_recvlogical | rowcast logical | rowcast trigger / bare trigger | CPU: rowcast notify / rowcast logical |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, op := range []string{"insert", "update"} {
 		for _, c := range r.b.writerClients() {
-			key := func(mode string) string { return fmt.Sprintf("%s/%s/%d", mode, op, c) }
-			get := func(mode string) float64 { return r.get("writers", key(mode), "tps") }
-			none := get("none")
+			get := func(mode string) writerResult { return r.writers.median(writerKey(mode, op, c)) }
+			none := get("none").TPS
 			cell := func(mode string) string {
-				v := get(mode)
+				v := get(mode).TPS
 				if math.IsNaN(v) {
 					return "–"
 				}
 				return fmt.Sprintf("%s (%s)", f(v, 0), f(v/none, 2))
 			}
 			fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s%% / %s%% |\n", op, c, f(none, 0), cell("bare"), cell("trigger"), cell("notify"),
-				cell("recvlogical"), cell("logical"), f(get("trigger")/get("bare"), 2),
-				f(r.get("writers", key("notify"), "consumer_cpu_pct"), 0), f(r.get("writers", key("logical"), "consumer_cpu_pct"), 0))
+				cell("recvlogical"), cell("logical"), f(get("trigger").TPS/get("bare").TPS, 2),
+				f(get("notify").ConsumerCPUPct, 0), f(get("logical").ConsumerCPUPct, 0))
 		}
 	}
 }
 
 func (r *results) renderWire(w io.Writer) {
-	if !r.has("wire") {
+	if !r.wire.measured() {
 		return
 	}
 	fmt.Fprintf(w, "\n## Wire size\n\n")
 	fmt.Fprintf(w, "Bytes per message for the reference ticket; \"wire\" adds the WebSocket frame header (2 bytes up to 125 bytes of payload, 4 up to 65,535; server frames are unmasked, no compression). TCP/IP headers not counted.\n\n")
 	fmt.Fprintf(w, "| capture | ticket:updated payload | ticket:updated wire | stats:updated payload | stats:updated wire |\n|---|--:|--:|--:|--:|\n")
-	for _, k := range r.keys("wire") {
-		p := r.points["wire|"+k].Median
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", k, f(p["ticket_payload"], 0), f(p["ticket_wire"], 0), f(p["stats_payload"], 0), f(p["stats_wire"], 0))
+	for _, p := range r.wire.points {
+		m := p.Median
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", p.Key, f(m.TicketPayload, 0), f(m.TicketWire, 0), f(m.StatsPayload, 0), f(m.StatsWire, 0))
 	}
 }
 
@@ -349,6 +300,8 @@ type target struct {
 	Value    float64 `json:"-"`
 }
 
+// targets judges the medians against the bounds declared beside each
+// scenario's results; names and limits are written from the same bounds.
 func (r *results) targets() []target {
 	var ts []target
 	add := func(name, measured, limit string, ok bool, known bool) {
@@ -366,55 +319,56 @@ func (r *results) targets() []target {
 		}
 		return true
 	}
-	for _, sh := range []string{"txns", "onetxn"} {
-		k := "logical/" + sh
-		if p := r.points["capture|"+k]; p != nil {
-			ratio := p.Median["ratio"]
-			add("logical drain ≥ 0.9 × pg_recvlogical ("+p.Labels["backlog"]+")",
-				f(p.Median["rowcast_rate"], 0)+" changes/s ("+f(ratio, 2)+"×)", f(p.Median["limit_rate"], 0)+" changes/s", ratio >= 0.9, known(ratio))
+	for _, sh := range []string{shapeTxns, shapeOneTxn} {
+		if p := r.capture.point(captureKey("logical", sh)); p != nil {
+			m := p.Median
+			add("logical drain "+logicalDrainTarget.String()+" × pg_recvlogical ("+p.Labels["backlog"]+")",
+				f(m.RowcastRate, 0)+" changes/s ("+f(m.Ratio, 2)+"×)", f(m.LimitRate, 0)+" changes/s", logicalDrainTarget.met(m.Ratio), known(m.Ratio))
 		}
 	}
-	if p := r.points["capture|notify/sustained"]; p != nil {
+	if p := r.sustained.point(sustainedKey); p != nil {
 		m := p.Median
-		add("notify keeps up with the highest trigger TPS at 16 writers",
-			f(m["rowcast_rate"], 0)+" events/s delivered, caught up "+f(m["rowcast_lag_s"], 2)+" s after",
-			f(m["writer_tps"], 0)+" TPS written", m["keeps_up"] >= 0.5, known(m["keeps_up"]))
+		add(fmt.Sprintf("notify keeps up with the highest trigger TPS at %d writers", sustainedWriters),
+			f(m.RowcastRate, 0)+" events/s delivered, caught up "+f(m.RowcastLagS, 2)+" s after",
+			f(m.WriterTPS, 0)+" TPS written", notifyKeepsUpTarget.met(m.KeepsUp), known(m.KeepsUp))
 	}
-	if r.has("latency") {
-		p99 := r.get("latency", "1000/1000", "p99_ms")
-		del := r.get("latency", "1000/1000", "delivered_pct")
-		add("commit→client p99 ≤ 10 ms at 1,000 changes/s, 1,000 clients",
-			f(p99, 2)+" ms ("+f(del, 1)+"% delivered)", "10 ms", p99 <= 10 && del >= 100, known(p99, del))
+	if r.latency.measured() {
+		pt := latencyTargetPoint
+		m := r.latency.median(pt.key())
+		add(fmt.Sprintf("commit→client p99 %s ms at %s changes/s, %s clients", latencyP99Target, f(pt.rate, 0), commas(int64(pt.clients))),
+			f(m.P99Ms, 2)+" ms ("+f(m.DeliveredPct, 1)+"% delivered)", fmt.Sprintf("%g ms", latencyP99Target.limit),
+			latencyP99Target.met(m.P99Ms) && latencyDeliveredTarget.met(m.DeliveredPct), known(m.P99Ms, m.DeliveredPct))
 	}
-	if r.has("fanout") {
-		rd := r.get("fanout", "10000", "rowcast_deliveries")
-		ld := r.get("fanout", "10000", "limit_deliveries")
-		cpu := r.get("fanout", "10000", "rowcast_cpu_per_m")
+	if r.fanout.measured() {
+		n := commas(int64(fanoutTargetClients))
+		m := r.fanout.median(fanoutKey(fanoutTargetClients))
 		// The ratio is the median of the same-run ratios.
-		ratio := r.get("fanout", "10000", "ratio")
-		add("fan-out deliveries/s ≥ 0.8 × bare gorilla loop, 10,000 clients",
-			f(rd, 0)+" ("+f(ratio, 2)+"× in the same run)", f(ld, 0)+" (bare)", ratio >= 0.8, known(rd, ld, ratio))
-		add("fan-out ≤ 4.5 CPU-seconds per million deliveries, 10,000 clients",
-			f(cpu, 2), "4.5 (bare: "+f(r.get("fanout", "10000", "limit_cpu_per_m"), 2)+")", cpu <= 4.5, known(cpu))
+		add("fan-out deliveries/s "+fanoutRatioTarget.String()+" × bare gorilla loop, "+n+" clients",
+			f(m.RowcastDeliveries, 0)+" ("+f(m.Ratio, 2)+"× in the same run)", f(m.LimitDeliveries, 0)+" (bare)",
+			fanoutRatioTarget.met(m.Ratio), known(m.RowcastDeliveries, m.LimitDeliveries, m.Ratio))
+		add("fan-out "+fanoutCPUTarget.String()+" CPU-seconds per million deliveries, "+n+" clients",
+			f(m.RowcastCPUPerM, 2), fmt.Sprintf("%g (bare: %s)", fanoutCPUTarget.limit, f(m.LimitCPUPerM, 2)),
+			fanoutCPUTarget.met(m.RowcastCPUPerM), known(m.RowcastCPUPerM))
 	}
-	if r.has("memory") {
-		k := r.keys("memory")[0]
-		h := r.get("memory", k, "heap_inuse_per_conn") / 1024
-		add("≤ 8 KiB Go heap per idle authenticated connection",
-			f(h, 1)+" KiB (+ "+f(r.get("memory", k, "stack_per_conn")/1024, 1)+" KiB stacks)", "8 KiB", h <= 8, known(h))
+	if r.memory.measured() {
+		m := r.memory.points[0].Median
+		h := m.HeapInusePerConn / 1024
+		add(memoryHeapTarget.String()+" KiB Go heap per idle authenticated connection",
+			f(h, 1)+" KiB (+ "+f(m.StackPerConn/1024, 1)+" KiB stacks)", fmt.Sprintf("%g KiB", memoryHeapTarget.limit), memoryHeapTarget.met(h), known(h))
 	}
-	if r.has("writers") {
+	if r.writers.measured() {
+		c := writerTargetClients
 		for _, op := range []string{"insert", "update"} {
-			none := r.get("writers", "none/"+op+"/16", "tps")
-			lg := r.get("writers", "logical/"+op+"/16", "tps")
-			add("writer TPS with logical capture ≥ 0.95 × no capture, 16 writers, "+op,
-				f(lg, 0)+" ("+f(lg/none, 2)+"×)", f(none, 0), lg >= 0.95*none, known(none, lg))
+			none := r.writers.median(writerKey("none", op, c)).TPS
+			lg := r.writers.median(writerKey("logical", op, c)).TPS
+			add(fmt.Sprintf("writer TPS with logical capture %s × no capture, %d writers, %s", writerLogicalTarget, c, op),
+				f(lg, 0)+" ("+f(lg/none, 2)+"×)", f(none, 0), writerLogicalTarget.metBy(lg, none), known(none, lg))
 		}
 		for _, op := range []string{"insert", "update"} {
-			bare := r.get("writers", "bare/"+op+"/16", "tps")
-			tr := r.get("writers", "trigger/"+op+"/16", "tps")
-			add("NOTIFY trigger no slower than bare pg_notify(row_to_json(NEW)) trigger, 16 writers, "+op,
-				f(tr, 0)+" ("+f(tr/bare, 2)+"×)", f(bare, 0)+" (≥ 0.97× counts as met)", tr >= 0.97*bare, known(bare, tr))
+			bare := r.writers.median(writerKey("bare", op, c)).TPS
+			tr := r.writers.median(writerKey("trigger", op, c)).TPS
+			add(fmt.Sprintf("NOTIFY trigger no slower than bare pg_notify(row_to_json(NEW)) trigger, %d writers, %s", c, op),
+				f(tr, 0)+" ("+f(tr/bare, 2)+"×)", fmt.Sprintf("%s (%s× counts as met)", f(bare, 0), writerTriggerTarget), writerTriggerTarget.metBy(tr, bare), known(bare, tr))
 		}
 	}
 	return ts
@@ -441,32 +395,9 @@ func (r *results) renderTargets(w io.Writer) {
 // writeJSON writes every point (medians and each run), the machine, the
 // targets and the frames seen.
 func (r *results) writeJSON(path string) error {
-	clean := func(m map[string]float64) map[string]any {
-		out := map[string]any{}
-		for k, v := range m {
-			if math.IsNaN(v) || math.IsInf(v, 0) {
-				out[k] = nil
-			} else {
-				out[k] = v
-			}
-		}
-		return out
-	}
-	type jpoint struct {
-		Scenario string            `json:"scenario"`
-		Key      string            `json:"key"`
-		Labels   map[string]string `json:"labels,omitempty"`
-		Median   map[string]any    `json:"median"`
-		Runs     []map[string]any  `json:"runs"`
-	}
-	var pts []jpoint
-	for _, id := range r.order {
-		p := r.points[id]
-		jp := jpoint{Scenario: p.Scenario, Key: p.Key, Labels: p.Labels, Median: clean(p.Median)}
-		for _, run := range p.Runs {
-			jp.Runs = append(jp.Runs, clean(run))
-		}
-		pts = append(pts, jp)
+	pts := make([]jsonPoint, 0, len(r.order))
+	for _, p := range r.order {
+		pts = append(pts, p.jsonPoint())
 	}
 	doc := map[string]any{
 		"generated": time.Now().UTC().Format(time.RFC3339),

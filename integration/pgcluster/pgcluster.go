@@ -1,11 +1,12 @@
 // Package pgcluster starts throwaway PostgreSQL clusters from locally
 // installed server binaries (initdb, pg_ctl, postgres).
 //
-// It is used by integration tests (see ForTest and OwnCluster), by the
-// "rowcast demo" command and by the benchmark command. A cluster lives in a
-// private temporary directory, listens on a unix socket in that directory
-// (and optionally on 127.0.0.1), uses trust authentication for the
-// "postgres" superuser and is configured for logical replication.
+// It is used by tests (through package pgtest, which holds the helpers
+// that need package testing), by the "rowcast demo" command and by the
+// benchmark command. A cluster lives in a private temporary directory,
+// listens on a unix socket in that directory (and optionally on 127.0.0.1),
+// uses trust authentication for the "postgres" superuser and is configured
+// for logical replication.
 //
 // Close stops the server and removes the directory. As a safety net, every
 // cluster also has a small watchdog process that stops the server and
@@ -90,8 +91,8 @@ type Cluster struct {
 	closed bool
 }
 
-// live holds every cluster that has not been closed, so that Main can close
-// them on SIGINT/SIGTERM.
+// live holds every cluster that has not been closed, so that CloseAll can
+// close them on SIGINT/SIGTERM.
 var live = struct {
 	sync.Mutex
 	m map[*Cluster]struct{}
@@ -109,8 +110,9 @@ func unregister(c *Cluster) {
 	live.Unlock()
 }
 
-// closeAll closes every cluster that is still open.
-func closeAll() {
+// CloseAll closes every cluster of this process that is still open: for a
+// signal handler or a test binary's exit, where the owners cannot run.
+func CloseAll() {
 	live.Lock()
 	cs := slices.Collect(maps.Keys(live.m))
 	live.Unlock()

@@ -1,4 +1,11 @@
-package pgcluster
+// Package pgtest gives tests PostgreSQL databases from throwaway clusters
+// (see package pgcluster): a fresh database per test in a cluster shared by
+// the test binary (ForTest), or a private cluster for a test that stops or
+// breaks the server (OwnCluster).
+//
+// It is kept apart from pgcluster so that the rowcast binary, which uses
+// pgcluster for "rowcast demo", does not link package testing.
+package pgtest
 
 import (
 	"context"
@@ -16,6 +23,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"rowcast/integration/pgcluster"
 )
 
 // EnvTestDatabaseURL names the environment variable that points tests at an
@@ -26,18 +35,18 @@ const EnvTestDatabaseURL = "ROWCAST_TEST_DATABASE_URL"
 var shared struct {
 	once    sync.Once
 	mu      sync.Mutex
-	cluster *Cluster
+	cluster *pgcluster.Cluster
 	err     error
 }
 
 // Shared returns the cluster shared by all tests of the test binary,
 // starting it on first use. It is closed by Main; if the binary does not
 // use Main, the cluster's watchdog removes it when the process exits.
-func Shared() (*Cluster, error) {
+func Shared() (*pgcluster.Cluster, error) {
 	shared.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		c, err := Start(ctx, Options{})
+		c, err := pgcluster.Start(ctx, pgcluster.Options{})
 		shared.mu.Lock()
 		shared.cluster, shared.err = c, err
 		shared.mu.Unlock()
@@ -57,10 +66,14 @@ func closeShared() {
 // Main runs the tests and then removes the shared cluster, if one was
 // started. Use it from TestMain:
 //
-//	func TestMain(m *testing.M) { pgcluster.Main(m) }
+//	func TestMain(m *testing.M) { pgtest.Main(m) }
 //
 // On SIGINT or SIGTERM it closes every open cluster and exits.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main without the exit: it returns the tests' exit code, for a
+// TestMain that has more to clean up afterwards.
+func Run(m *testing.M) int {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
@@ -68,15 +81,16 @@ func Main(m *testing.M) {
 		if !ok {
 			return
 		}
-		fmt.Fprintf(os.Stderr, "pgcluster: %v received, removing PostgreSQL clusters\n", sig)
-		closeAll()
+		fmt.Fprintf(os.Stderr, "pgtest: %v received, removing PostgreSQL clusters\n", sig)
+		pgcluster.CloseAll()
 		os.Exit(1)
 	}()
 	code := m.Run()
 	signal.Stop(sigs)
+	close(sigs) // ends the goroutine above
 	closeShared()
-	closeAll()
-	os.Exit(code)
+	pgcluster.CloseAll()
+	return code
 }
 
 // ForTest returns a connection URL to a fresh, empty database for the
@@ -95,16 +109,16 @@ func ForTest(t testing.TB) string {
 	if admin := os.Getenv(EnvTestDatabaseURL); admin != "" {
 		conn, err := pgx.Connect(ctx, admin)
 		if err != nil {
-			t.Fatalf("pgcluster: connecting to %s: %v", EnvTestDatabaseURL, err)
+			t.Fatalf("pgtest: connecting to %s: %v", EnvTestDatabaseURL, err)
 		}
 		_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
 		conn.Close(context.Background())
 		if err != nil {
-			t.Fatalf("pgcluster: creating database %s via %s: %v", name, EnvTestDatabaseURL, err)
+			t.Fatalf("pgtest: creating database %s via %s: %v", name, EnvTestDatabaseURL, err)
 		}
 		dbURL, err := withDatabase(admin, name)
 		if err != nil {
-			t.Fatalf("pgcluster: %s: %v", EnvTestDatabaseURL, err)
+			t.Fatalf("pgtest: %s: %v", EnvTestDatabaseURL, err)
 		}
 		t.Cleanup(func() { dropDatabase(t, admin, name) })
 		return dbURL
@@ -112,11 +126,11 @@ func ForTest(t testing.TB) string {
 
 	c, err := Shared()
 	if err != nil {
-		t.Fatalf("pgcluster: starting the shared PostgreSQL cluster: %v", hint(err))
+		t.Fatalf("pgtest: starting the shared PostgreSQL cluster: %v", hint(err))
 	}
 	dbURL, err := c.CreateDatabase(ctx, name)
 	if err != nil {
-		t.Fatalf("pgcluster: %v", err)
+		t.Fatalf("pgtest: %v", err)
 	}
 	t.Cleanup(func() { dropDatabase(t, c.URL("postgres"), name) })
 	return dbURL
@@ -126,20 +140,20 @@ func ForTest(t testing.TB) string {
 // breaks PostgreSQL, and closes it when the test ends. It skips the test
 // when ROWCAST_TEST_DATABASE_URL is set, since an external server cannot be
 // restarted by the test.
-func OwnCluster(t testing.TB, opts Options) *Cluster {
+func OwnCluster(t testing.TB, opts pgcluster.Options) *pgcluster.Cluster {
 	t.Helper()
 	if os.Getenv(EnvTestDatabaseURL) != "" {
-		t.Skipf("pgcluster: skipped: this test needs its own PostgreSQL cluster (it stops or restarts the server), which is not possible with %s set", EnvTestDatabaseURL)
+		t.Skipf("pgtest: skipped: this test needs its own PostgreSQL cluster (it stops or restarts the server), which is not possible with %s set", EnvTestDatabaseURL)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := Start(ctx, opts)
+	c, err := pgcluster.Start(ctx, opts)
 	if err != nil {
-		t.Fatalf("pgcluster: starting a PostgreSQL cluster: %v", hint(err))
+		t.Fatalf("pgtest: starting a PostgreSQL cluster: %v", hint(err))
 	}
 	t.Cleanup(func() {
 		if err := c.Close(); err != nil {
-			t.Errorf("pgcluster: %v", err)
+			t.Errorf("pgtest: %v", err)
 		}
 	})
 	return c
@@ -147,7 +161,7 @@ func OwnCluster(t testing.TB, opts Options) *Cluster {
 
 // hint adds the test-specific way around missing binaries.
 func hint(err error) error {
-	if errors.Is(err, ErrNoBinaries) {
+	if errors.Is(err, pgcluster.ErrNoBinaries) {
 		return fmt.Errorf("%w (for tests: set %s to a superuser URL of a server with wal_level=logical)", err, EnvTestDatabaseURL)
 	}
 	return err
@@ -161,7 +175,7 @@ func dropDatabase(t testing.TB, adminURL, name string) {
 	defer cancel()
 	conn, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
-		t.Logf("pgcluster: dropping database %s: %v", name, err)
+		t.Logf("pgtest: dropping database %s: %v", name, err)
 		return
 	}
 	defer conn.Close(context.Background())
@@ -180,7 +194,7 @@ func dropDatabase(t testing.TB, adminURL, name string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if err != nil {
-		t.Logf("pgcluster: dropping database %s: %v", name, err)
+		t.Logf("pgtest: dropping database %s: %v", name, err)
 	}
 }
 
