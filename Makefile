@@ -1,6 +1,6 @@
 GO ?= go
 
-.PHONY: all test build image demo bench fmt vet
+.PHONY: all test build image demo bench fmt vet fuzz
 
 all: build
 
@@ -11,6 +11,22 @@ test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -timeout 20m -run '$(LOAD_TESTS)' ./integration/
+	$(MAKE) fuzz FUZZTIME=$(CI_FUZZTIME)
+
+# Every fuzz target (the decoders of everything that reaches rowcast from
+# outside) runs for FUZZTIME, one after another on one worker; "make test"
+# runs each briefly. A crash is saved under the package's testdata/fuzz/ and
+# fails the run. For a long run: make fuzz FUZZTIME=10m
+FUZZTIME ?= 1m
+CI_FUZZTIME ?= 5s
+
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "--- fuzz $$pkg $$t ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -parallel 1 $$pkg; \
+		done; \
+	done
 
 build:
 	$(GO) build -o bin/rowcast ./cmd/rowcast
