@@ -103,6 +103,12 @@ func (h *Hub) Apply(ctx context.Context, changes []rowcast.Change) error {
 		case rowcast.OpResync, rowcast.OpTruncate:
 			h.log.Warn("resync: clients must refetch", "reason", c.Reason)
 			h.win.reset()
+			if !c.ID.IsZero() {
+				// Every later event comes after the marker: a snapshot taken
+				// from now on can give it as its cursor, so a client that
+				// refetches as told resumes without a gap.
+				h.win.start(c.ID)
+			}
 			h.stats.invalidate()
 			h.fanout(ResyncEvent(c.Reason, now))
 			h.wakeStats()
@@ -125,7 +131,7 @@ func (h *Hub) Apply(ctx context.Context, changes []rowcast.Change) error {
 			h.wakeStats()
 		}
 		if ev.HasID {
-			h.win.add(ev, now)
+			h.win.add(ev)
 		}
 		h.fanout(ev)
 	}

@@ -410,3 +410,43 @@ func TestMessagesChecked(t *testing.T) {
 		t.Errorf("delivered %s, want only the good notification", got)
 	}
 }
+
+// The window's age counts from each event's commit, not from when this
+// process received it: events resent after a restart expire on time.
+func TestWindowAgeFromCommit(t *testing.T) {
+	h := NewHub(HubConfig{Names: NamesFor("ticket", ProfileColon), WindowAge: time.Minute})
+	old := change(rowcast.OpInsert, 10, 1, row("id", "1", "status", "open"), nil)
+	old.CommitTime = time.Now().Add(-2 * time.Minute)
+	fresh := change(rowcast.OpInsert, 20, 2, row("id", "2", "status", "open"), nil)
+	fresh.CommitTime = time.Now()
+	h.Apply(context.Background(), []rowcast.Change{old, fresh})
+	h.mu.Lock()
+	h.win.expire(time.Now())
+	h.mu.Unlock()
+	if id, ok := h.Oldest(); !ok || id.Pos != 20 {
+		t.Fatalf("oldest after expiry: %v %v, want 20", id, ok)
+	}
+}
+
+// After a TRUNCATE the snapshot's cursor is the truncate's id, never "":
+// a client that refetches and resumes from it misses nothing.
+func TestCursorAfterTruncate(t *testing.T) {
+	h := newTestHub(loaded, 100)
+	ctx := context.Background()
+	h.Apply(ctx, []rowcast.Change{{Op: rowcast.OpStart, ID: rowcast.EventID{Pos: 1}}})
+	h.Apply(ctx, []rowcast.Change{change(rowcast.OpInsert, 10, 1, row("id", "1", "status", "open"), nil)})
+	h.Apply(ctx, []rowcast.Change{{Op: rowcast.OpTruncate, ID: rowcast.EventID{Pos: 20}, Reason: "truncated"}})
+	cursor, _ := h.Cursor()
+	if cursor != (rowcast.EventID{Pos: 20}).String() {
+		t.Fatalf("cursor after truncate %q", cursor)
+	}
+	s := NewSession("ws", Identity{}, Scope{All: true}, nil, 8, nil)
+	sub, _ := h.Subscribe(s, cursor)
+	if sub.Resync != nil {
+		t.Fatalf("resuming from the cursor after truncate: resync")
+	}
+	h.Apply(ctx, []rowcast.Change{change(rowcast.OpInsert, 30, 2, row("id", "2", "status", "open"), nil)})
+	if got := names(drain(s)); got != "ticket:created" {
+		t.Fatalf("after truncate: %s", got)
+	}
+}

@@ -25,8 +25,14 @@ type window struct {
 }
 
 type windowEntry struct {
-	ev    *Event
-	added time.Time
+	ev *Event
+	// born is the event's commit time (capture time when the source does
+	// not know it). Age is measured from it, not from when this process
+	// received the event: after a restart the slot resends the window's
+	// events, and counting their age from the resend would keep the slot
+	// pinned at the same commit for ever under a crash loop or a rolling
+	// deploy.
+	born time.Time
 }
 
 func newWindow(max int, age time.Duration) *window {
@@ -41,13 +47,13 @@ func newWindow(max int, age time.Duration) *window {
 
 func (w *window) len() int { return len(w.events) - w.head }
 
-func (w *window) add(ev *Event, now time.Time) {
+func (w *window) add(ev *Event) {
 	if !w.baseSet {
 		// First event after a reset without a start marker: only later
 		// events can be promised.
 		w.base, w.baseSet = ev.ID, true
 	}
-	w.events = append(w.events, windowEntry{ev: ev, added: now})
+	w.events = append(w.events, windowEntry{ev: ev, born: ev.Time})
 	for w.len() > w.max {
 		w.dropOldest()
 	}
@@ -68,7 +74,7 @@ func (w *window) dropOldest() {
 
 // expire drops events older than the window's age.
 func (w *window) expire(now time.Time) {
-	for w.len() > 0 && now.Sub(w.events[w.head].added) > w.age {
+	for w.len() > 0 && now.Sub(w.events[w.head].born) > w.age {
 		w.dropOldest()
 	}
 }
