@@ -69,6 +69,21 @@ func TestSnapshotVisible(t *testing.T) {
 	if !wide.Visible(99) || wide.Visible(120) {
 		t.Error("32-bit xid not widened")
 	}
+	// Counts loaded just before the first wraparound: changes after it
+	// carry small 32-bit xids and must not look already counted.
+	edge := XidSnapshot{Xmin: 1<<32 - 20, Xmax: 1<<32 - 10, Xip: []uint64{1<<32 - 15}}
+	for xid, want := range map[uint64]bool{5: false, 1<<32 - 11: true, 1<<32 - 15: false, 1<<32 - 30: true, 1<<32 - 10: false} {
+		if edge.Visible(xid) != want {
+			t.Errorf("before the wraparound: Visible(%d) = %v", xid, !want)
+		}
+	}
+	// And just after it: 32-bit xids from before it are old.
+	after := XidSnapshot{Xmin: 1<<32 + 3, Xmax: 1<<32 + 8}
+	for xid, want := range map[uint64]bool{1<<32 - 5: true, 4: true, 9: false, 1<<32 + 9: false} {
+		if after.Visible(xid) != want {
+			t.Errorf("after the wraparound: Visible(%d) = %v", xid, !want)
+		}
+	}
 }
 
 func BenchmarkRowJSON(b *testing.B) {

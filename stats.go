@@ -33,13 +33,19 @@ type XidSnapshot struct {
 }
 
 // Visible reports whether the committed transaction xid was visible to the
-// snapshot. A 32-bit xid (as logical replication sends it) is widened with
-// the snapshot's epoch.
+// snapshot. A 32-bit xid (as logical replication sends it) is widened as
+// PostgreSQL compares xids: to the full xid within 2^31 before or after
+// xmax. That holds across the wraparound in both directions, also for a
+// snapshot taken in the first epoch and a change from the second; a 64-bit
+// xid of the first epoch (notify mode) near xmax is widened to itself.
 func (s XidSnapshot) Visible(xid uint64) bool {
-	if xid>>32 == 0 && s.Xmax>>32 != 0 {
-		// As PostgreSQL compares xids: within 2^31 before or after xmax.
-		diff := int32(uint32(xid) - uint32(s.Xmax))
-		xid = uint64(int64(s.Xmax) + int64(diff))
+	if xid>>32 == 0 {
+		diff := int64(int32(uint32(xid) - uint32(s.Xmax)))
+		wide := int64(s.Xmax) + diff
+		if wide < 0 {
+			return true // before the first xid there is: long committed
+		}
+		xid = uint64(wide)
 	}
 	if xid < s.Xmin {
 		return true
