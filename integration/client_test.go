@@ -84,9 +84,8 @@ func TestResumeUnderLoad(t *testing.T) {
 			}
 		}
 		want := tableTitles(t, db)
-		deadline := time.Now().Add(60 * time.Second)
 		for i, v := range viewers {
-			for {
+			waitProgress(t, fmt.Sprintf("client %d catching up", i), 2*time.Minute, func() (bool, int64) {
 				n, resyncs, err := v.state()
 				if err != nil {
 					t.Fatalf("client %d: %v", i, err)
@@ -94,14 +93,11 @@ func TestResumeUnderLoad(t *testing.T) {
 				if resyncs > 0 {
 					t.Fatalf("client %d got %d resync events", i, resyncs)
 				}
-				if int64(n) == total {
-					break
-				}
-				if int64(n) > total || time.Now().After(deadline) {
+				if int64(n) > total {
 					t.Fatalf("client %d has %d of %d events", i, n, total)
 				}
-				time.Sleep(20 * time.Millisecond)
-			}
+				return int64(n) == total, int64(n)
+			})
 			if diff := sameView(v.titles(), want); diff != "" {
 				t.Fatalf("client %d: %s", i, diff)
 			}
@@ -192,7 +188,7 @@ func TestSnapshotCursorConverges(t *testing.T) {
 		if len(want) > 500 {
 			t.Fatalf("table has %d rows; the test needs them all in one snapshot", len(want))
 		}
-		deadline := time.Now().Add(20 * time.Second)
+		deadline := time.Now().Add(patient(20 * time.Second))
 		for sameView(v.titles(), want) != "" {
 			if _, _, err := v.state(); err != nil {
 				t.Fatal(err)

@@ -51,8 +51,7 @@ func TestCrashSafety(t *testing.T) {
 	}
 	total := <-done
 	want := tableTitles(t, db)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	waitProgress(t, "the client catching up", 2*time.Minute, func() (bool, int64) {
 		n, resyncs, err := v.state()
 		if err != nil {
 			t.Fatal(err)
@@ -60,14 +59,11 @@ func TestCrashSafety(t *testing.T) {
 		if resyncs != 0 {
 			t.Fatalf("%d resync events: the window should have covered the restarts", resyncs)
 		}
-		if int64(n) == total {
-			break
-		}
-		if int64(n) > total || time.Now().After(deadline) {
+		if int64(n) > total {
 			t.Fatalf("client saw %d events, %d changes were committed", n, total)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return int64(n) == total, int64(n)
+	})
 	if diff := sameView(v.titles(), want); diff != "" {
 		t.Fatal(diff)
 	}
@@ -114,16 +110,13 @@ func TestPostgresRestart(t *testing.T) {
 	stop()
 	<-wdone
 	want := tableTitles(t, db)
-	deadline := time.Now().Add(60 * time.Second)
-	for sameView(v.titles(), want) != "" {
-		if _, _, err := v.state(); err != nil {
+	waitProgress(t, "the view converging after restarts", 2*time.Minute, func() (bool, int64) {
+		n, _, err := v.state()
+		if err != nil {
 			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after restarts: %s", sameView(v.titles(), want))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return sameView(v.titles(), want) == "", int64(n)
+	})
 	if _, resyncs, _ := v.state(); resyncs != 0 {
 		t.Errorf("%d resyncs; logical capture should resume from the slot", resyncs)
 	}

@@ -133,9 +133,38 @@ func startServer(t testing.TB, dbURL string, env ...string) *server {
 	return s
 }
 
+// patient stretches a wait's deadline: a deadline only matters when a test
+// is about to fail, and a busy machine (two cores shared with other work)
+// must not turn a slow pass into a failure. ROWCAST_TEST_PATIENCE sets the
+// factor (default 10); waits that prove something does not happen are not
+// stretched.
+func patient(d time.Duration) time.Duration {
+	return d * time.Duration(envInt("ROWCAST_TEST_PATIENCE", 10))
+}
+
+// waitProgress waits until done reports true, failing only when progress
+// (a count that grows as the test advances) has not moved for stall, so a
+// slow machine is never mistaken for a stuck one.
+func waitProgress(t testing.TB, what string, stall time.Duration, step func() (done bool, progress int64)) {
+	t.Helper()
+	last, since := int64(-1), time.Now()
+	for {
+		done, p := step()
+		if done {
+			return
+		}
+		if p != last {
+			last, since = p, time.Now()
+		} else if time.Since(since) > stall {
+			t.Fatalf("%s: no progress for %v (at %d)", what, stall, p)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func (s *server) waitReady(timeout time.Duration) {
 	s.t.Helper()
-	if err := s.rc.WaitReady(context.Background(), timeout); err != nil {
+	if err := s.rc.WaitReady(context.Background(), patient(timeout)); err != nil {
 		s.t.Fatal(err)
 	}
 }
@@ -221,6 +250,7 @@ func dialRaw(s *server, query string, h http.Header) (*websocket.Conn, *http.Res
 // next returns the next message other than stats:updated (unless asked).
 func (c *client) next(timeout time.Duration, events ...string) message {
 	c.t.Helper()
+	timeout = patient(timeout)
 	deadline := time.After(timeout)
 	for {
 		select {

@@ -197,7 +197,7 @@ scrape_configs:
 // the last state after timeout or when Prometheus exits.
 func (p *promServer) waitFor(what string, timeout time.Duration, cond func() (bool, string)) {
 	p.t.Helper()
-	deadline := time.Now().Add(timeout)
+	deadline := time.Now().Add(patient(timeout))
 	last := ""
 	for {
 		select {

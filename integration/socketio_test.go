@@ -180,6 +180,7 @@ func (c *sioClient) notify() {
 // scan waits for a line of one of the types at or after *pos.
 func (c *sioClient) scan(pos *int, timeout time.Duration, types []string) sioLine {
 	c.t.Helper()
+	timeout = patient(timeout)
 	deadline := time.After(timeout)
 	for {
 		c.mu.Lock()

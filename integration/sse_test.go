@@ -66,7 +66,7 @@ func openSSE(t *testing.T, s *server, lastID string) *sseStream {
 
 func (st *sseStream) next(t *testing.T, event string) sseEvent {
 	t.Helper()
-	deadline := time.After(5 * time.Second)
+	deadline := time.After(patient(5 * time.Second))
 	for {
 		select {
 		case ev, ok := <-st.events:
