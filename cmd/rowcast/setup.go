@@ -57,6 +57,7 @@ func runSetup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	fmt.Fprintln(stdout, "rowcast:", summary)
+	fmt.Fprintln(stdout, "rowcast: only the roles you grant it to may call rowcast.broadcast(): GRANT USAGE ON SCHEMA rowcast TO app_writer; GRANT EXECUTE ON FUNCTION rowcast.broadcast(text, jsonb) TO app_writer;")
 	return nil
 }
 
