@@ -398,7 +398,7 @@ func (s *Slot) checkInstallation(ctx context.Context, reg *pgx.Conn) error {
 	}
 	if len(others) > 0 && !s.warnedOthers {
 		s.warnedOthers = true
-		s.log.Warn("the publication also publishes other tables; their changes are decoded and dropped (rowcast_changes_ignored_total{reason=\"other_table\"}): give rowcast a publication of its own",
+		s.log.Warn("the publication also publishes other tables; PostgreSQL sends their changes and rowcast drops them (rowcast_changes_ignored_total{reason=\"other_table\"}): give rowcast a publication of its own",
 			"publication", s.cfg.Publication, "table", schema+"."+name, "others", strings.Join(others, ", "))
 	}
 	s.table = [2]string{schema, name}
