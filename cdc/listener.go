@@ -30,15 +30,27 @@ type ListenerConfig struct {
 // owns one dedicated connection (never a pooled one: LISTEN is per session).
 // NOTIFY keeps nothing for an absent listener, so after a reconnect it emits
 // OpResync and starts a new epoch of event IDs.
+//
+// Every role that can connect may NOTIFY on the channel, so a payload is
+// input to check, not a command: one that does not parse, names another
+// table, carries a name rowcast does not allow, whose row cannot be read,
+// or claims a TRUNCATE the catalog does not confirm is dropped and counted
+// (CaptureStatus.Rejected). It never makes the listener reconnect or
+// clients resync, so junk cannot cost a real change or a resync storm.
+// Only a connection that actually failed is reconnected.
 type Listener struct {
 	cfg ListenerConfig
 	log *slog.Logger
 
 	connected  atomic.Bool
 	reconnects atomic.Uint64
+	// rejected counts dropped payloads; its log state belongs to the Run
+	// goroutine.
+	rejected *drops
 
-	// epoch and seq are owned by the Run goroutine.
+	// Owned by the Run goroutine.
 	epoch, seq uint64
+	trunc      truncateCheck
 }
 
 // NewListener returns a Listener; call Run to start it.
@@ -46,12 +58,14 @@ func NewListener(cfg ListenerConfig) *Listener {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Listener{cfg: cfg, log: cfg.Logger.With("capture", "notify")}
+	log := cfg.Logger.With("capture", "notify")
+	return &Listener{cfg: cfg, log: log, rejected: newDrops(rowcast.NotifyRejectReasons, log)}
 }
 
 // Status implements rowcast.Source.
 func (l *Listener) Status() rowcast.CaptureStatus {
-	return rowcast.CaptureStatus{Mode: "notify", Connected: l.connected.Load(), Reconnects: l.reconnects.Load()}
+	return rowcast.CaptureStatus{Mode: "notify", Connected: l.connected.Load(), Reconnects: l.reconnects.Load(),
+		Rejected: l.rejected.snapshot()}
 }
 
 var lastEpoch struct {
@@ -135,10 +149,13 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 		return false, fmt.Errorf("LISTEN %s: %w", l.cfg.Channel, err)
 	}
 	l.epoch, l.seq = newEpoch(), 0
+	if err := l.trunc.load(ctx, conn, l.cfg.Table); err != nil {
+		return false, err
+	}
 	if wasUp {
 		// Whatever was committed while no LISTEN was active is lost.
 		err := l.apply(ctx, sink, rowcast.Change{Op: rowcast.OpResync, CaptureTime: time.Now(),
-			Reason: "capture reconnected; changes made meanwhile were not captured"})
+			Reason: ReasonListenerReconnected})
 		if err != nil {
 			return true, err
 		}
@@ -158,17 +175,16 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 		if n.Channel != l.cfg.Channel {
 			continue
 		}
-		c, err := l.decode(ctx, n.Payload, fetch)
-		var fe *fetchError
-		if errors.As(err, &fe) {
-			// The connection failed while reading a row; reconnecting
-			// resyncs clients, so the change is not silently lost.
-			return true, err
-		}
+		c, reason, err := l.decode(ctx, conn, n.Payload, fetch)
 		if err != nil {
-			// A payload that is not ours (someone else's NOTIFY on the
-			// channel) must not stop capture.
-			l.log.Error("ignoring malformed notification", "err", err, "payload", truncate(n.Payload, 200))
+			if conn.IsClosed() || ctx.Err() != nil {
+				// The connection failed while reading a row or the
+				// catalog: reconnecting resyncs clients, so the change
+				// is not silently lost.
+				return true, err
+			}
+			l.rejected.add(reason, "dropped a notification on rowcast's channel: it is not a change of the captured table or a rowcast.broadcast() event (any role that can connect may NOTIFY)",
+				"err", err, "sender_pid", n.PID, "payload", truncate(n.Payload, 200))
 			continue
 		}
 		if err := l.apply(ctx, sink, c); err != nil {
@@ -176,6 +192,13 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 		}
 	}
 }
+
+// Resync and truncate reasons of notify capture. They reach every client,
+// so they are fixed texts.
+const (
+	ReasonListenerReconnected = "capture reconnected; changes made meanwhile were not captured"
+	ReasonTableTruncated      = "table truncated"
+)
 
 func truncate(s string, n int) string {
 	if len(s) <= n {
@@ -197,56 +220,156 @@ type notification struct {
 	Payload json.RawMessage `json:"payload"`
 }
 
-func (l *Listener) decode(ctx context.Context, payload string, fetch *rowFetcher) (rowcast.Change, error) {
+// decode checks a payload and turns it into a change. On error it returns
+// the reason to count (see rowcast.NotifyRejectReasons). An error with the
+// connection closed is a connection failure, not a bad payload.
+func (l *Listener) decode(ctx context.Context, conn *pgx.Conn, payload string, fetch *rowFetcher) (c rowcast.Change, reason string, err error) {
 	var n notification
 	if err := json.Unmarshal([]byte(payload), &n); err != nil {
-		return rowcast.Change{}, fmt.Errorf("decode notification: %w", err)
+		return c, rowcast.RejectedMalformed, fmt.Errorf("decode notification: %w", err)
 	}
-	c := rowcast.Change{Xid: n.Xid, CaptureTime: time.Now(), Key: n.Key, Old: n.Old, Row: n.Row}
-	if n.Table != "" {
-		c.Schema, c.Table, _ = strings.Cut(n.Table, ".")
-	}
+	c = rowcast.Change{Xid: n.Xid, CaptureTime: time.Now(), Key: n.Key, Old: n.Old, Row: n.Row}
+	t := l.cfg.Table
 	switch n.Op {
-	case "insert", "update":
-		c.Op = rowcast.Op(n.Op)
-		if c.Row == nil {
-			// The trigger sent the key only: the row did not fit NOTIFY.
-			row, err := fetch.fetch(ctx, n.Key)
-			if err != nil {
-				return rowcast.Change{}, &fetchError{err}
-			}
-			if row == nil {
-				// Deleted since; its delete follows. Keep key and stats
-				// values so counts stay exact.
-				row = append(append(rowcast.Row{}, n.Key...), n.New...)
-			}
-			c.Row = row
+	case "insert", "update", "delete", "truncate":
+		if n.Xid == 0 {
+			return c, rowcast.RejectedMalformed, fmt.Errorf("%s without a transaction id", n.Op)
 		}
-	case "delete":
-		c.Op = rowcast.OpDelete
-	case "truncate":
-		c.Op, c.Reason = rowcast.OpTruncate, "table truncated"
-		return c, nil
+		// The trigger writes the table as schema.name; anything else is
+		// another table (or another schema's table of the same name).
+		if n.Table != t.String() {
+			return c, rowcast.RejectedOtherTable, fmt.Errorf("change of table %q, not the captured %s", n.Table, t)
+		}
+		c.Schema, c.Table = t.Schema, t.Name
 	case "message":
-		if n.Event == "" {
-			return rowcast.Change{}, errors.New("message without event name")
+		if err := rowcast.CheckEventName(n.Event); err != nil {
+			return c, rowcast.RejectedBadEventName, err
+		}
+		if n.Key != nil || n.Row != nil || n.Old != nil || n.Table != "" {
+			return c, rowcast.RejectedMalformed, errors.New("message with row fields")
 		}
 		c.Op, c.Event, c.Payload = rowcast.OpMessage, n.Event, n.Payload
+		l.seq++
+		c.ID = rowcast.EventID{Epoch: l.epoch, Pos: l.seq}
+		return c, "", nil
 	default:
-		return rowcast.Change{}, fmt.Errorf("unknown op %q", n.Op)
+		return c, rowcast.RejectedMalformed, fmt.Errorf("unknown op %q", n.Op)
 	}
-	if c.Op != rowcast.OpMessage && c.Table != l.cfg.Table.Name {
-		return rowcast.Change{}, fmt.Errorf("change of table %q, not the captured %s", n.Table, l.cfg.Table)
+	switch n.Op {
+	case "truncate":
+		ok, err := l.trunc.verify(ctx, conn, n.Xid)
+		if err != nil {
+			if conn.IsClosed() || ctx.Err() != nil {
+				return c, "", err
+			}
+			// Missing a real TRUNCATE would leave clients with rows that
+			// are gone; a resync too many is the lesser harm.
+			l.log.Warn("could not check a truncate notification against the catalog; handing it on", "err", err)
+		} else if !ok {
+			return c, rowcast.RejectedUnverifiedTruncate, errors.New("truncate notification, but the table was not truncated since the last one")
+		}
+		c.Op, c.Reason = rowcast.OpTruncate, ReasonTableTruncated
+		c.Key, c.Old, c.Row = nil, nil, nil
+		return c, "", nil
+	case "insert", "update":
+		c.Op = rowcast.Op(n.Op)
+	case "delete":
+		c.Op = rowcast.OpDelete
+		c.Row = nil
+	}
+	if !sameColumns(n.Key, t.Key) {
+		return c, rowcast.RejectedMalformed, fmt.Errorf("key %s is not the primary key (%s) of %s", truncate(string(mustJSON(n.Key)), 100), strings.Join(t.Key, ", "), t)
+	}
+	if c.Op != rowcast.OpDelete && c.Row == nil {
+		// The trigger sent the key only: the row did not fit NOTIFY.
+		row, err := fetch.fetch(ctx, n.Key)
+		if err != nil {
+			return c, rowcast.RejectedFetchFailed, err
+		}
+		if row == nil {
+			// Deleted since; its delete follows. Keep key and stats
+			// values so counts stay exact.
+			row = append(append(rowcast.Row{}, n.Key...), n.New...)
+		}
+		c.Row = row
 	}
 	l.seq++
 	c.ID = rowcast.EventID{Epoch: l.epoch, Pos: l.seq}
-	return c, nil
+	return c, "", nil
 }
 
-type fetchError struct{ err error }
+// sameColumns reports whether r has exactly the columns names, in any
+// order, each once and none NULL, as a primary key has.
+func sameColumns(r rowcast.Row, names []string) bool {
+	if len(r) != len(names) {
+		return false
+	}
+	for _, n := range names {
+		if _, ok := r.Text(n); !ok {
+			return false
+		}
+	}
+	return true
+}
 
-func (e *fetchError) Error() string { return e.err.Error() }
-func (e *fetchError) Unwrap() error { return e.err }
+func mustJSON(r rowcast.Row) []byte {
+	b, _ := r.MarshalJSON()
+	return b
+}
+
+// truncateCheck tells a TRUNCATE the trigger reported from a forged one.
+// Any role that can connect may NOTIFY {"op": "truncate"} on the channel,
+// and each would make every client resync and refetch, a cheap way to
+// load the database through rowcast. A real TRUNCATE gives the table new
+// storage (pg_class.relfilenode) in a new version of its pg_class row,
+// written by the truncating transaction (xmin). So a truncate notification
+// is accepted when the table's storage changed since the last accepted
+// one, or when its transaction is the one that last wrote the table's
+// pg_class row and was not accepted already (two truncating transactions
+// whose notifications arrive after both committed). A forger gets at most
+// one resync out of each real change to the table's pg_class row
+// (TRUNCATE, VACUUM FULL, ALTER TABLE). NOTIFY delivers one notification
+// per transaction for identical payloads, so a transaction that truncates
+// twice sends one. Partitioned tables have no storage of their own: their
+// truncates are accepted unchecked.
+type truncateCheck struct {
+	query    string
+	filenode uint64
+	lastXid  uint64
+}
+
+func (tc *truncateCheck) read(ctx context.Context, conn *pgx.Conn) (filenode, xmin uint64, partitioned bool, err error) {
+	err = conn.QueryRow(ctx, tc.query).Scan(&filenode, &xmin, &partitioned)
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("read the catalog entry of the captured table: %w", err)
+	}
+	return filenode, xmin, partitioned, nil
+}
+
+// load reads the table's storage when the listener (re)connects.
+func (tc *truncateCheck) load(ctx context.Context, conn *pgx.Conn, t Table) error {
+	*tc = truncateCheck{query: fmt.Sprintf(
+		"SELECT relfilenode::bigint, xmin::text::bigint, relkind = 'p' FROM pg_class WHERE oid = %s::regclass",
+		quoteLiteral(t.Ident()))}
+	var err error
+	tc.filenode, _, _, err = tc.read(ctx, conn)
+	return err
+}
+
+// verify reports whether a truncate notification with xid (a 64-bit
+// txid_current()) is confirmed by the catalog, and remembers it when it
+// is.
+func (tc *truncateCheck) verify(ctx context.Context, conn *pgx.Conn, xid uint64) (bool, error) {
+	filenode, xmin, partitioned, err := tc.read(ctx, conn)
+	if err != nil {
+		return false, err
+	}
+	ok := partitioned || filenode != tc.filenode || (uint64(uint32(xid)) == xmin && xid != tc.lastXid)
+	if ok {
+		tc.filenode, tc.lastXid = filenode, xid
+	}
+	return ok, nil
+}
 
 // rowFetcher reads a row by key on the listener's own connection (which may
 // run queries between notifications).

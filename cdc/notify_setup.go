@@ -3,6 +3,7 @@ package cdc
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -25,8 +26,11 @@ var (
 )
 
 // BroadcastFunctionSQL renders rowcast.broadcast(event, payload) for a
-// capture mode: pg_notify on channel, or a transactional logical decoding
-// message. Names colliding with prefix's events are refused.
+// capture mode: pg_notify on channel, or a row in rowcast.outbox (which
+// SetupLogical creates) that logical capture decodes. Names that
+// rowcast.CheckEventName refuses, and names colliding with prefix's
+// events, are refused in SQL. EXECUTE is revoked from PUBLIC: the
+// operator grants it to the roles that may send events.
 func BroadcastFunctionSQL(logical bool, channel, prefix string) (string, error) {
 	if err := ValidChannel(channel); err != nil {
 		return "", err
@@ -38,6 +42,7 @@ func BroadcastFunctionSQL(logical bool, channel, prefix string) (string, error) 
 		"PrefixLit":  quoteLiteral(prefix),
 		"PrefixLen":  len([]rune(prefix)),
 		"Limit":      notifyPayloadLimit,
+		"MaxLen":     rowcast.MaxEventNameLen,
 	})
 	if err != nil {
 		return "", fmt.Errorf("render rowcast.broadcast: %w", err)
@@ -148,9 +153,14 @@ func SetupNotify(ctx context.Context, conn *pgx.Conn, t Table, channel string, t
 	})
 }
 
-// TeardownNotify removes the triggers and the rowcast schema.
-func TeardownNotify(ctx context.Context, conn *pgx.Conn, t Table) error {
-	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+// TeardownNotify removes the triggers on t and their function, and then
+// the rowcast schema (rowcast.broadcast(), rowcast.outbox) unless another
+// rowcast installation in the database still uses it: a trigger on
+// another table, or a publication (another rowcast's) that publishes
+// rowcast.outbox. Run TeardownLogical first, so that this installation's
+// own publication no longer counts. kept says what was left and why.
+func TeardownNotify(ctx context.Context, conn *pgx.Conn, t Table) (kept string, err error) {
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		var exists bool
 		if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, t.Ident()).Scan(&exists); err != nil {
 			return fmt.Errorf("teardown: %w", err)
@@ -162,15 +172,75 @@ func TeardownNotify(ctx context.Context, conn *pgx.Conn, t Table) error {
 				}
 			}
 		}
+		var schema bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'rowcast')`).Scan(&schema); err != nil {
+			return fmt.Errorf("teardown: %w", err)
+		}
+		if !schema {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, "DROP FUNCTION IF EXISTS rowcast."+triggerFunction(t)+"()"); err != nil {
+			return fmt.Errorf("teardown: drop function rowcast.%s: %w", triggerFunction(t), err)
+		}
+		var users []string
+		rows, err := tx.Query(ctx, `
+			SELECT format('trigger rowcast_capture on %I.%I', n.nspname, c.relname)
+			FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE tg.tgname = 'rowcast_capture' AND NOT (n.nspname = $1 AND c.relname = $2)
+			UNION ALL
+			SELECT format('publication %I', pubname) FROM pg_publication_tables
+			WHERE schemaname = 'rowcast' AND tablename = 'outbox'
+			ORDER BY 1`, t.Schema, t.Name)
+		if err == nil {
+			users, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		}
+		if err != nil {
+			return fmt.Errorf("teardown: looking for other rowcast installations: %w", err)
+		}
+		if len(users) > 0 {
+			kept = "schema rowcast kept (rowcast.broadcast(), rowcast.outbox): another rowcast installation uses it (" +
+				strings.Join(users, ", ") + "); tear that one down too to remove it"
+			return nil
+		}
 		if _, err := tx.Exec(ctx, "DROP SCHEMA IF EXISTS rowcast CASCADE"); err != nil {
 			return fmt.Errorf("teardown: drop schema rowcast: %w", err)
 		}
 		return nil
 	})
+	return kept, err
+}
+
+// checkBroadcastFunction returns an error that says to run "rowcast setup"
+// when rowcast.broadcast(text, jsonb) is missing, is still executable by
+// PUBLIC (as an older rowcast installed it), or is not the version of
+// this capture mode (logical: SECURITY DEFINER, writing rowcast.outbox).
+// The catalogs it reads need no privilege. Those errors are *fatalError:
+// retrying cannot fix them.
+func checkBroadcastFunction(ctx context.Context, q Querier, logical bool) error {
+	var secdef, public bool
+	err := q.QueryRow(ctx, `
+		SELECT p.prosecdef, has_function_privilege('public', p.oid, 'EXECUTE')
+		FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+		WHERE n.nspname = 'rowcast' AND p.proname = 'broadcast' AND p.pronargs = 2
+		  AND p.proargtypes[0] = 'text'::regtype AND p.proargtypes[1] = 'jsonb'::regtype`).Scan(&secdef, &public)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fatalf("rowcast.broadcast(text, jsonb) is not installed; run \"rowcast setup\" (or apply \"rowcast setup --print\") first")
+	}
+	if err != nil {
+		return fmt.Errorf("check rowcast.broadcast: %w", err)
+	}
+	if public {
+		return fatalf("rowcast.broadcast(text, jsonb) may be called by every role (as an older rowcast installed it); run \"rowcast setup\" to revoke that, then grant EXECUTE on it to the roles that send events")
+	}
+	if logical && !secdef {
+		return fatalf("rowcast.broadcast(text, jsonb) was installed for notify capture; run \"rowcast setup\" with this configuration (logical capture)")
+	}
+	return nil
 }
 
 // CheckNotifyInstalled returns an error that says to run "rowcast setup"
-// when the trigger is missing or sends on another channel.
+// when the trigger is missing or sends on another channel, or when
+// rowcast.broadcast() is missing or still executable by every role.
 func CheckNotifyInstalled(ctx context.Context, q Querier, t Table, channel string, tracked []string) error {
 	var comment *string
 	err := q.QueryRow(ctx, `
@@ -187,5 +257,5 @@ func CheckNotifyInstalled(ctx context.Context, q Querier, t Table, channel strin
 	if comment == nil || *comment != triggerComment(channel, tracked) {
 		return fmt.Errorf("the rowcast trigger on %s was installed with other settings (channel, stats, filter or visibility columns); run \"rowcast setup\" again with this configuration", t)
 	}
-	return nil
+	return checkBroadcastFunction(ctx, q, false)
 }

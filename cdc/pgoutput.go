@@ -17,11 +17,26 @@ import (
 	"rowcast"
 )
 
+// relKind is what a relation is to rowcast.
+type relKind int
+
+const (
+	// relOther: any table but the captured one and the outbox. Its changes
+	// are dropped: a publication may hold tables rowcast must not send.
+	relOther relKind = iota
+	// relCaptured: the configured table.
+	relCaptured
+	// relOutbox: rowcast.outbox, whose inserts are rowcast.broadcast()
+	// events.
+	relOutbox
+)
+
 // relation is a cached pgoutput Relation message plus the primary key.
 type relation struct {
 	id     uint32
 	schema string
 	table  string
+	kind   relKind
 	cols   []relColumn
 	// identity holds the replica identity columns (flagged by pgoutput);
 	// under REPLICA IDENTITY FULL that is every column.
@@ -38,8 +53,17 @@ type relColumn struct {
 	oid  uint32
 }
 
-func newRelation(m *pglogrepl.RelationMessage) *relation {
+// newRelation caches a Relation message. captured is the configured
+// table as {schema, name}; a relation is told apart by its name, which
+// the message carries as of the change's point in the WAL.
+func newRelation(m *pglogrepl.RelationMessage, captured [2]string) *relation {
 	r := &relation{id: m.RelationID, schema: m.Namespace, table: m.RelationName}
+	switch [2]string{m.Namespace, m.RelationName} {
+	case captured:
+		r.kind = relCaptured
+	case [2]string{outboxSchema, outboxTable}:
+		r.kind = relOutbox
+	}
 	for i, c := range m.Columns {
 		r.cols = append(r.cols, relColumn{name: c.Name, oid: c.DataType})
 		if c.Flags&1 != 0 {
@@ -269,7 +293,7 @@ func (st *stream) handle(ctx context.Context, walData []byte) error {
 	case *pglogrepl.RelationMessage:
 		// Sent before the first change of a relation in a session and again
 		// after its schema changed; the new entry replaces the old one.
-		st.relations[m.RelationID] = newRelation(m)
+		st.relations[m.RelationID] = newRelation(m, st.s.table)
 	case *pglogrepl.BeginMessage:
 		if st.inTx {
 			return errors.New("cdc: pgoutput protocol error: BEGIN inside a transaction")
@@ -293,7 +317,15 @@ func (st *stream) handle(ctx context.Context, walData []byte) error {
 			if err != nil {
 				return err
 			}
-			if err := st.add(ctx, rowcast.Change{Op: rowcast.OpTruncate, Schema: rel.schema, Table: rel.table, Reason: "truncate"}); err != nil {
+			switch rel.kind {
+			case relOther:
+				st.ignore(rowcast.IgnoredOtherTable, rel)
+				continue
+			case relOutbox:
+				st.ignore(rowcast.IgnoredBadMessage, rel)
+				continue
+			}
+			if err := st.add(ctx, rowcast.Change{Op: rowcast.OpTruncate, Schema: rel.schema, Table: rel.table, Reason: ReasonTruncate}); err != nil {
 				return err
 			}
 		}
@@ -301,6 +333,15 @@ func (st *stream) handle(ctx context.Context, walData []byte) error {
 		return st.message(ctx, m)
 	}
 	return nil
+}
+
+// ReasonTruncate is the reason of the OpTruncate logical capture hands on.
+const ReasonTruncate = "truncate"
+
+// ignore counts a change of rel that is not handed on.
+func (st *stream) ignore(reason string, rel *relation) {
+	st.s.ignored.add(reason, "dropped a change the slot sent: it is not the captured table's or a rowcast.broadcast() event",
+		"relation", rel.schema+"."+rel.table)
 }
 
 func (st *stream) relation(id uint32) (*relation, error) {
@@ -349,6 +390,14 @@ func (st *stream) insert(ctx context.Context, m *pglogrepl.InsertMessage) error 
 	if err != nil {
 		return err
 	}
+	switch rel.kind {
+	case relOther:
+		// Not even decoded: its values are none of rowcast's business.
+		st.ignore(rowcast.IgnoredOtherTable, rel)
+		return nil
+	case relOutbox:
+		return st.outboxEvent(ctx, rel, m.Tuple)
+	}
 	vals, err := st.decodeTuple(rel, m.Tuple)
 	if err != nil {
 		return err
@@ -365,6 +414,15 @@ func (st *stream) update(ctx context.Context, m *pglogrepl.UpdateMessage) error 
 	rel, err := st.relation(m.RelationID)
 	if err != nil {
 		return err
+	}
+	switch rel.kind {
+	case relOther:
+		st.ignore(rowcast.IgnoredOtherTable, rel)
+		return nil
+	case relOutbox:
+		// rowcast.broadcast() never updates the outbox.
+		st.ignore(rowcast.IgnoredBadMessage, rel)
+		return nil
 	}
 	newVals, err := st.decodeTuple(rel, m.NewTuple)
 	if err != nil {
@@ -407,6 +465,15 @@ func (st *stream) delete(ctx context.Context, m *pglogrepl.DeleteMessage) error 
 	if err != nil {
 		return err
 	}
+	switch rel.kind {
+	case relOther:
+		st.ignore(rowcast.IgnoredOtherTable, rel)
+		return nil
+	case relOutbox:
+		// rowcast.broadcast() deletes every row it inserts, in the same
+		// transaction: the insert was the event.
+		return nil
+	}
 	oldVals, err := st.decodeTuple(rel, m.OldTuple)
 	if err != nil {
 		return err
@@ -419,23 +486,56 @@ func (st *stream) delete(ctx context.Context, m *pglogrepl.DeleteMessage) error 
 		Key: key, Old: rel.oldRow(m.OldTupleType, oldVals)})
 }
 
-// message turns rowcast's transactional logical decoding messages into
-// OpMessage changes. Non-transactional ones are not ordered with the data
-// and would reach clients even for rolled-back work, so they are ignored.
-func (st *stream) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessage) error {
-	if !m.Transactional || m.Prefix != MessagePrefix {
+// message handles logical decoding messages. Any role may call
+// pg_logical_emit_message, so none is handed on: those with rowcast's
+// prefix (written by an older rowcast.broadcast(), or forged) are counted;
+// other applications' are none of rowcast's business.
+func (st *stream) message(_ context.Context, m *pglogrepl.LogicalDecodingMessage) error {
+	if m.Prefix == MessagePrefix {
+		st.s.ignored.add(rowcast.IgnoredLogicalMessage,
+			"dropped a logical decoding message with rowcast's prefix: any role can send one, so events from SQL come only through rowcast.broadcast() and rowcast.outbox",
+			"lsn", m.LSN.String())
+	}
+	return nil
+}
+
+// outboxEvent turns an insert into rowcast.outbox, which only
+// rowcast.broadcast() can write, into an OpMessage change. A row it cannot
+// have written is dropped and counted.
+func (st *stream) outboxEvent(ctx context.Context, rel *relation, t *pglogrepl.TupleData) error {
+	if t == nil || len(t.Columns) != len(rel.cols) {
+		st.ignore(rowcast.IgnoredBadMessage, rel)
 		return nil
 	}
-	var body struct {
-		Event   string          `json:"event"`
-		Payload json.RawMessage `json:"payload"`
+	var (
+		event   string
+		payload json.RawMessage
+		found   int
+	)
+	for i, c := range t.Columns {
+		if c.DataType != pglogrepl.TupleDataTypeText {
+			continue
+		}
+		switch rel.cols[i].name {
+		case "event":
+			event = string(c.Data)
+			found++
+		case "payload":
+			payload = copyBytes(c.Data)
+			found++
+		}
 	}
-	if err := json.Unmarshal(m.Content, &body); err != nil || body.Event == "" {
-		st.s.log.Warn("ignoring a rowcast message whose content is not {\"event\": \"...\", \"payload\": ...}",
-			"lsn", m.LSN.String(), "err", err)
+	if found != 2 || !json.Valid(payload) {
+		st.ignore(rowcast.IgnoredBadMessage, rel)
 		return nil
 	}
-	return st.add(ctx, rowcast.Change{Op: rowcast.OpMessage, Event: body.Event, Payload: body.Payload})
+	// The SQL function applies the same rule; checked again because the
+	// outbox's owner could insert by hand.
+	if err := rowcast.CheckEventName(event); err != nil {
+		st.s.ignored.add(rowcast.IgnoredBadEventName, "dropped a rowcast.broadcast() event with a name rowcast does not allow", "err", err)
+		return nil
+	}
+	return st.add(ctx, rowcast.Change{Op: rowcast.OpMessage, Event: event, Payload: payload})
 }
 
 // decodeTuple returns one JSON value per relation column; nil marks an

@@ -30,6 +30,12 @@ type SlotConfig struct {
 	// Publication is the publication streamed (default "rowcast"); see
 	// SetupLogical.
 	Publication string
+	// Table is the captured table, schema-qualified (public.tickets). Only
+	// its changes and rowcast.outbox's events are handed on; changes of
+	// any other table the publication holds are dropped and counted
+	// (CaptureStatus.Ignored). Empty means the table rowcast setup recorded
+	// on the publication.
+	Table string
 	// StandbyTimeout is the longest time between two standby status
 	// updates (default 10s). It must stay below the server's
 	// wal_sender_timeout (default 60s).
@@ -55,8 +61,17 @@ type Slot struct {
 	slotRecreations atomic.Uint64
 	receivedLSN     atomic.Uint64
 	flushedLSN      atomic.Uint64
+	// ignored counts what the stream drops; its log state belongs to the
+	// Run goroutine.
+	ignored *drops
 
 	// Owned by the Run goroutine.
+
+	// table is the captured table as {schema, name}, checked against the
+	// publication at the start of every session.
+	table [2]string
+	// warnedOthers: the publication's other tables were logged once.
+	warnedOthers bool
 
 	// handedOn is the end of the last transaction the sink accepted.
 	handedOn pglogrepl.LSN
@@ -68,9 +83,10 @@ type Slot struct {
 
 var _ rowcast.Source = (*Slot)(nil)
 
-// MessagePrefix is the prefix of the logical decoding messages that become
-// OpMessage changes: pg_logical_emit_message(true, 'rowcast', '{"event":
-// "...", "payload": {...}}').
+// MessagePrefix is the prefix of the logical decoding messages that
+// rowcast before the outbox used for rowcast.broadcast(). Any role may
+// call pg_logical_emit_message, so such messages are never handed on:
+// they are dropped and counted (rowcast.IgnoredLogicalMessage).
 const MessagePrefix = "rowcast"
 
 var slotNameRE = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
@@ -103,7 +119,8 @@ func NewSlot(cfg SlotConfig) *Slot {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Slot{cfg: cfg, log: log.With("slot", cfg.Slot)}
+	log = log.With("slot", cfg.Slot)
+	return &Slot{cfg: cfg, log: log, ignored: newDrops(rowcast.IgnoreReasons, log)}
 }
 
 // Status reports the capture state; safe to call from any goroutine.
@@ -115,6 +132,7 @@ func (s *Slot) Status() rowcast.CaptureStatus {
 		ReceivedLSN:     s.receivedLSN.Load(),
 		FlushedLSN:      s.flushedLSN.Load(),
 		SlotRecreations: s.slotRecreations.Load(),
+		Ignored:         s.ignored.snapshot(),
 	}
 }
 
@@ -328,13 +346,8 @@ func readSlot(ctx context.Context, conn *pgx.Conn, name string) (slotInfo, error
 // prepareSlot makes sure the slot exists and can stream, and returns the
 // position to start from (the slot's confirmed_flush_lsn).
 func (s *Slot) prepareSlot(ctx context.Context, reg *pgx.Conn) (pglogrepl.LSN, error) {
-	var pubExists bool
-	if err := reg.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`,
-		s.cfg.Publication).Scan(&pubExists); err != nil {
-		return 0, fmt.Errorf("cdc: checking publication %q: %w", s.cfg.Publication, err)
-	}
-	if !pubExists {
-		return 0, fatalf("cdc: publication %q does not exist: run `rowcast setup` (logical mode) first, or use ROWCAST_CAPTURE=notify", s.cfg.Publication)
+	if err := s.checkInstallation(ctx, reg); err != nil {
+		return 0, err
 	}
 
 	info, err := readSlot(ctx, reg, s.cfg.Slot)
@@ -343,7 +356,7 @@ func (s *Slot) prepareSlot(ctx context.Context, reg *pgx.Conn) (pglogrepl.LSN, e
 	}
 	switch {
 	case !info.exists:
-		return s.createSlot(ctx, reg, "replication slot created")
+		return s.createSlot(ctx, reg, ReasonSlotCreated)
 	case info.slotType != "logical" || info.plugin != "pgoutput" || !info.sameDB:
 		return 0, fatalf("cdc: replication slot %q exists but is not a pgoutput logical slot of this database (type %s, plugin %q): configure another slot name, or drop it if it is unused",
 			s.cfg.Slot, info.slotType, info.plugin)
@@ -355,6 +368,50 @@ func (s *Slot) prepareSlot(ctx context.Context, reg *pgx.Conn) (pglogrepl.LSN, e
 	}
 	return info.confirmed, nil
 }
+
+// checkInstallation finds the captured table and checks that setup made
+// the publication and rowcast.broadcast() as this version needs them.
+// An installation made by an older rowcast stops capture with what to
+// run: its events from SQL came as logical decoding messages, which any
+// role can forge, and would now be dropped without a word.
+func (s *Slot) checkInstallation(ctx context.Context, reg *pgx.Conn) error {
+	info, err := readPublication(ctx, reg, s.cfg.Publication)
+	if err != nil {
+		return err
+	}
+	schema, name, ok := "", "", false
+	if s.cfg.Table != "" {
+		if schema, name, err = SplitTableName(s.cfg.Table); err != nil {
+			return fatalf("cdc: %w", err)
+		}
+	} else if info.exists {
+		if schema, name, ok = parsePublicationComment(info.comment); !ok {
+			return fatalf("cdc: publication %q does not record which table it was set up for (it was made by an older rowcast, or by hand): run `rowcast setup`", s.cfg.Publication)
+		}
+	}
+	others, err := info.check(schema, name, s.cfg.Publication)
+	if err != nil {
+		return err
+	}
+	if err := checkBroadcastFunction(ctx, reg, true); err != nil {
+		return err
+	}
+	if len(others) > 0 && !s.warnedOthers {
+		s.warnedOthers = true
+		s.log.Warn("the publication also publishes other tables; PostgreSQL sends their changes and rowcast drops them (rowcast_changes_ignored_total{reason=\"other_table\"}): give rowcast a publication of its own",
+			"publication", s.cfg.Publication, "table", schema+"."+name, "others", strings.Join(others, ", "))
+	}
+	s.table = [2]string{schema, name}
+	return nil
+}
+
+// Resync reasons of logical capture. They reach every client in the
+// resync event, so they are fixed texts: nothing from PostgreSQL's error
+// messages.
+const (
+	ReasonSlotCreated   = "replication slot created"
+	ReasonSlotRecreated = "replication slot invalidated and recreated: changes were missed"
+)
 
 func (s *Slot) createSlot(ctx context.Context, reg *pgx.Conn, reason string) (pglogrepl.LSN, error) {
 	var lsnText string
@@ -385,7 +442,9 @@ func (s *Slot) recreateSlot(ctx context.Context, reg *pgx.Conn, why string) (pgl
 	if _, err := reg.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, s.cfg.Slot); err != nil {
 		return 0, classify(fmt.Errorf("cdc: dropping invalidated replication slot %q: %w", s.cfg.Slot, err))
 	}
-	lsn, err := s.createSlot(ctx, reg, "replication slot invalidated and recreated ("+why+"): changes were missed")
+	// The reason reaches every client: a fixed text, never the server's
+	// error message (why is for the log).
+	lsn, err := s.createSlot(ctx, reg, ReasonSlotRecreated)
 	if err != nil {
 		return 0, err
 	}

@@ -116,16 +116,28 @@ func slotExec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
 }
 
 // slotDB returns a fresh database with a tickets table set up for logical
-// replication (publication and slot "rowcast").
+// replication (publication and slot "rowcast", rowcast.broadcast()).
 func slotDB(t *testing.T) (string, *pgx.Conn) {
 	t.Helper()
 	url := pgtest.ForTest(t)
 	conn := slotConnect(t, url)
 	slotExec(t, conn, slotTicketsDDL)
-	if err := SetupLogical(slotCtx(t, 30*time.Second), conn, "public.tickets", "rowcast", "rowcast"); err != nil {
+	setupLogical(t, conn, "public.tickets", "rowcast", "rowcast")
+	return url, conn
+}
+
+// setupLogical installs logical capture of table as "rowcast setup" does:
+// SetupLogical and rowcast.broadcast().
+func setupLogical(t *testing.T, conn *pgx.Conn, table, publication, slot string) {
+	t.Helper()
+	if err := SetupLogical(slotCtx(t, 30*time.Second), conn, table, publication, slot); err != nil {
 		t.Fatal(err)
 	}
-	return url, conn
+	fn, err := BroadcastFunctionSQL(true, "rowcast", "ticket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slotExec(t, conn, fn)
 }
 
 type testLogWriter struct {
@@ -355,11 +367,14 @@ func TestSlotRefusesMissingPublication(t *testing.T) {
 
 func TestSlotUnchangedToast(t *testing.T) {
 	url, conn := slotDB(t)
-	// A table without REPLICA IDENTITY FULL takes the fetch-by-key path.
+	// A table without REPLICA IDENTITY FULL takes the fetch-by-key path:
+	// notes, captured by a second slot of its own.
 	slotExec(t, conn, `CREATE TABLE notes(id int primary key, body text, n int)`)
-	slotExec(t, conn, `ALTER PUBLICATION rowcast ADD TABLE notes`)
-	sink := &slotSink{}
+	setupLogical(t, conn, "public.notes", "notes", "notes")
+	slotExec(t, conn, `ALTER TABLE notes REPLICA IDENTITY DEFAULT`)
+	sink, notesSink := &slotSink{}, &slotSink{}
 	runSlot(t, SlotConfig{ConnString: url}, sink)
+	runSlot(t, SlotConfig{ConnString: url, Publication: "notes", Slot: "notes"}, notesSink)
 
 	// md5 hex compresses poorly enough to be stored out of line.
 	const big = `(SELECT string_agg(md5(i::text), '') FROM generate_series(1, 32768) i)`
@@ -368,7 +383,16 @@ func TestSlotUnchangedToast(t *testing.T) {
 	slotExec(t, conn, `INSERT INTO notes VALUES (1, `+big+`, 0)`)
 	slotExec(t, conn, `UPDATE notes SET n = 1 WHERE id = 1`)
 	slotExec(t, conn, `INSERT INTO tickets(id, title) VALUES (2, 'marker')`)
+	slotExec(t, conn, `INSERT INTO notes VALUES (2, 'marker', 0)`)
 	waitForTicket(t, sink, rowcast.OpInsert, 2)
+	waitUntil(t, 20*time.Second, "the notes marker", func() bool {
+		for _, c := range notesSink.snapshot() {
+			if c.Op == rowcast.OpInsert && rowcast.JSONText(c.Key[0].Value) == "2" {
+				return true
+			}
+		}
+		return false
+	})
 
 	var want string
 	if err := conn.QueryRow(context.Background(), `SELECT `+big).Scan(&want); err != nil {
@@ -377,20 +401,19 @@ func TestSlotUnchangedToast(t *testing.T) {
 	if len(want) != 1<<20 {
 		t.Fatalf("description is %d bytes", len(want))
 	}
-	var ticketUpd, noteUpd *rowcast.Change
-	for _, c := range sink.snapshot() {
-		if c.Op == rowcast.OpUpdate {
-			c := c
-			if c.Table == "tickets" {
-				ticketUpd = &c
-			} else {
-				noteUpd = &c
+	update := func(sink *slotSink, table string) *rowcast.Change {
+		for _, c := range sink.snapshot() {
+			if c.Op == rowcast.OpUpdate {
+				if c.Table != table {
+					t.Errorf("the %s slot handed on a change of %s", table, c.Table)
+				}
+				return &c
 			}
 		}
+		t.Fatalf("update of %s missing", table)
+		return nil
 	}
-	if ticketUpd == nil || noteUpd == nil {
-		t.Fatal("updates missing")
-	}
+	ticketUpd, noteUpd := update(sink, "tickets"), update(notesSink, "notes")
 	if got := text(t, ticketUpd.Row, "description"); got != want {
 		t.Errorf("tickets update description has %d bytes, want the full %d", len(got), len(want))
 	}
@@ -434,9 +457,7 @@ func TestSlotLargeTransactionStreamsInBatches(t *testing.T) {
 	const rows, batch = 100_000, 1000
 	// Inserted before the slot exists, so that only the update streams.
 	slotExec(t, conn, `INSERT INTO tickets(title) SELECT 't' || i FROM generate_series(1, $1) i`, rows)
-	if err := SetupLogical(slotCtx(t, 30*time.Second), conn, "public.tickets", "rowcast", "rowcast"); err != nil {
-		t.Fatal(err)
-	}
+	setupLogical(t, conn, "public.tickets", "rowcast", "rowcast")
 	sink := &slotSink{countOnly: true}
 	runSlot(t, SlotConfig{ConnString: url, BatchSize: batch}, sink)
 	slotExec(t, conn, `UPDATE tickets SET status = 'closed'`)
@@ -452,21 +473,30 @@ func TestSlotLargeTransactionStreamsInBatches(t *testing.T) {
 	}
 }
 
-func TestSlotLogicalMessages(t *testing.T) {
+// Events from SQL come through rowcast.outbox, in commit order with the
+// row changes; logical decoding messages, which any role may send, are
+// dropped and counted.
+func TestSlotOutboxEvents(t *testing.T) {
 	url, conn := slotDB(t)
 	sink := &slotSink{}
-	runSlot(t, SlotConfig{ConnString: url}, sink)
+	s, _ := runSlot(t, SlotConfig{ConnString: url}, sink)
 	slotExec(t, conn, `BEGIN;
 		INSERT INTO tickets(id, title) VALUES (1, 'with message');
-		SELECT pg_logical_emit_message(true, 'rowcast', '{"event":"notification","payload":{"a":1}}');
-		SELECT pg_logical_emit_message(true, 'other', '{"event":"ignored","payload":{}}');
+		SELECT rowcast.broadcast('notification', '{"a": 1}');
+		SELECT pg_logical_emit_message(true, 'rowcast', '{"event":"forged","payload":{}}');
+		SELECT pg_logical_emit_message(true, 'other', '{"event":"not ours","payload":{}}');
 		COMMIT`)
 	slotExec(t, conn, `BEGIN;
-		SELECT pg_logical_emit_message(true, 'rowcast', '{"event":"rolledback","payload":{}}');
+		SELECT rowcast.broadcast('rolledback', '{}');
 		ROLLBACK`)
 	slotExec(t, conn, `SELECT pg_logical_emit_message(false, 'rowcast', '{"event":"nontx","payload":{}}')`)
-	slotExec(t, conn, `SELECT pg_logical_emit_message(true, 'rowcast', '{"event":"alone","payload":[1,"x"]}')`)
-	waitUntil(t, 20*time.Second, "the message outside any row change", func() bool {
+	// The outbox's owner can write it by hand; a row rowcast.broadcast()
+	// would refuse is still dropped.
+	slotExec(t, conn, `INSERT INTO rowcast.outbox (event, payload) VALUES ('bad name!', '{}')`)
+	slotExec(t, conn, `BEGIN; INSERT INTO rowcast.outbox (event, payload) VALUES ('kept', '{}');
+		UPDATE rowcast.outbox SET event = 'changed'; DELETE FROM rowcast.outbox; COMMIT`)
+	slotExec(t, conn, `SELECT rowcast.broadcast('alone', '[1, "x"]')`)
+	waitUntil(t, 20*time.Second, "the event outside any row change", func() bool {
 		for _, c := range sink.snapshot() {
 			if c.Event == "alone" {
 				return true
@@ -478,7 +508,7 @@ func TestSlotLogicalMessages(t *testing.T) {
 	for _, c := range sink.snapshot() {
 		got = append(got, fmt.Sprintf("%s/%s/%s/%d", c.Op, c.Event, c.Payload, c.ID.Index))
 	}
-	want := []string{"insert///0", `message/notification/{"a":1}/1`, `message/alone/[1,"x"]/0`}
+	want := []string{"insert///0", `message/notification/{"a": 1}/1`, `message/kept/{}/0`, `message/alone/[1, "x"]/0`}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("changes = %v\nwant %v", got, want)
 	}
@@ -486,7 +516,106 @@ func TestSlotLogicalMessages(t *testing.T) {
 	if all[1].ID.Pos != all[0].ID.Pos || all[1].CommitTime.IsZero() || all[1].Xid != all[0].Xid {
 		t.Errorf("message metadata %+v", all[1])
 	}
+	ignored := s.Status().Ignored
+	for reason, n := range map[string]uint64{rowcast.IgnoredLogicalMessage: 2, rowcast.IgnoredBadEventName: 1,
+		rowcast.IgnoredBadMessage: 2 /* the update touched both rows */, rowcast.IgnoredOtherTable: 0} {
+		if ignored[reason] != n {
+			t.Errorf("ignored[%s] = %d, want %d (all: %v)", reason, ignored[reason], n, ignored)
+		}
+	}
+	// The outbox stays empty.
+	var rows int
+	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM rowcast.outbox`).Scan(&rows); err != nil || rows != 0 {
+		t.Errorf("rowcast.outbox holds %d rows (%v)", rows, err)
+	}
 }
+
+// Another table in the publication (an admin added it, or the default
+// publication was shared) is never handed on, not even its truncate.
+func TestSlotDropsOtherTables(t *testing.T) {
+	url, conn := slotDB(t)
+	slotExec(t, conn, `CREATE TABLE users(id int primary key, email text, password_hash text)`)
+	slotExec(t, conn, `ALTER PUBLICATION rowcast ADD TABLE users`)
+	sink := &slotSink{}
+	s, _ := runSlot(t, SlotConfig{ConnString: url}, sink)
+	slotExec(t, conn, `INSERT INTO users VALUES (1, 'a@example.com', 'secret-hash')`)
+	slotExec(t, conn, `BEGIN; UPDATE users SET password_hash = 'other'; INSERT INTO tickets(id, title) VALUES (1, 'mixed'); DELETE FROM users; COMMIT`)
+	slotExec(t, conn, `TRUNCATE users`)
+	slotExec(t, conn, `TRUNCATE tickets, users`)
+	slotExec(t, conn, `INSERT INTO tickets(id, title) VALUES (2, 'last')`)
+	waitForTicket(t, sink, rowcast.OpInsert, 2)
+	var got []string
+	for _, c := range sink.snapshot() {
+		got = append(got, fmt.Sprintf("%s:%s.%s", c.Op, c.Schema, c.Table))
+		if strings.Contains(rowJSON(t, c.Row)+rowJSON(t, c.Old), "hash") {
+			t.Errorf("a users row was handed on: %s", rowJSON(t, c.Row))
+		}
+	}
+	want := []string{"insert:public.tickets", "truncate:public.tickets", "insert:public.tickets"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("changes = %v, want %v", got, want)
+	}
+	if n := s.Status().Ignored[rowcast.IgnoredOtherTable]; n != 5 {
+		t.Errorf("ignored other_table = %d, want 5", n)
+	}
+
+	// Told the table explicitly, a slot on a publication set up for
+	// another table refuses to start.
+	err := NewSlot(SlotConfig{ConnString: url, Table: "public.users", Slot: "users_slot", Logger: slog.New(slog.DiscardHandler)}).
+		Run(slotCtx(t, 20*time.Second), &slotSink{})
+	if err == nil || !strings.Contains(err.Error(), "was set up for public.tickets") {
+		t.Errorf("Run for another table = %v", err)
+	}
+}
+
+// An installation made by an older rowcast (no outbox; rowcast.broadcast()
+// executable by PUBLIC, sending logical messages) stops capture with what
+// to run, and SetupLogical brings it up to date.
+func TestSlotRefusesOldInstallation(t *testing.T) {
+	url := pgcluster.ForTest(t)
+	conn := slotConnect(t, url)
+	slotExec(t, conn, slotTicketsDDL)
+	slotExec(t, conn, oldLogicalInstallation)
+	slotExec(t, conn, `SELECT pg_create_logical_replication_slot('rowcast', 'pgoutput')`)
+	err := NewSlot(SlotConfig{ConnString: url, Logger: slog.New(slog.DiscardHandler)}).Run(slotCtx(t, 20*time.Second), &slotSink{})
+	if err == nil || !strings.Contains(err.Error(), "rowcast setup") {
+		t.Fatalf("Run on an old installation = %v, want an error telling to run setup", err)
+	}
+	// Told the table, it still refuses: no outbox.
+	err = NewSlot(SlotConfig{ConnString: url, Table: "public.tickets", Logger: slog.New(slog.DiscardHandler)}).Run(slotCtx(t, 20*time.Second), &slotSink{})
+	if err == nil || !strings.Contains(err.Error(), "older rowcast") {
+		t.Fatalf("Run on an old installation = %v, want an error naming the old installation", err)
+	}
+	// The outbox alone is not enough while rowcast.broadcast() is PUBLIC's.
+	if err := SetupLogical(slotCtx(t, 30*time.Second), conn, "public.tickets", "rowcast", "rowcast"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CheckLogicalInstalled(slotCtx(t, 10*time.Second), conn, "public.tickets", "rowcast"); err == nil || !strings.Contains(err.Error(), "every role") {
+		t.Fatalf("CheckLogicalInstalled with the old function = %v", err)
+	}
+	setupLogical(t, conn, "public.tickets", "rowcast", "rowcast")
+	if _, err := CheckLogicalInstalled(slotCtx(t, 10*time.Second), conn, "public.tickets", "rowcast"); err != nil {
+		t.Fatalf("CheckLogicalInstalled after setup: %v", err)
+	}
+	sink := &slotSink{}
+	runSlot(t, SlotConfig{ConnString: url}, sink)
+	slotExec(t, conn, `INSERT INTO tickets(id, title) VALUES (1, 'after the upgrade')`)
+	waitForTicket(t, sink, rowcast.OpInsert, 1)
+}
+
+// oldLogicalInstallation is what rowcast setup installed before the
+// outbox: a publication of the table alone, and a rowcast.broadcast()
+// that any role could call, sending logical decoding messages.
+const oldLogicalInstallation = `
+CREATE PUBLICATION rowcast FOR TABLE tickets WITH (publish = 'insert, update, delete, truncate');
+ALTER TABLE tickets REPLICA IDENTITY FULL;
+CREATE SCHEMA rowcast;
+CREATE FUNCTION rowcast.broadcast(event text, payload jsonb DEFAULT '{}'::jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_logical_emit_message(true, 'rowcast', json_build_object('event', event, 'payload', payload)::text);
+END
+$$;`
 
 func TestSlotTruncate(t *testing.T) {
 	url, conn := slotDB(t)
@@ -578,9 +707,7 @@ func TestSlotSurvivesTerminateAndRestart(t *testing.T) {
 	}
 	conn := slotConnect(t, url)
 	slotExec(t, conn, slotTicketsDDL)
-	if err := SetupLogical(ctx, conn, "public.tickets", "rowcast", "rowcast"); err != nil {
-		t.Fatal(err)
-	}
+	setupLogical(t, conn, "public.tickets", "rowcast", "rowcast")
 	conn.Close(ctx)
 	sink := &slotSink{}
 	s, _ := runSlot(t, SlotConfig{ConnString: url}, sink)
@@ -686,9 +813,7 @@ func TestSlotRecoversFromInvalidation(t *testing.T) {
 	conn := slotConnect(t, url)
 	slotExec(t, conn, slotTicketsDDL)
 	slotExec(t, conn, `CREATE TABLE filler(v text)`)
-	if err := SetupLogical(ctx, conn, "public.tickets", "rowcast", "rowcast"); err != nil {
-		t.Fatal(err)
-	}
+	setupLogical(t, conn, "public.tickets", "rowcast", "rowcast")
 	slotExec(t, conn, `INSERT INTO tickets(id, title) VALUES (1, 'lost with the slot')`)
 	for i := 0; ; i++ {
 		if _, status := slotState(t, conn, "rowcast"); status == "lost" {
@@ -708,8 +833,9 @@ func TestSlotRecoversFromInvalidation(t *testing.T) {
 	slotExec(t, conn, `INSERT INTO tickets(id, title) VALUES (2, 'after recreation')`)
 	waitForTicket(t, sink, rowcast.OpInsert, 2)
 	got := sink.snapshot()
-	if got[0].Op != rowcast.OpResync || !strings.Contains(got[0].Reason, "invalidated") {
-		t.Fatalf("first change = %+v, want a resync", got[0])
+	// The reason reaches clients: the fixed text, whatever PostgreSQL said.
+	if got[0].Op != rowcast.OpResync || got[0].Reason != ReasonSlotRecreated {
+		t.Fatalf("first change = %+v, want a resync with reason %q", got[0], ReasonSlotRecreated)
 	}
 	if st := s.Status(); st.SlotRecreations != 1 {
 		t.Errorf("slot recreations = %d, want 1", st.SlotRecreations)
@@ -751,43 +877,74 @@ func TestSetupLogicalIdempotentAndTeardown(t *testing.T) {
 	ctx := slotCtx(t, time.Minute)
 	slotExec(t, conn, slotTicketsDDL)
 	slotExec(t, conn, `CREATE TABLE other(id int primary key)`)
-	slotExec(t, conn, `CREATE PUBLICATION rowcast FOR TABLE other WITH (publish = 'insert')`)
 	for i := 0; i < 2; i++ {
 		if err := SetupLogical(ctx, conn, "public.tickets", "rowcast", "rowcast"); err != nil {
 			t.Fatalf("SetupLogical #%d: %v", i+1, err)
 		}
 	}
-	var tables, ident, pubOK string
-	if err := conn.QueryRow(ctx, `SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_publication_tables WHERE pubname = 'rowcast'`).Scan(&tables); err != nil {
-		t.Fatal(err)
+	pubTables := func(pub string) string {
+		var tables *string
+		if err := conn.QueryRow(ctx, `SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY schemaname, tablename) FROM pg_publication_tables WHERE pubname = $1`, pub).Scan(&tables); err != nil {
+			t.Fatal(err)
+		}
+		if tables == nil {
+			return ""
+		}
+		return *tables
 	}
+	var ident, pubOK string
 	if err := conn.QueryRow(ctx, `SELECT relreplident::text FROM pg_class WHERE oid = 'public.tickets'::regclass`).Scan(&ident); err != nil {
 		t.Fatal(err)
 	}
 	if err := conn.QueryRow(ctx, `SELECT (pubinsert AND pubupdate AND pubdelete AND pubtruncate)::text FROM pg_publication WHERE pubname = 'rowcast'`).Scan(&pubOK); err != nil {
 		t.Fatal(err)
 	}
-	if tables != "other,tickets" || ident != "f" || pubOK != "true" {
+	if tables := pubTables("rowcast"); tables != "public.tickets,rowcast.outbox" || ident != "f" || pubOK != "true" {
 		t.Errorf("publication tables %q, replica identity %q, publishes all %s", tables, ident, pubOK)
 	}
 	slotState(t, conn, "rowcast")
+	// No grant on the outbox for anyone but its owner.
+	var public bool
+	if err := conn.QueryRow(ctx, `SELECT has_table_privilege('public', 'rowcast.outbox', 'INSERT')`).Scan(&public); err != nil || public {
+		t.Errorf("PUBLIC may insert into rowcast.outbox: %v %v", public, err)
+	}
 
 	if err := SetupLogical(ctx, conn, "public.missing", "rowcast", "rowcast"); err == nil {
 		t.Error("SetupLogical of a missing table succeeded")
 	}
+	// A publication that holds another table is refused, whoever made it:
+	// another rowcast's, or one shared with another application.
+	slotExec(t, conn, `CREATE PUBLICATION shared FOR TABLE other`)
+	for _, c := range []struct{ table, pub string }{{"public.other", "rowcast"}, {"public.tickets", "shared"}} {
+		err := SetupLogical(ctx, conn, c.table, c.pub, "other_slot")
+		if err == nil || !strings.Contains(err.Error(), "ROWCAST_PUBLICATION") || !strings.Contains(err.Error(), "also publishes") {
+			t.Errorf("SetupLogical of %s on publication %s = %v", c.table, c.pub, err)
+		}
+	}
+	if tables := pubTables("shared"); tables != "public.other" {
+		t.Errorf("refused setup changed publication shared: %s", tables)
+	}
 
 	// Teardown refuses while the slot streams.
+	fn, err := BroadcastFunctionSQL(true, "rowcast", "ticket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slotExec(t, conn, fn)
 	_, stop := runSlot(t, SlotConfig{ConnString: url}, &slotSink{})
 	waitUntil(t, 10*time.Second, "the slot to be active", func() bool {
 		var active bool
 		_ = conn.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = 'rowcast'`).Scan(&active)
 		return active
 	})
-	if err := TeardownLogical(ctx, conn, "rowcast", "rowcast"); err == nil || !strings.Contains(err.Error(), "stop rowcast first") {
+	if _, err := TeardownLogical(ctx, conn, "public.tickets", "rowcast", "rowcast"); err == nil || !strings.Contains(err.Error(), "stop rowcast first") {
 		t.Fatalf("TeardownLogical on an active slot = %v", err)
 	}
 	stop()
-	waitUntil(t, 10*time.Second, "teardown", func() bool { return TeardownLogical(ctx, conn, "rowcast", "rowcast") == nil })
+	waitUntil(t, 10*time.Second, "teardown", func() bool {
+		_, err := TeardownLogical(ctx, conn, "public.tickets", "rowcast", "rowcast")
+		return err == nil
+	})
 	var n int
 	if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'rowcast') + (SELECT count(*) FROM pg_publication WHERE pubname = 'rowcast')`).Scan(&n); err != nil {
 		t.Fatal(err)
@@ -795,26 +952,45 @@ func TestSetupLogicalIdempotentAndTeardown(t *testing.T) {
 	if n != 0 {
 		t.Errorf("slot or publication left after teardown")
 	}
-	if err := TeardownLogical(ctx, conn, "rowcast", "rowcast"); err != nil {
-		t.Errorf("second teardown: %v", err)
+	if kept, err := TeardownLogical(ctx, conn, "public.tickets", "rowcast", "rowcast"); err != nil || kept != "" {
+		t.Errorf("second teardown: %q %v", kept, err)
 	}
 
-	// The printed SQL does the same when run twice with psql.
+	// An older rowcast added the table to a shared publication: teardown
+	// takes back the table (and the outbox) and leaves the rest.
+	slotExec(t, conn, `ALTER PUBLICATION shared ADD TABLE tickets, rowcast.outbox`)
+	kept, err := TeardownLogical(ctx, conn, "public.tickets", "shared", "rowcast")
+	if err != nil || !strings.Contains(kept, `publication "shared" kept`) || !strings.Contains(kept, "other") {
+		t.Errorf("teardown of a shared publication: %q %v", kept, err)
+	}
+	if tables := pubTables("shared"); tables != "public.other" {
+		t.Errorf("shared publication after teardown: %s", tables)
+	}
+
+	// The printed SQL does the same when run twice with psql, and refuses
+	// a shared publication too.
 	psql, err := exec.LookPath("psql")
 	if err != nil {
 		t.Skip("psql not installed")
 	}
-	script := LogicalSetupSQL("public.tickets", "rowcast", "rowcast")
-	for i := 0; i < 2; i++ {
+	runPsql := func(script string) (string, error) {
 		cmd := exec.CommandContext(ctx, psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", "-")
 		cmd.Stdin = strings.NewReader(script)
-		if out, err := cmd.CombinedOutput(); err != nil {
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	script := LogicalSetupSQL("public.tickets", "rowcast", "rowcast")
+	for i := 0; i < 2; i++ {
+		if out, err := runPsql(script); err != nil {
 			t.Fatalf("psql run #%d of the printed setup: %v\n%s\n%s", i+1, err, out, script)
 		}
 	}
 	slotState(t, conn, "rowcast")
-	if !strings.Contains(LogicalTeardownSQL("rowcast", "rowcast"), "pg_drop_replication_slot") {
-		t.Errorf("teardown SQL: %s", LogicalTeardownSQL("rowcast", "rowcast"))
+	if tables := pubTables("rowcast"); tables != "public.tickets,rowcast.outbox" {
+		t.Errorf("publication after the printed setup: %s", tables)
+	}
+	if out, err := runPsql(LogicalSetupSQL("public.tickets", "shared", "shared_slot")); err == nil || !strings.Contains(out, "also publishes") {
+		t.Errorf("printed setup on a shared publication: %v\n%s", err, out)
 	}
 }
 

@@ -67,7 +67,7 @@ func TestAlertRulesFile(t *testing.T) {
 	}
 	for _, name := range []string{"RowcastCaptureDown", "RowcastReplicationLagHigh", "RowcastRetainedWALHigh",
 		"RowcastSlotLost", "RowcastSlowConsumers", "RowcastLatencyP99High", "RowcastNoChangesCaptured",
-		"RowcastNotifyQueueFilling"} {
+		"RowcastNotifyQueueFilling", "RowcastUntrustedInput"} {
 		if !strings.Contains(text, "- alert: "+name+"\n") {
 			t.Errorf("alerts.yml has no %s", name)
 		}

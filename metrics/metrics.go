@@ -262,6 +262,7 @@ type captureCollector struct {
 
 	connected, reconnects, info        *prometheus.Desc
 	receivedLSN, flushedLSN, recreated *prometheus.Desc
+	ignored, rejected                  *prometheus.Desc
 }
 
 func newCaptureCollector(status func() rowcast.CaptureStatus) *captureCollector {
@@ -279,11 +280,15 @@ func newCaptureCollector(status func() rowcast.CaptureStatus) *captureCollector 
 			"WAL position (LSN as a byte offset) rowcast last reported to PostgreSQL as flushed, i.e. handed on to clients. Logical mode only.", nil, nil),
 		recreated: prometheus.NewDesc("rowcast_replication_slot_recreations_total",
 			"Replication slots recreated after being lost or invalidated; every recreation means changes were missed and clients were told to resync.", nil, nil),
+		ignored: prometheus.NewDesc("rowcast_changes_ignored_total",
+			"What logical capture received from the slot and dropped, by reason (other_table, logical_message, bad_event_name, bad_message). Logical mode; 0 in notify mode.", []string{"reason"}, nil),
+		rejected: prometheus.NewDesc("rowcast_notify_rejected_total",
+			"Payloads on the NOTIFY channel that notify capture dropped, by reason (malformed, other_table, bad_event_name, fetch_failed, unverified_truncate). Notify mode; 0 in logical mode.", []string{"reason"}, nil),
 	}
 }
 
 func (c *captureCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.connected, c.reconnects, c.info, c.receivedLSN, c.flushedLSN, c.recreated} {
+	for _, d := range []*prometheus.Desc{c.connected, c.reconnects, c.info, c.receivedLSN, c.flushedLSN, c.recreated, c.ignored, c.rejected} {
 		ch <- d
 	}
 }
@@ -302,6 +307,14 @@ func (c *captureCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.reconnects, prometheus.CounterValue, float64(st.Reconnects))
 	ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1, mode)
 	ch <- prometheus.MustNewConstMetric(c.recreated, prometheus.CounterValue, float64(st.SlotRecreations))
+	// Every reason of both sets, in both modes, from the start: rate()
+	// and alert rules then see 0 rather than no data.
+	for _, r := range rowcast.IgnoreReasons {
+		ch <- prometheus.MustNewConstMetric(c.ignored, prometheus.CounterValue, float64(st.Ignored[r]), r)
+	}
+	for _, r := range rowcast.NotifyRejectReasons {
+		ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.CounterValue, float64(st.Rejected[r]), r)
+	}
 	if st.Mode == ModeLogical {
 		// Before the first message the positions are 0: not worth a point.
 		if st.ReceivedLSN > 0 {

@@ -142,6 +142,7 @@ var wantLogical = []string{
 	"rowcast_replication_retained_wal_bytes", "rowcast_replication_slot_wal_status",
 	"rowcast_replication_slot_confirmed_flush_lsn_bytes", "rowcast_replication_slot_safe_wal_size_bytes",
 	"rowcast_replication_slot_active", "rowcast_db_poll_errors_total",
+	"rowcast_changes_ignored_total", "rowcast_notify_rejected_total",
 	"go_goroutines", "process_start_time_seconds",
 }
 
@@ -351,6 +352,62 @@ func TestCaptureSeries(t *testing.T) {
 	for _, mf := range mfs {
 		if mf.GetName() == "rowcast_replication_slot_recreations_total" && mf.GetType().String() != "COUNTER" {
 			t.Errorf("%s is a %s", mf.GetName(), mf.GetType())
+		}
+	}
+}
+
+// Every reason of rowcast_changes_ignored_total and
+// rowcast_notify_rejected_total exists from the start, at 0, in both
+// modes, and follows the cumulative counts of the capture status.
+func TestCaptureDropSeries(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	var mu sync.Mutex
+	st := rowcast.CaptureStatus{Mode: "logical"}
+	metrics.RegisterCapture(reg, func() rowcast.CaptureStatus { mu.Lock(); defer mu.Unlock(); return st })
+	for _, mode := range []string{"logical", "notify"} {
+		mu.Lock()
+		st = rowcast.CaptureStatus{Mode: mode}
+		mu.Unlock()
+		for _, r := range rowcast.IgnoreReasons {
+			if v, ok := sample(t, reg, "rowcast_changes_ignored_total", "reason="+r); !ok || v != 0 {
+				t.Errorf("%s mode: rowcast_changes_ignored_total{reason=%q} = %v (present %v), want 0", mode, r, v, ok)
+			}
+		}
+		for _, r := range rowcast.NotifyRejectReasons {
+			if v, ok := sample(t, reg, "rowcast_notify_rejected_total", "reason="+r); !ok || v != 0 {
+				t.Errorf("%s mode: rowcast_notify_rejected_total{reason=%q} = %v (present %v), want 0", mode, r, v, ok)
+			}
+		}
+	}
+	mu.Lock()
+	st = rowcast.CaptureStatus{Mode: "logical",
+		Ignored:  map[string]uint64{rowcast.IgnoredOtherTable: 7, rowcast.IgnoredLogicalMessage: 2},
+		Rejected: map[string]uint64{rowcast.RejectedFetchFailed: 3}}
+	mu.Unlock()
+	for _, c := range []struct {
+		name, reason string
+		want         float64
+	}{
+		{"rowcast_changes_ignored_total", "other_table", 7},
+		{"rowcast_changes_ignored_total", "logical_message", 2},
+		{"rowcast_changes_ignored_total", "bad_message", 0},
+		{"rowcast_notify_rejected_total", "fetch_failed", 3},
+		{"rowcast_notify_rejected_total", "malformed", 0},
+	} {
+		if v, ok := sample(t, reg, c.name, "reason="+c.reason); !ok || v != c.want {
+			t.Errorf("%s{reason=%q} = %v (present %v), want %v", c.name, c.reason, v, ok, c.want)
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "rowcast_changes_ignored_total", "rowcast_notify_rejected_total":
+			if mf.GetType().String() != "COUNTER" {
+				t.Errorf("%s is a %s", mf.GetName(), mf.GetType())
+			}
 		}
 	}
 }

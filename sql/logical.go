@@ -8,9 +8,3 @@ import _ "embed"
 //
 //go:embed logical_setup.sql
 var LogicalSetupTemplate string
-
-// LogicalTeardownTemplate is a text/template that undoes the logical
-// replication setup (see cdc.LogicalTeardownSQL).
-//
-//go:embed logical_teardown.sql
-var LogicalTeardownTemplate string

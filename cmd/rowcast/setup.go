@@ -57,6 +57,7 @@ func runSetup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	fmt.Fprintln(stdout, "rowcast:", summary)
+	fmt.Fprintln(stdout, "rowcast: only the roles you grant it to may call rowcast.broadcast(): GRANT USAGE ON SCHEMA rowcast TO app_writer; GRANT EXECUTE ON FUNCTION rowcast.broadcast(text, jsonb) TO app_writer;")
 	return nil
 }
 
@@ -121,7 +122,7 @@ func install(ctx context.Context, conn *pgx.Conn, cfg Config, table cdc.Table, r
 
 func runTeardown(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	s := newSettings("teardown", stderr, os.LookupEnv)
-	yes := s.fs.Bool("yes", false, "confirm: drop the replication slot, publication, trigger and the rowcast schema")
+	yes := s.fs.Bool("yes", false, "confirm: drop the replication slot, publication, trigger and the rowcast schema (a publication or schema that others still use is kept)")
 	if err := s.parseFlags(args); err != nil {
 		return err
 	}
@@ -137,9 +138,6 @@ func runTeardown(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer conn.Close(context.Background())
-	if err := cdc.TeardownLogical(ctx, conn, cfg.Publication, cfg.Slot); err != nil {
-		return err
-	}
 	table, err := cdc.LookupTable(ctx, conn, cfg.Table)
 	if errors.Is(err, cdc.ErrNoTable) {
 		table.Schema, table.Name, err = cdc.SplitTableName(cfg.Table)
@@ -147,8 +145,20 @@ func runTeardown(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	if err := cdc.TeardownNotify(ctx, conn, table); err != nil {
+	// Logical first: the schema stays while a publication (another
+	// rowcast's) still publishes rowcast.outbox.
+	keptPub, err := cdc.TeardownLogical(ctx, conn, table.String(), cfg.Publication, cfg.Slot)
+	if err != nil {
 		return err
+	}
+	keptSchema, err := cdc.TeardownNotify(ctx, conn, table)
+	if err != nil {
+		return err
+	}
+	for _, kept := range []string{keptPub, keptSchema} {
+		if kept != "" {
+			fmt.Fprintln(stdout, "rowcast:", kept)
+		}
 	}
 	fmt.Fprintln(stdout, "rowcast: removed")
 	return nil
