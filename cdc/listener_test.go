@@ -14,14 +14,14 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"rowcast"
-	"rowcast/integration/pgcluster"
+	"rowcast/integration/pgcluster/pgtest"
 )
 
 // notifyDB returns a database with the tickets table and notify capture
 // installed as "rowcast setup" does, and the table as the listener sees it.
 func notifyDB(t *testing.T) (string, *pgx.Conn, Table) {
 	t.Helper()
-	url := pgcluster.ForTest(t)
+	url := pgtest.ForTest(t)
 	conn := slotConnect(t, url)
 	slotExec(t, conn, slotTicketsDDL)
 	ctx := slotCtx(t, 30*time.Second)

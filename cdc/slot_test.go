@@ -572,7 +572,7 @@ func TestSlotDropsOtherTables(t *testing.T) {
 // executable by PUBLIC, sending logical messages) stops capture with what
 // to run, and SetupLogical brings it up to date.
 func TestSlotRefusesOldInstallation(t *testing.T) {
-	url := pgcluster.ForTest(t)
+	url := pgtest.ForTest(t)
 	conn := slotConnect(t, url)
 	slotExec(t, conn, slotTicketsDDL)
 	slotExec(t, conn, oldLogicalInstallation)

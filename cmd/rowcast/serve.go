@@ -75,6 +75,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 		if err := cdc.CheckNotifyInstalled(ctx, pool, table, cfg.Channel, res.tracked); err != nil {
 			return err
 		}
+	} else {
+		// Refused before HTTP starts: an installation by an older setup
+		// (no outbox, broadcast() open to PUBLIC), or one made for another
+		// table. Other tables in the publication are dropped by the slot,
+		// which logs them.
+		if _, err := cdc.CheckLogicalInstalled(ctx, pool, table.String(), cfg.Publication); err != nil {
+			return err
+		}
 	}
 
 	reg := prometheus.NewRegistry()
@@ -99,6 +107,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 			ConnString:  pc.ConnString(),
 			Slot:        cfg.Slot,
 			Publication: cfg.Publication,
+			Table:       table.String(),
 			Logger:      log,
 		})
 	} else {
