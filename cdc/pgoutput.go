@@ -78,7 +78,7 @@ func newRelation(m *pglogrepl.RelationMessage, captured [2]string) *relation {
 type stream struct {
 	s        *Slot
 	repl     *pgconn.PgConn
-	reg      *pgx.Conn
+	reg      querier
 	sink     rowcast.Sink
 	retainer rowcast.Retainer
 	dec      *valueDecoder
@@ -96,7 +96,13 @@ type stream struct {
 	nextStatus time.Time
 }
 
-func newStream(s *Slot, repl *pgconn.PgConn, reg *pgx.Conn, sink rowcast.Sink) *stream {
+// querier is what the stream reads from the regular connection (a row's
+// key or unchanged TOAST values when the WAL lacks them).
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func newStream(s *Slot, repl *pgconn.PgConn, reg querier, sink rowcast.Sink) *stream {
 	st := &stream{
 		s:         s,
 		repl:      repl,
@@ -285,7 +291,7 @@ func (st *stream) finish() {
 }
 
 func (st *stream) handle(ctx context.Context, walData []byte) error {
-	msg, err := pglogrepl.Parse(walData)
+	msg, err := parsePgoutput(walData)
 	if err != nil {
 		return fmt.Errorf("cdc: parsing pgoutput message: %w", err)
 	}
@@ -333,6 +339,21 @@ func (st *stream) handle(ctx context.Context, walData []byte) error {
 		return st.message(ctx, m)
 	}
 	return nil
+}
+
+// parsePgoutput is pglogrepl.Parse, which indexes into the message without
+// checking its length first (an empty message panics): a malformed message
+// is an error, never a crash.
+func parsePgoutput(b []byte) (msg pglogrepl.Message, err error) {
+	if len(b) == 0 {
+		return nil, errors.New("empty message")
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			msg, err = nil, fmt.Errorf("malformed %q message: %v", b[0], r)
+		}
+	}()
+	return pglogrepl.Parse(b)
 }
 
 // ReasonTruncate is the reason of the OpTruncate logical capture hands on.

@@ -74,8 +74,12 @@ func (d *valueDecoder) decode(oid uint32, text []byte) (json.RawMessage, error) 
 		}
 		return copyBytes(text), nil
 	case pgtype.JSONOID, pgtype.JSONBOID:
-		// PostgreSQL has validated it; passing it through keeps big
-		// numbers and key order exactly as stored.
+		// Passed through to keep big numbers and key order exactly as
+		// stored. PostgreSQL has validated it; checked again because one
+		// bad value would break the frame of every client it goes to.
+		if !json.Valid(text) {
+			return nil, fmt.Errorf("malformed json value %q", clip(text, 64))
+		}
 		return copyBytes(text), nil
 	case pgtype.TimestamptzOID, pgtype.TimestampOID:
 		return d.timestamp(oid, text)
