@@ -21,8 +21,12 @@ import (
 // ends with the table's content.
 func TestCrashSafety(t *testing.T) {
 	changes := envInt("ROWCAST_TEST_CRASH_CHANGES", 20000)
-	db, s := startMode(t, "logical", "ROWCAST_LOG_LEVEL=warn")
-	env := []string{"ROWCAST_CAPTURE=logical", "ROWCAST_SLOT=" + slotName(db), "ROWCAST_LOG_LEVEL=warn"}
+	// The client's queue holds every event: this test is about crashes,
+	// and a client that must keep up with four writers fails on a busy
+	// machine (slow consumers have their own tests).
+	queue := fmt.Sprintf("ROWCAST_SEND_QUEUE=%d", changes+1000)
+	db, s := startMode(t, "logical", "ROWCAST_LOG_LEVEL=warn", queue)
+	env := []string{"ROWCAST_CAPTURE=logical", "ROWCAST_SLOT=" + slotName(db), "ROWCAST_LOG_LEVEL=warn", queue}
 	v := newViewer(t, s, "")
 	if err := v.connect(); err != nil {
 		t.Fatal(err)
