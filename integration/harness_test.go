@@ -208,7 +208,18 @@ type client struct {
 // dial connects to /ws with a valid token and starts reading.
 func dial(t testing.TB, s *server, query string) *client {
 	t.Helper()
-	c, resp, err := dialRaw(s, query, http.Header{"Authorization": {"Bearer " + token(t, nil)}})
+	return dialToken(t, s, query, token(t, nil))
+}
+
+// dialClaims connects to /ws with a token carrying claims.
+func dialClaims(t testing.TB, s *server, claims jwt.MapClaims) *client {
+	t.Helper()
+	return dialToken(t, s, "", token(t, claims))
+}
+
+func dialToken(t testing.TB, s *server, query, tok string) *client {
+	t.Helper()
+	c, resp, err := dialRaw(s, query, http.Header{"Authorization": {"Bearer " + tok}})
 	if err != nil {
 		status := 0
 		if resp != nil {

@@ -9,8 +9,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -56,39 +54,6 @@ func asRole(t *testing.T, db, role string) string {
 	}
 	u.User = url.User(role)
 	return u.String()
-}
-
-// dialClaims connects to /ws with a token carrying claims.
-func dialClaims(t *testing.T, s *server, claims jwt.MapClaims) *client {
-	t.Helper()
-	c, resp, err := dialRaw(s, "", http.Header{"Authorization": {"Bearer " + token(t, claims)}})
-	if err != nil {
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
-		}
-		t.Fatalf("dial /ws: %v (HTTP %d)", err, status)
-	}
-	cl := &client{t: t, conn: c, msgs: make(chan message, 100000), closed: make(chan error, 1)}
-	go func() {
-		for {
-			_, data, err := c.ReadMessage()
-			if err != nil {
-				cl.closed <- err
-				close(cl.msgs)
-				return
-			}
-			var m message
-			if err := json.Unmarshal(data, &m); err != nil {
-				cl.closed <- fmt.Errorf("bad frame %q: %w", data, err)
-				close(cl.msgs)
-				return
-			}
-			cl.msgs <- m
-		}
-	}()
-	t.Cleanup(func() { c.Close() })
-	return cl
 }
 
 // until returns every message other than stats:updated up to and

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"testing"
 	"time"
 
 	"rowcast"
@@ -55,4 +56,17 @@ func (e *Env) Apply(op rowcast.Op, id int, status string) rowcast.EventID {
 		panic(err) // the hub's Apply only fails when broken
 	}
 	return c.ID
+}
+
+// WaitClients waits until the hub has n sessions: a client's dial returns
+// before the handler has subscribed it.
+func (e *Env) WaitClients(t testing.TB, n int) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for e.Hub.Clients() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("hub has %d clients, want %d", e.Hub.Clients(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -64,17 +64,6 @@ func serve(t *testing.T, mod ...func(*broadcast.GateConfig)) (*broadcasttest.Env
 	return env, ts.URL + "/events"
 }
 
-func waitClients(t *testing.T, env *broadcasttest.Env, n int) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for env.Hub.Clients() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("hub has %d clients, want %d", env.Hub.Clients(), n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestStreamAndResume(t *testing.T) {
 	env, url := serve(t)
 	resp, s := open(t, url, nil)
@@ -84,7 +73,7 @@ func TestStreamAndResume(t *testing.T) {
 	if f := s.next(); f != "retry: 3000" {
 		t.Fatalf("first frame %q", f)
 	}
-	waitClients(t, env, 1)
+	env.WaitClients(t, 1)
 	id := env.Apply(rowcast.OpInsert, 1, "open")
 	want := "id: " + id.String() + "\nevent: ticket:created\ndata: "
 	if f := s.next(); !strings.HasPrefix(f, want) {
@@ -122,7 +111,7 @@ func TestShutdownEndsStream(t *testing.T) {
 	env, url := serve(t)
 	_, s := open(t, url, nil)
 	s.next()
-	waitClients(t, env, 1)
+	env.WaitClients(t, 1)
 	env.Hub.Shutdown()
 	for s.sc.Scan() {
 	}

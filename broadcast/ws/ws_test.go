@@ -56,23 +56,10 @@ func next(t *testing.T, c *websocket.Conn) frame {
 	return f
 }
 
-// waitClients waits until the hub has n sessions: a dial returns before
-// the handler has subscribed.
-func waitClients(t *testing.T, env *broadcasttest.Env, n int) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for env.Hub.Clients() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("hub has %d clients, want %d", env.Hub.Clients(), n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestEventsResumeAndSubscribe(t *testing.T) {
 	env, url := serve(t, nil)
 	c := dial(t, url, nil)
-	waitClients(t, env, 1)
+	env.WaitClients(t, 1)
 	id := env.Apply(rowcast.OpInsert, 1, "open")
 	if f := next(t, c); f.Event != "ticket:created" || f.ID != id.String() {
 		t.Fatalf("first event: %+v", f)
@@ -155,7 +142,7 @@ func TestBadFilterAndShutdown(t *testing.T) {
 		t.Fatalf("bad filter closed with %v, want 1008", err)
 	}
 	c2 := dial(t, url, nil)
-	waitClients(t, env, 1)
+	env.WaitClients(t, 1)
 	env.Hub.Shutdown()
 	c2.SetReadDeadline(time.Now().Add(30 * time.Second))
 	if _, _, err := c2.ReadMessage(); !websocket.IsCloseError(err, broadcast.CloseGoingAway) {
@@ -191,7 +178,7 @@ func TestTokenExpiry(t *testing.T) {
 	exp := time.Now().Add(2 * time.Second)
 	token2, _ := auth.Sign(map[string]any{"sub": "u1", "exp": exp.Unix()})
 	k := dial(t, keep, http.Header{"Authorization": {"Bearer " + token2}})
-	waitClients(t, env, 1)
+	env.WaitClients(t, 1)
 	time.Sleep(time.Until(exp.Add(time.Second))) // until the token has expired
 	env.Apply(rowcast.OpInsert, 1, "open")
 	if f := next(t, k); f.Event != "ticket:created" {
