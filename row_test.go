@@ -124,15 +124,14 @@ func FuzzRowUnmarshal(f *testing.F) {
 			t.Fatalf("%q: %d names, want %d", in, len(seen), len(ref))
 		}
 		for _, c := range r {
-			var a, b any
-			if json.Unmarshal(c.Value, &a) != nil {
+			// Valid JSON, not necessarily decodable into Go values:
+			// 1e1000 is a JSON number no float64 holds.
+			if !json.Valid(c.Value) {
 				t.Fatalf("%q: column %q value %q is not JSON", in, c.Name, c.Value)
 			}
-			json.Unmarshal(ref[c.Name], &b)
-			if _, dup := ref[c.Name]; !dup {
+			if _, known := ref[c.Name]; !known {
 				t.Fatalf("%q: unknown column %q", in, c.Name)
 			}
-			_ = b
 		}
 	})
 }
