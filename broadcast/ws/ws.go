@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -36,10 +37,8 @@ var Upgrader = websocket.Upgrader{
 	CheckOrigin:     func(*http.Request) bool { return true },
 	// Buffers are shared between connections while idle, which keeps
 	// memory per idle client small.
-	WriteBufferPool: &writePool,
+	WriteBufferPool: &sync.Pool{},
 }
-
-var writePool = syncPool{}
 
 // Config configures the handler.
 type Config struct {
