@@ -134,11 +134,14 @@ func TestSnapshotPages(t *testing.T) {
 
 func TestConfigDescribesTheTable(t *testing.T) {
 	env := broadcasttest.New(func(c *broadcast.GateConfig) { c.Origins = []string{"https://desk.example.com"} })
-	ts := httptest.NewServer(New(Config{Gate: env.Gate, Pages: &fakePages{}, RecentOrder: []string{"updated_at", "id"}}))
+	ready := true
+	ts := httptest.NewServer(New(Config{Gate: env.Gate, Pages: &fakePages{}, RecentOrder: []string{"updated_at", "id"},
+		Ready: func() bool { return ready }}))
 	defer ts.Close()
 	resp, body := get(t, ts, "GET", "/api/config", http.Header{"Origin": {"https://desk.example.com"}})
 	var cfg struct {
 		LiveUpdates     bool              `json:"liveUpdates"`
+		Ready           bool              `json:"ready"`
 		Prefix          string            `json:"prefix"`
 		Events          map[string]string `json:"events"`
 		DeletedKeyField string            `json:"deletedKeyField"`
@@ -152,7 +155,7 @@ func TestConfigDescribesTheTable(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &cfg); err != nil {
 		t.Fatalf("config %s: %v", body, err)
 	}
-	if !cfg.LiveUpdates || cfg.Prefix != "ticket" || cfg.Events["created"] != "ticket:created" ||
+	if !cfg.LiveUpdates || !cfg.Ready || cfg.Prefix != "ticket" || cfg.Events["created"] != "ticket:created" ||
 		cfg.Events["deleted"] != "ticket:deleted" || cfg.Events["profile"] != "colon" ||
 		cfg.DeletedKeyField != "ticketId" || cfg.RowsField != "tickets" || !reflect.DeepEqual(cfg.Key, []string{"id"}) ||
 		!reflect.DeepEqual(cfg.RecentOrder, []string{"updated_at", "id"}) || !reflect.DeepEqual(cfg.FilterColumns, []string{"status"}) ||
@@ -161,6 +164,10 @@ func TestConfigDescribesTheTable(t *testing.T) {
 	}
 	if resp.Header.Get("Access-Control-Allow-Origin") != "https://desk.example.com" {
 		t.Errorf("config is not readable by a listed origin: %v", resp.Header)
+	}
+	ready = false
+	if _, body := get(t, ts, "GET", "/api/config", nil); !strings.Contains(body, `"ready":false`) {
+		t.Errorf("config while capture is down: %s", body)
 	}
 	if resp, _ := get(t, ts, "OPTIONS", "/api/config", http.Header{"Origin": {"https://desk.example.com"}}); resp.StatusCode != 204 {
 		t.Errorf("preflight of /api/config: %d", resp.StatusCode)

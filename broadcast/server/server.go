@@ -144,7 +144,10 @@ func (s *Server) serveConfig(w http.ResponseWriter, r *http.Request) {
 		"liveUpdates":    s.gate.LiveUpdates(),
 		"pollIntervalMs": s.cfg.PollInterval.Milliseconds(),
 		"demoLogin":      s.cfg.DemoLogin && s.gate.Auth() != nil,
-		"prefix":         names.Prefix,
+		// Whether capture is running: a client that connects before it
+		// does is told to resync, so clients wait for it.
+		"ready":  s.cfg.Ready == nil || s.cfg.Ready(),
+		"prefix": names.Prefix,
 		"events": map[string]string{
 			"profile": names.Profile,
 			"created": names.Created,
