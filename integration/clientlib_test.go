@@ -151,6 +151,7 @@ type libLine struct {
 	// dump
 	Loaded         bool              `json:"loaded"`
 	LastEventID    string            `json:"lastEventId"`
+	Keys           []string          `json:"keys"`
 	Stats          map[string]any    `json:"stats"`
 	Rows           []json.RawMessage `json:"rows"`
 	Rendered       []json.RawMessage `json:"rendered"`
@@ -170,6 +171,10 @@ type libView struct {
 	stdin  io.WriteCloser
 	stderr *syncBuffer
 
+	// table and key are what waitConverged compares with (tickets, id).
+	table string
+	key   []string
+
 	mu       sync.Mutex
 	lines    []libLine
 	statuses []string
@@ -187,7 +192,7 @@ func startView(t *testing.T, s *server, cfg map[string]any) *libView {
 		cfg["token"] = token(t, nil)
 	}
 	arg, _ := json.Marshal(cfg)
-	v := &libView{t: t, stderr: &syncBuffer{}, changed: make(chan struct{}, 1)}
+	v := &libView{t: t, stderr: &syncBuffer{}, changed: make(chan struct{}, 1), table: "tickets", key: []string{"id"}}
 	v.cmd = exec.Command(node, "view.mjs", string(arg))
 	v.cmd.Dir = clientlibDir
 	v.cmd.Stderr = v.stderr
@@ -336,9 +341,15 @@ func (v *libView) dump() libLine {
 	return v.next(30*time.Second, "dump")
 }
 
-// normRows turns rows into key → row, with timestamps in one form (events
-// write "Z", snapshots "+00:00") and numbers as written.
+// normRows turns ticket rows into id → row, with timestamps in one form
+// (events write "Z", snapshots "+00:00") and numbers as written.
 func normRows(t *testing.T, raws []json.RawMessage) map[string]map[string]any {
+	t.Helper()
+	return normRowsBy(t, raws, []string{"id"})
+}
+
+// normRowsBy is normRows for a table with the key columns.
+func normRowsBy(t *testing.T, raws []json.RawMessage, key []string) map[string]map[string]any {
 	t.Helper()
 	out := make(map[string]map[string]any, len(raws))
 	for _, raw := range raws {
@@ -355,17 +366,27 @@ func normRows(t *testing.T, raws []json.RawMessage) map[string]map[string]any {
 				}
 			}
 		}
-		out[fmt.Sprint(row["id"])] = row
+		var k []string
+		for _, c := range key {
+			k = append(k, fmt.Sprint(row[c]))
+		}
+		out[strings.Join(k, "/")] = row
 	}
 	return out
 }
 
-// tableRows reads the table (under a WHERE clause, or all of it) as the
-// library should hold it.
+// tableRows reads the tickets (under a WHERE clause, or all of them) as
+// the library should hold them.
 func tableRows(t *testing.T, db, where string) map[string]map[string]any {
 	t.Helper()
+	return tableRowsOf(t, db, "tickets", []string{"id"}, where)
+}
+
+// tableRowsOf is tableRows for another table and its key columns.
+func tableRowsOf(t *testing.T, db, table string, key []string, where string) map[string]map[string]any {
+	t.Helper()
 	conn := connectDB(t, db)
-	q := "SELECT row_to_json(t)::text FROM tickets t"
+	q := "SELECT row_to_json(t)::text FROM " + table + " t"
 	if where != "" {
 		q += " WHERE " + where
 	}
@@ -385,7 +406,7 @@ func tableRows(t *testing.T, db, where string) map[string]map[string]any {
 		t.Fatal(err)
 	}
 	conn.Close(context.Background())
-	return normRows(t, raws)
+	return normRowsBy(t, raws, key)
 }
 
 // diffRows says how two views differ ("" when they are equal).
@@ -428,13 +449,13 @@ func (v *libView) waitConverged(db, where string, rendered bool, timeout time.Du
 	v.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		want := tableRows(v.t, db, where)
+		want := tableRowsOf(v.t, db, v.table, v.key, where)
 		d := v.dump()
 		rows := d.Rows
 		if rendered {
 			rows = d.Rendered
 		}
-		diff := diffRows(normRows(v.t, rows), want)
+		diff := diffRows(normRowsBy(v.t, rows, v.key), want)
 		if diff == "" {
 			return d
 		}
@@ -531,7 +552,7 @@ func TestClientLibraryResume(t *testing.T) {
 	seedTickets(t, db, 1200)
 	// fallbackAfter is high so that the restart is ridden out by
 	// resumption, which is what this test checks; polling has its own.
-	v := startView(t, s, map[string]any{"options": fastRetry(map[string]any{"fallbackAfter": 1000})})
+	v := startView(t, s, map[string]any{"events": []string{"notification"}, "options": fastRetry(map[string]any{"fallbackAfter": 1000})})
 	st := v.waitStatus(0, "live", 30*time.Second)
 	d := v.waitConverged(db, "", false, 30*time.Second)
 	if d.Applied.Snapshots != 1 || len(d.Rows) != 1200 {
@@ -583,6 +604,11 @@ func TestClientLibraryResume(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 		d = v.dump()
+	}
+	// Application events reach their listeners, once.
+	exec1(t, db, `SELECT rowcast.broadcast('notification', '{"type": "success", "message": "Import finished"}')`)
+	if l := v.next(30*time.Second, "event"); l.Name != "notification" || !strings.Contains(string(l.Data), "Import finished") || l.ID == "" {
+		t.Errorf("notification: %+v", l)
 	}
 	t.Logf("%d writes committed (%d of them while rowcast was down); view holds %d rows equal to the table; %d events applied once each, in order; 1 socket cut, 1 rowcast restart (SIGKILL), 1 load",
 		total+whileDown, whileDown, len(d.Rows), d.Applied.IDs)
@@ -656,9 +682,14 @@ func TestClientLibraryResync(t *testing.T) {
 // enter and leave the filter); then subscribe switches it to closed ones.
 func TestClientLibraryFilter(t *testing.T) {
 	changes := envInt("ROWCAST_TEST_CLIENTLIB_CHANGES", 3000) / 2
-	for _, transport := range []string{"ws", "sse"} {
-		t.Run(transport, func(t *testing.T) {
-			db, s := startMode(t, "logical")
+	for _, c := range []struct{ name, transport, events string }{
+		{"ws", "ws", "colon"},
+		{"sse", "sse", "colon"},
+		{"ws_ticket_update", "ws", "ticket_update"},
+	} {
+		transport := c.transport
+		t.Run(c.name, func(t *testing.T) {
+			db, s := startMode(t, "logical", "ROWCAST_EVENTS="+c.events)
 			seedTickets(t, db, 900)
 			v := startView(t, s, map[string]any{"options": fastRetry(map[string]any{
 				"transport": transport, "filter": map[string]any{"status": []string{"open", "in_progress"}}, "pageSize": 100})})
@@ -696,9 +727,51 @@ func TestClientLibraryFilter(t *testing.T) {
 			d = v.waitConverged(db, "status = 'closed'", false, 30*time.Second)
 			checkApplied(t, d)
 			t.Logf("%s: %d writes; view of open/in_progress equal to the table, %d rows changed status; after subscribe, %d closed rows",
-				transport, changes, left, len(d.Rows))
+				c.name, changes, left, len(d.Rows))
 		})
 	}
+}
+
+// TestClientLibraryCompositeKey: a table whose primary key has two
+// columns and whose events are named after it (line:created, lineId):
+// the library takes both from /api/config, loads it in pages, keys rows by
+// the JSON of their key values, and follows inserts, updates, deletes and
+// rows leaving its filter.
+func TestClientLibraryCompositeKey(t *testing.T) {
+	db := newDatabase(t)
+	exec1(t, db, `CREATE TABLE lines (region text, n int, note text, status text NOT NULL DEFAULT 'open',
+		updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (region, n))`)
+	exec1(t, db, `INSERT INTO lines (region, n, note, status)
+		SELECT r, n, r || n, (ARRAY['open', 'closed'])[1 + n % 2] FROM unnest(ARRAY['north', 'South', 'east west']) r, generate_series(1, 400) n`)
+	env := []string{"ROWCAST_CAPTURE=logical", "ROWCAST_SLOT=" + slotName(db), "ROWCAST_TABLE=public.lines",
+		"ROWCAST_STATS_COLUMNS=status", "ROWCAST_FILTER_COLUMNS=status,region"}
+	setup(t, db, env...)
+	s := startServer(t, db, env...)
+	v := startView(t, s, map[string]any{"options": fastRetry(map[string]any{"filter": map[string]any{"status": "open"}})})
+	v.table, v.key = "lines", []string{"region", "n"}
+	v.waitStatus(0, "live", 30*time.Second)
+	d := v.waitConverged(db, "status = 'open'", false, 30*time.Second)
+	if len(d.Rows) != 600 || len(d.Keys) != 600 {
+		t.Fatalf("loaded %d rows, %d keys", len(d.Rows), len(d.Keys))
+	}
+	// Keys are the JSON of the key values: ["north",2].
+	var key string
+	var parts []any
+	if json.Unmarshal([]byte(d.Keys[0]), &key) != nil || json.Unmarshal([]byte(key), &parts) != nil || len(parts) != 2 {
+		t.Fatalf("composite key %s is not the JSON array of the key values", d.Keys[0])
+	}
+	for _, q := range []string{
+		`UPDATE lines SET note = 'changed' WHERE n % 7 = 0`,
+		`UPDATE lines SET status = 'closed' WHERE n % 5 = 0`, // leave the filter
+		`UPDATE lines SET status = 'open' WHERE n % 9 = 0`,   // enter it
+		`DELETE FROM lines WHERE n % 11 = 0`,
+		`INSERT INTO lines (region, n, note) SELECT 'north', n, 'new' FROM generate_series(401, 450) n`,
+	} {
+		exec1(t, db, q)
+	}
+	d = v.waitConverged(db, "status = 'open'", false, 30*time.Second)
+	checkApplied(t, d)
+	t.Logf("composite key (region, n): view of %d open lines equal to the table after %d events", len(d.Rows), d.Applied.Events)
 }
 
 // TestClientLibraryPolling: the view polls when rowcast answers 503,

@@ -245,7 +245,16 @@ export class View {
    * from the new cursor. Resolves once the new rows are loaded.
    */
   subscribe(filter) {
-    this.filter = normalizeFilter(filter);
+    const f = normalizeFilter(filter);
+    const allowed = this.config && this.config.filterColumns;
+    if (f && allowed) {
+      // Checked here so that a typo throws instead of closing the view
+      // (rowcast refuses unknown columns with 400, which is final).
+      for (const col of Object.keys(f)) {
+        if (!allowed.includes(col)) throw new TypeError(`rowcast: unknown filter column ${JSON.stringify(col)}: filters may use ${allowed.join(', ')}`);
+      }
+    }
+    this.filter = f;
     return this.refresh();
   }
 
@@ -387,7 +396,14 @@ export class View {
         continue;
       }
 
-      const end = await this.#openStream();
+      let end;
+      try {
+        end = await this.#openStream();
+      } catch (err) {
+        // E.g. a token function that failed: a failed attempt.
+        this.#setError(err instanceof RowcastError ? err : new RowcastError(String(err && err.message ? err.message : err)));
+        end = { opened: false, lived: 0 };
+      }
       if (this.#closed) return;
       if (end.resync) {
         // Refetch and stream from the new cursor. Resyncs in a row (the
