@@ -879,6 +879,21 @@ func TestClientLibraryReact(t *testing.T) {
 	t.Logf("the component rendered %d rows equal to the table after %d writes; renderToString rendered %d", len(d.Rendered), changes, len(ssr.Rows))
 }
 
+// TestClientLibraryUnit runs clientlib/unit.test.mjs (node --test): the
+// library's rules one by one against a scripted server.
+func TestClientLibraryUnit(t *testing.T) {
+	node := clientlibNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "unit.test.mjs")
+	cmd.Dir = clientlibDir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node --test unit.test.mjs: %v\n%s", err, out)
+	}
+	t.Logf("node --test unit.test.mjs:\n%s", out)
+}
+
 // TestClientLibraryPackage: the package packs, its tarball installs in a
 // scratch project without network, and it exports what its README says.
 func TestClientLibraryPackage(t *testing.T) {

@@ -165,6 +165,7 @@ export class View {
   #resyncs = 0;
   #readyResolve;
   #reloadWaiters = [];
+  #interrupts = 0;
 
   constructor(options = {}) {
     const o = { ...DEFAULTS, ...options };
@@ -299,7 +300,7 @@ export class View {
   }
 
   #setStatus(s) {
-    if (this.status === s) return;
+    if (this.status === s || (this.#closed && s !== 'closed')) return;
     this.status = s;
     if (s === 'live') this.#wasLive = true;
     this.version++;
@@ -326,6 +327,7 @@ export class View {
 
   // Stops the current stream or wait, so the loop looks at its state again.
   #interrupt() {
+    this.#interrupts++;
     if (this.#stream) this.#stream.stop();
     if (this.#wake) this.#wake();
   }
@@ -362,6 +364,8 @@ export class View {
         }
         if (this.#needReload || (polling && this.loaded && Date.now() >= this.#nextPoll)) {
           await this.#reload();
+          // Superseded by subscribe or refresh while loading: load again.
+          if (this.#needReload) continue;
         }
       } catch (err) {
         if (await this.#givesUp(err)) return;
@@ -424,8 +428,11 @@ export class View {
         if (await this.#givesUp(err)) return;
       }
       if (end.opened && end.lived >= this.#opts.stableAfter) {
+        // A connection that worked for a while and was lost: reconnect
+        // from the start of the backoff.
         this.#failures = 0;
         this.#attempt = 0;
+        this.#setStatus(this.#fallback ? 'polling' : 'reconnecting');
       } else {
         this.#afterFailure();
       }
@@ -612,16 +619,21 @@ export class View {
 
   // #openStream connects and resolves when the stream ends, with
   // {opened, lived, resync, stopped, status, fatal}.
-  #openStream() {
-    return this.#opts.transport === 'sse' ? this.#openSSE() : this.#openWS();
+  async #openStream() {
+    // The URL may wait for a token function; whatever interrupts the loop
+    // meanwhile (close, refresh, subscribe) must not meet a stream it
+    // cannot stop.
+    const before = this.#interrupts;
+    const u = await this.#url(this.#opts.transport === 'sse' ? '/events' : '/ws', this.#streamParams());
+    if (this.#closed || before !== this.#interrupts) return { opened: false, lived: 0, stopped: true };
+    return this.#opts.transport === 'sse' ? this.#openSSE(u) : this.#openWS(u);
   }
 
   #streamParams() {
     return { ...this.#filterParams(), lastEventId: this.lastEventId };
   }
 
-  async #openWS() {
-    const u = await this.#url('/ws', this.#streamParams());
+  #openWS(u) {
     u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
     return new Promise((resolve) => {
       let ws;
@@ -704,8 +716,7 @@ export class View {
 
   // SSE over fetch rather than EventSource: it reads the HTTP status
   // (503, 401), works in Node, and leaves reconnection to this loop.
-  async #openSSE() {
-    const u = await this.#url('/events', this.#streamParams());
+  #openSSE(u) {
     const ctrl = new AbortController();
     let opened = false;
     let openedAt = 0;
