@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -29,6 +30,12 @@ type Config struct {
 	Ready func() bool
 	// Recent reads the newest rows for /api/snapshot.
 	Recent func(ctx context.Context, limit int, where []rowcast.Condition) ([]rowcast.Row, error)
+	// RecentOrder names the columns Recent orders by, newest first; told
+	// to clients in /api/config so a "newest N" view trims the same way.
+	RecentOrder []string
+	// Pages reads rows in primary key order for /api/snapshot?order=key
+	// (nil: only the newest rows are served).
+	Pages Pager
 	// Counts loads stats when the hub has none yet.
 	Counts  rowcast.CountsLoader
 	Metrics http.Handler
@@ -38,6 +45,24 @@ type Config struct {
 	DemoLogin bool
 	Logger    *slog.Logger
 }
+
+// Pager reads a table in primary key order, a page at a time.
+type Pager interface {
+	// Key names the primary key columns, in index order.
+	Key() []string
+	// Page returns up to limit rows after the key in after (a JSON object
+	// of the key columns; nil for the first page). An error with a
+	// BadCursor() bool method that returns true is the client's.
+	Page(ctx context.Context, after json.RawMessage, limit int, where []rowcast.Condition) ([]rowcast.Row, error)
+}
+
+// maxSnapshotLimit bounds the rows of one snapshot response; a client
+// that wants more reads pages (order=key).
+const maxSnapshotLimit = 500
+
+// snapshotParams are /api/snapshot's own query parameters, removed before
+// the rest is read as a filter.
+var snapshotParams = []string{"order", "after"}
 
 // Server is the HTTP handler for every endpoint.
 type Server struct {
@@ -76,7 +101,8 @@ func New(cfg Config) *Server {
 	}
 	s.mux.HandleFunc("GET /api/snapshot", s.cors(s.serveSnapshot))
 	s.mux.HandleFunc("OPTIONS /api/snapshot", s.cors(nil))
-	s.mux.HandleFunc("GET /api/config", s.serveConfig)
+	s.mux.HandleFunc("GET /api/config", s.cors(s.serveConfig))
+	s.mux.HandleFunc("OPTIONS /api/config", s.cors(nil))
 	if cfg.DemoLogin && s.gate.Auth() != nil {
 		s.mux.HandleFunc("POST /demo/login", s.serveDemoLogin)
 	}
@@ -100,13 +126,52 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	broadcast.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
+// serveConfig tells clients how this rowcast speaks: whether streams are
+// on, how often to poll without them, and what a client library needs to
+// follow the table without being told its name (event names, the key,
+// the snapshot's rows field, the filterable columns).
 func (s *Server) serveConfig(w http.ResponseWriter, r *http.Request) {
+	names := s.gate.Hub().Names()
+	var key []string
+	if s.cfg.Pages != nil {
+		key = s.cfg.Pages.Key()
+	}
+	filterColumns := s.gate.FilterColumns()
+	if filterColumns == nil {
+		filterColumns = []string{}
+	}
 	broadcast.WriteJSON(w, http.StatusOK, map[string]any{
 		"liveUpdates":    s.gate.LiveUpdates(),
 		"pollIntervalMs": s.cfg.PollInterval.Milliseconds(),
 		"demoLogin":      s.cfg.DemoLogin && s.gate.Auth() != nil,
+		// Whether capture is running: a client that connects before it
+		// does is told to resync, so clients wait for it.
+		"ready":  s.cfg.Ready == nil || s.cfg.Ready(),
+		"prefix": names.Prefix,
+		"events": map[string]string{
+			"profile": names.Profile,
+			"created": names.Created,
+			"updated": names.Updated,
+			"deleted": names.Delete,
+			"stats":   "stats:updated",
+			"resync":  "resync",
+			// The ticket_update profile's type field.
+			"createdType": "new_" + names.Prefix,
+			"updatedType": "updated_" + names.Prefix,
+			"deletedType": "deleted_" + names.Prefix,
+		},
+		"deletedKeyField": names.IDField,
+		"rowsField":       rowsField(names),
+		"key":             key,
+		"recentOrder":     s.cfg.RecentOrder,
+		"filterColumns":   filterColumns,
+		"snapshotLimit":   maxSnapshotLimit,
+		"pages":           s.cfg.Pages != nil,
 	})
 }
+
+// rowsField is the snapshot's rows field: "tickets".
+func rowsField(n broadcast.Names) string { return n.Prefix + "s" }
 
 // cors grants listed origins access to the JSON API; others get no grant.
 func (s *Server) cors(next http.HandlerFunc) http.HandlerFunc {
@@ -123,13 +188,48 @@ func (s *Server) cors(next http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// serveSnapshot answers /api/snapshot: the newest rows (order=recent, the
+// default), or one page in primary key order (order=key, with after= the
+// previous page's next). Either way the response carries the stats and the
+// cursor to stream from, taken before the rows were read.
 func (s *Server) serveSnapshot(w http.ResponseWriter, r *http.Request) {
 	user, err := s.gate.Auth().Authenticate(r)
 	if err != nil {
 		broadcast.WriteError(w, http.StatusUnauthorized, err.Error())
 		return
 	}
-	filter, err := s.gate.ParseFilterQuery(r.URL.Query())
+	query := r.URL.Query()
+	order := query.Get("order")
+	after, hasAfter := query["after"]
+	for _, p := range snapshotParams {
+		query.Del(p)
+	}
+	switch {
+	case order == "" && hasAfter, order == "key":
+		order = "key"
+		if s.cfg.Pages == nil {
+			broadcast.WriteError(w, http.StatusBadRequest, "this server does not serve pages in key order")
+			return
+		}
+	case order == "" || order == "recent":
+		order = "recent"
+	default:
+		broadcast.WriteError(w, http.StatusBadRequest, "order must be recent or key")
+		return
+	}
+	if order == "recent" && hasAfter {
+		broadcast.WriteError(w, http.StatusBadRequest, "after needs order=key")
+		return
+	}
+	var cursor json.RawMessage
+	if hasAfter {
+		if len(after) != 1 || after[0] == "" {
+			broadcast.WriteError(w, http.StatusBadRequest, "after must be given once, as a page's next")
+			return
+		}
+		cursor = json.RawMessage(after[0])
+	}
+	filter, err := s.gate.ParseFilterQuery(query)
 	if err != nil {
 		broadcast.WriteError(w, http.StatusBadRequest, err.Error())
 		return
@@ -140,9 +240,12 @@ func (s *Server) serveSnapshot(w http.ResponseWriter, r *http.Request) {
 		where = append(where, rowcast.Condition{Column: scope.Column, Values: []string{scope.Value}})
 	}
 	limit := 50
-	if v := r.URL.Query().Get("limit"); v != "" {
+	if order == "key" {
+		limit = maxSnapshotLimit
+	}
+	if v := query.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 500 {
+		if err != nil || n < 1 || n > maxSnapshotLimit {
 			broadcast.WriteError(w, http.StatusBadRequest, "limit must be a number from 1 to 500")
 			return
 		}
@@ -152,7 +255,9 @@ func (s *Server) serveSnapshot(w http.ResponseWriter, r *http.Request) {
 	// The cursor is taken before the rows are read: every event up to it
 	// committed before the read, so the rows include it; later events may
 	// be included too, and applying them again is harmless (upsert/delete).
-	cursor, stats := hub.Cursor()
+	// For pages the same holds for every page, read later than the first:
+	// see cdc.Pages.
+	lastEventID, stats := hub.Cursor()
 	if !scope.All {
 		stats = []byte("null") // restricted users get no global counts
 	} else if stats == nil && s.cfg.Counts != nil {
@@ -165,25 +270,63 @@ func (s *Server) serveSnapshot(w http.ResponseWriter, r *http.Request) {
 		stats = hub.StatsPayload(counts)
 	}
 	var rows []rowcast.Row
-	if s.cfg.Recent != nil && !scope.None {
-		rows, err = s.cfg.Recent(r.Context(), limit, where)
-		if err != nil {
-			if errors.Is(err, context.Canceled) {
-				return
+	var next string
+	if !scope.None {
+		switch {
+		case order == "key":
+			// One row more than asked tells whether another page exists,
+			// so the last page is never an empty one.
+			rows, err = s.cfg.Pages.Page(r.Context(), cursor, limit+1, where)
+			if err == nil && len(rows) > limit {
+				rows = rows[:limit]
+				next, err = s.pageCursor(rows[limit-1])
 			}
-			s.log.Error("snapshot: reading rows failed", "err", err)
-			broadcast.WriteError(w, http.StatusServiceUnavailable, "database unavailable")
+		case s.cfg.Recent != nil:
+			rows, err = s.cfg.Recent(r.Context(), limit, where)
+		}
+		if err != nil {
+			var bad interface{ BadCursor() bool }
+			switch {
+			case errors.Is(err, context.Canceled):
+			case errors.As(err, &bad) && bad.BadCursor():
+				broadcast.WriteError(w, http.StatusBadRequest, err.Error())
+			default:
+				s.log.Error("snapshot: reading rows failed", "err", err)
+				broadcast.WriteError(w, http.StatusServiceUnavailable, "database unavailable")
+			}
 			return
 		}
 	}
 	if rows == nil {
 		rows = []rowcast.Row{}
 	}
-	broadcast.WriteJSON(w, http.StatusOK, map[string]any{
-		"stats":                  json.RawMessage(stats),
-		hub.Names().Prefix + "s": rows,
-		"lastEventId":            cursor,
-	})
+	body := map[string]any{
+		"stats":                json.RawMessage(stats),
+		rowsField(hub.Names()): rows,
+		"lastEventId":          lastEventID,
+	}
+	if next != "" {
+		body["next"] = next
+	}
+	broadcast.WriteJSON(w, http.StatusOK, body)
+}
+
+// pageCursor is the after= value for the page following row: a JSON
+// object of its key columns, passed back verbatim.
+func (s *Server) pageCursor(row rowcast.Row) (string, error) {
+	var key rowcast.Row
+	for _, k := range s.cfg.Pages.Key() {
+		v, ok := row.Get(k)
+		if !ok {
+			return "", fmt.Errorf("snapshot: row lacks key column %q", k)
+		}
+		key = append(key, rowcast.Column{Name: k, Value: v})
+	}
+	b, err := key.MarshalJSON()
+	if err != nil {
+		return "", fmt.Errorf("snapshot: encode page cursor: %w", err)
+	}
+	return string(b), nil
 }
 
 func (s *Server) serveDemoLogin(w http.ResponseWriter, r *http.Request) {

@@ -1,9 +1,11 @@
 package web
 
 import (
+	"bytes"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 )
@@ -25,8 +27,8 @@ func TestHandlerServesFiles(t *testing.T) {
 		path, contentType, contains string
 	}{
 		{"/", "text/html; charset=utf-8", `id="conn-status"`},
-		{"/index.html", "text/html; charset=utf-8", `<script src="app.js"`},
-		{"/app.js", "text/javascript; charset=utf-8", "new WebSocket("},
+		{"/index.html", "text/html; charset=utf-8", `<script type="module" src="app.js"`},
+		{"/app.js", "text/javascript; charset=utf-8", "from './rowcast.js'"},
 		{"/style.css", "text/css; charset=utf-8", ".badge-new"},
 	}
 	for _, c := range cases {
@@ -73,5 +75,34 @@ func TestHandlerRevalidates(t *testing.T) {
 	res = get(t, h, "/app.js", http.Header{"If-None-Match": {etag}})
 	if res.StatusCode != http.StatusNotModified {
 		t.Errorf("conditional GET: status %d, want 304", res.StatusCode)
+	}
+}
+
+// TestHandlerServesLibrary: /rowcast.js is the npm package's file, as a
+// JavaScript module any origin may import.
+func TestHandlerServesLibrary(t *testing.T) {
+	res := get(t, Handler(), "/rowcast.js", nil)
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /rowcast.js: status %d", res.StatusCode)
+	}
+	if got := res.Header.Get("Content-Type"); got != "text/javascript; charset=utf-8" {
+		t.Errorf("Content-Type %q", got)
+	}
+	if got := res.Header.Get("Access-Control-Allow-Origin"); got != "*" {
+		t.Errorf("Access-Control-Allow-Origin %q, want *", got)
+	}
+	want, err := os.ReadFile("client/rowcast.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(body, want) {
+		t.Errorf("/rowcast.js differs from client/rowcast.js")
+	}
+	if !strings.Contains(string(body), "export function connect(") {
+		t.Errorf("/rowcast.js does not export connect")
+	}
+	if res := get(t, Handler(), "/app.js", nil); res.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("the dashboard's own files are not for other origins")
 	}
 }

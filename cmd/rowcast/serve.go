@@ -156,6 +156,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 		PollInterval: cfg.PollInterval,
 		Ready:        func() bool { return source.Status().Connected },
 		Recent:       cdc.RecentRows(pool, table, cfg.SnapshotOrder),
+		RecentOrder:  cdc.RecentOrder(table, cfg.SnapshotOrder),
+		Pages:        cdc.PageRows(pool, table),
 		Counts:       counts,
 		Metrics:      metrics.Handler(reg),
 		Web:          web.Handler(),
