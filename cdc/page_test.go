@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"rowcast/integration/pgcluster/pgtest"
 	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 
 	"rowcast"
-	"rowcast/integration/pgcluster"
 )
 
 // readAllPages follows next cursors the way /api/snapshot's clients do.
@@ -50,7 +50,7 @@ func pageText(r rowcast.Row, col string) string {
 }
 
 func TestPageRows(t *testing.T) {
-	url := pgcluster.ForTest(t)
+	url := pgtest.ForTest(t)
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"rowcast/integration/harness"
 	"sort"
 	"strings"
 	"sync"
@@ -169,7 +170,7 @@ type libView struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
-	stderr *syncBuffer
+	stderr *harness.LogBuffer
 
 	// table and key are what waitConverged compares with (tickets, id).
 	table string
@@ -192,7 +193,7 @@ func startView(t *testing.T, s *server, cfg map[string]any) *libView {
 		cfg["token"] = token(t, nil)
 	}
 	arg, _ := json.Marshal(cfg)
-	v := &libView{t: t, stderr: &syncBuffer{}, changed: make(chan struct{}, 1), table: "tickets", key: []string{"id"}}
+	v := &libView{t: t, stderr: &harness.LogBuffer{}, changed: make(chan struct{}, 1), table: "tickets", key: []string{"id"}}
 	v.cmd = exec.Command(node, "view.mjs", string(arg))
 	v.cmd.Dir = clientlibDir
 	v.cmd.Stderr = v.stderr
@@ -501,35 +502,6 @@ func waitWritten(t *testing.T, written *atomic.Int64, n int64, done <-chan struc
 			t.Fatalf("writers committed %d changes, waiting for %d", written.Load(), n)
 		}
 	}
-}
-
-// restartServer starts "rowcast serve" again on the address of the one
-// that stopped, as a restarted service would come back, so clients that
-// know its URL can reconnect; it waits until /readyz says ready.
-func restartServer(t *testing.T, old *server, dbURL string, env ...string) *server {
-	t.Helper()
-	s := &server{t: t, addr: old.addr, base: old.base, log: &syncBuffer{}, done: make(chan struct{})}
-	s.cmd = exec.Command(rowcastBin, "serve")
-	s.cmd.Env = append(os.Environ(),
-		"DATABASE_URL="+dbURL, "ROWCAST_LISTEN="+s.addr, "JWT_SECRET="+testSecret,
-		"ROWCAST_STATS_INTERVAL=50ms", "ROWCAST_LOG_LEVEL=debug")
-	s.cmd.Env = append(s.cmd.Env, env...)
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { s.err = s.cmd.Wait(); close(s.done) }()
-	t.Cleanup(func() {
-		s.stop(syscall.SIGKILL)
-		if strings.Contains(s.log.String(), "WARNING: DATA RACE") {
-			t.Errorf("data race in rowcast:\n%s", s.log.String())
-		}
-		if t.Failed() {
-			t.Logf("rowcast log:\n%s", s.log.String())
-		}
-	})
-	s.waitReady(30 * time.Second)
-	return s
 }
 
 // fastRetry makes the view retry at test speed; the backoff's shape is

@@ -76,6 +76,9 @@ type RowcastConfig struct {
 	LogLimit int
 	// ReadyTimeout bounds the wait for /readyz; 0 means 30 s.
 	ReadyTimeout time.Duration
+	// Addr is the address to listen on; empty means a free loopback port.
+	// A restart on the same address lets clients reconnect where they were.
+	Addr string
 }
 
 // Rowcast is a running "rowcast serve".
@@ -89,9 +92,12 @@ type Rowcast struct {
 // /readyz answers 200. When rowcast exits or is not ready in time, it is
 // stopped and the error carries its log.
 func StartRowcast(ctx context.Context, cfg RowcastConfig) (*Rowcast, error) {
-	addr, err := FreeAddr()
-	if err != nil {
-		return nil, err
+	addr := cfg.Addr
+	if addr == "" {
+		var err error
+		if addr, err = FreeAddr(); err != nil {
+			return nil, err
+		}
 	}
 	command := cfg.Command
 	if command == nil {
