@@ -97,7 +97,13 @@ type Refusal struct {
 func (r *Refusal) Error() string { return r.Message }
 
 // WriteJSON answers the request with the refusal as {"error": message}.
-func (r *Refusal) WriteJSON(w http.ResponseWriter) { WriteError(w, r.Status, r.Message) }
+// A refusal that may clear by itself (503) says when to retry.
+func (r *Refusal) WriteJSON(w http.ResponseWriter) {
+	if r.Status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	WriteError(w, r.Status, r.Message)
+}
 
 // Refuse counts a refusal a transport decides on its own (e.g. a cap of
 // its own) and returns it.
@@ -155,10 +161,17 @@ func (g *Gate) Take(transport string) (*Slot, *Refusal) {
 }
 
 // Admit runs every check for a request that carries its credentials
-// (WebSocket, SSE). The caller releases the slot when the connection ends.
-func (g *Gate) Admit(r *http.Request, transport string) (Identity, *Slot, *Refusal) {
+// (WebSocket, SSE); cursor is the client's lastEventId, if any. The caller
+// releases the slot when the connection ends.
+func (g *Gate) Admit(r *http.Request, transport, cursor string) (Identity, *Slot, *Refusal) {
 	if ref := g.Open(r, transport); ref != nil {
 		return Identity{}, nil, ref
+	}
+	if cursor != "" && !g.cfg.Hub.Started() {
+		// Answered before any credentials are checked: it says nothing
+		// but "come back in a moment".
+		return Identity{}, nil, g.refuse(transport, http.StatusServiceUnavailable, "starting",
+			"capture is starting; retry in a moment to resume from lastEventId")
 	}
 	user, ref := g.Verify(g.TokenFrom(r), transport)
 	if ref != nil {

@@ -47,6 +47,9 @@ type Hub struct {
 	lastID   rowcast.EventID
 	// horizon is the newest ID capture said can exist when it started.
 	horizon rowcast.EventID
+	// started is set by capture's first start marker: until then a cursor
+	// cannot be judged (see Started).
+	started bool
 	closed  bool
 	done    chan struct{} // closed by Shutdown
 }
@@ -91,6 +94,7 @@ func (h *Hub) Apply(ctx context.Context, changes []rowcast.Change) error {
 		if c.Op == rowcast.OpStart {
 			h.win.start(c.ID)
 			h.horizon = c.Horizon
+			h.started = true
 			continue
 		}
 		if !c.ID.IsZero() && !h.lastID.IsZero() && c.ID.SameEpoch(h.lastID) && !h.lastID.Less(c.ID) {
@@ -292,6 +296,16 @@ func (h *Hub) Subscribe(s *Session, lastEventID string) (Subscription, error) {
 	}
 	h.sessions[s] = struct{}{}
 	return sub, nil
+}
+
+// Started reports whether capture has told the hub where it starts. Before
+// that a client resuming with a cursor cannot be told whether it missed
+// anything (it would get a resync it does not need): transports ask it to
+// retry instead.
+func (h *Hub) Started() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.started
 }
 
 // ahead reports whether id is past the newest event of its epoch: the

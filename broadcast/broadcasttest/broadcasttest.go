@@ -26,9 +26,19 @@ type Env struct {
 	pos  uint64
 }
 
-// New makes an Env; mod may change the gate's settings (Hub, Logger and
+// New makes an Env whose capture has started (as a start marker from
+// capture would say); mod may change the gate's settings (Hub, Logger and
 // FilterColumns are set already).
 func New(mod func(*broadcast.GateConfig)) *Env {
+	e := NewNotStarted(mod)
+	if err := e.Hub.Apply(context.Background(), []rowcast.Change{{Op: rowcast.OpStart, CaptureTime: time.Now()}}); err != nil {
+		panic(err)
+	}
+	return e
+}
+
+// NewNotStarted is New before capture's start marker.
+func NewNotStarted(mod func(*broadcast.GateConfig)) *Env {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	hub := broadcast.NewHub(broadcast.HubConfig{Names: broadcast.NamesFor("ticket", broadcast.ProfileColon),
 		StatsColumns: []string{"status"}, WindowSize: 100, Logger: log})

@@ -87,7 +87,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		broadcast.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	user, slot, ref := h.gate.Admit(r, Transport)
+	last = strings.TrimSpace(last)
+	user, slot, ref := h.gate.Admit(r, Transport, last)
 	if ref != nil {
 		ref.WriteJSON(w)
 		return
@@ -96,7 +97,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sess := h.gate.NewSession(Transport, user, filter)
 	rc := http.NewResponseController(w)
 	sess.SetAbort(func() { _ = rc.SetWriteDeadline(time.Now().Add(time.Second)) })
-	sub, err := h.gate.Hub().Subscribe(sess, strings.TrimSpace(last))
+	sub, err := h.gate.Hub().Subscribe(sess, last)
 	if err != nil {
 		broadcast.WriteError(w, http.StatusServiceUnavailable, err.Error())
 		return

@@ -71,7 +71,8 @@ func New(cfg Config) *Handler {
 // ServeHTTP admits the client, upgrades the connection and starts its
 // writer; the handler returns at once.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	user, slot, ref := h.gate.Admit(r, Transport)
+	cursor := r.URL.Query().Get("lastEventId")
+	user, slot, ref := h.gate.Admit(r, Transport, cursor)
 	if ref != nil {
 		ref.WriteJSON(w)
 		return
@@ -100,7 +101,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// a write stuck on a full socket fails within a second.
 		_ = conn.UnderlyingConn().SetWriteDeadline(time.Now().Add(time.Second))
 	})
-	sub, err := h.gate.Hub().Subscribe(sess, r.URL.Query().Get("lastEventId"))
+	sub, err := h.gate.Hub().Subscribe(sess, cursor)
 	if err != nil {
 		closeConn(conn, broadcast.CloseGoingAway, err.Error(), h.cfg.WriteTimeout)
 		conn.Close()

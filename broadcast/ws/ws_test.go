@@ -185,3 +185,21 @@ func TestTokenExpiry(t *testing.T) {
 		t.Fatalf("kept session: %+v", f)
 	}
 }
+
+// Before capture has said where it starts, a client resuming with a cursor
+// is asked to retry (503, Retry-After) rather than given a resync it does
+// not need; a fresh client connects.
+func TestResumeBeforeCaptureStarts(t *testing.T) {
+	env := broadcasttest.NewNotStarted(nil)
+	ts := httptest.NewServer(New(Config{Gate: env.Gate}))
+	t.Cleanup(func() {
+		env.Hub.Shutdown()
+		ts.Close()
+	})
+	url := "ws" + strings.TrimPrefix(ts.URL, "http") + "/ws"
+	_, resp, err := websocket.DefaultDialer.Dial(url+"?lastEventId="+rowcast.EventID{Pos: 5}.String(), nil)
+	if err == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("resume before start: %v %v", err, resp)
+	}
+	dial(t, url, nil)
+}
