@@ -209,7 +209,7 @@ func (d *valueDecoder) array(elem uint32, delim byte, text []byte) (json.RawMess
 		}
 		p.i = i + 1
 	}
-	out, err := p.parse(nil)
+	out, err := p.parse(nil, 1)
 	if err != nil {
 		return nil, fmt.Errorf("malformed array %q: %w", clip(text, 64), err)
 	}
@@ -233,8 +233,17 @@ func (p *arrayParser) skipSpace() {
 	}
 }
 
-// parse reads one {...} level at p.i and appends it as a JSON array.
-func (p *arrayParser) parse(out []byte) ([]byte, error) {
+// maxArrayDims is PostgreSQL's limit on array dimensions (MAXDIM): deeper
+// nesting is not an array PostgreSQL wrote, and parsing it recursively
+// could exhaust the stack, which no recover catches.
+const maxArrayDims = 6
+
+// parse reads one {...} level at p.i, the depth-th, and appends it as a
+// JSON array.
+func (p *arrayParser) parse(out []byte, depth int) ([]byte, error) {
+	if depth > maxArrayDims {
+		return nil, fmt.Errorf("more than %d dimensions", maxArrayDims)
+	}
 	p.skipSpace()
 	if p.i >= len(p.s) || p.s[p.i] != '{' {
 		return nil, fmt.Errorf("want '{' at %d", p.i)
@@ -257,7 +266,7 @@ func (p *arrayParser) parse(out []byte) ([]byte, error) {
 		var err error
 		switch p.s[p.i] {
 		case '{':
-			out, err = p.parse(out)
+			out, err = p.parse(out, depth+1)
 		case '"':
 			out, err = p.quoted(out)
 		default:

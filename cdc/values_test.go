@@ -196,3 +196,19 @@ func BenchmarkDecodeText(b *testing.B) {
 		}
 	}
 }
+
+// An array nested deeper than PostgreSQL allows is refused, not parsed
+// recursively until the stack runs out (found by FuzzPgoutputStream).
+func TestArrayDepthBounded(t *testing.T) {
+	d := newValueDecoder()
+	if _, err := d.decode(1007, []byte(strings.Repeat("{", 1_000_000))); err == nil {
+		t.Fatal("a million-deep array accepted")
+	}
+	v, err := d.decode(1007, []byte("{{{{{{1}}}}}}"))
+	if err != nil || string(v) != "[[[[[[1]]]]]]" {
+		t.Fatalf("six dimensions: %s %v", v, err)
+	}
+	if _, err := d.decode(1007, []byte("{{{{{{{1}}}}}}}")); err == nil {
+		t.Fatal("seven dimensions accepted")
+	}
+}
