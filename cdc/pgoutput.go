@@ -348,12 +348,78 @@ func parsePgoutput(b []byte) (msg pglogrepl.Message, err error) {
 	if len(b) == 0 {
 		return nil, errors.New("empty message")
 	}
+	if err := checkCounts(b); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			msg, err = nil, fmt.Errorf("malformed %q message: %v", b[0], r)
 		}
 	}()
 	return pglogrepl.Parse(b)
+}
+
+// checkCounts refuses a message whose counts or lengths claim more than
+// the message holds. pglogrepl allocates what they claim before reading
+// (a TRUNCATE's relation count, a column's length): a few bytes claiming
+// four billion would allocate gigabytes, and running out of memory is a
+// crash no recover catches.
+func checkCounts(b []byte) error {
+	short := fmt.Errorf("malformed %q message: counts or lengths beyond its %d bytes", b[0], len(b))
+	switch b[0] {
+	case 'T':
+		// T, relation count (4), options (1), relation ids (4 each).
+		if len(b) < 6 || uint64(binary.BigEndian.Uint32(b[1:]))*4 > uint64(len(b)-6) {
+			return short
+		}
+	case 'I', 'U', 'D':
+		// Type, relation id (4), then tuples, each after a one-byte tag.
+		p := 5
+		for p < len(b) {
+			switch b[p] {
+			case 'N', 'K', 'O':
+			default:
+				return short
+			}
+			n, ok := tupleLen(b[p+1:])
+			if !ok {
+				return short
+			}
+			p += 1 + n
+		}
+	}
+	return nil
+}
+
+// tupleLen is the length of the TupleData at the start of b: a column
+// count (2), then per column a kind byte and, for text and binary values,
+// a length (4) and that many bytes.
+func tupleLen(b []byte) (int, bool) {
+	if len(b) < 2 {
+		return 0, false
+	}
+	cols := int(binary.BigEndian.Uint16(b))
+	p := 2
+	for range cols {
+		if p >= len(b) {
+			return 0, false
+		}
+		kind := b[p]
+		p++
+		if kind != 't' && kind != 'b' {
+			continue
+		}
+		if len(b)-p < 4 {
+			return 0, false
+		}
+		n := uint64(binary.BigEndian.Uint32(b[p:]))
+		p += 4
+		if n > uint64(len(b)-p) {
+			return 0, false
+		}
+		p += int(n)
+	}
+	return p, true
 }
 
 // ReasonTruncate is the reason of the OpTruncate logical capture hands on.
