@@ -58,14 +58,16 @@ var IgnoreReasons = []string{IgnoredOtherTable, IgnoredLogicalMessage, IgnoredBa
 const (
 	// RejectedMalformed: not JSON, or not the shape the trigger or
 	// rowcast.broadcast() sends (unknown op, key without the primary key
-	// columns, a row that is not an object).
+	// columns, a row that is not an object, a change without its row,
+	// parts of a large payload that do not arrive together and in order).
 	RejectedMalformed = "malformed"
 	// RejectedOtherTable: a row change that names another table.
 	RejectedOtherTable = "other_table"
 	// RejectedBadEventName: an event whose name CheckEventName refuses.
 	RejectedBadEventName = "bad_event_name"
-	// RejectedFetchFailed: a key-only change whose row could not be read
-	// (e.g. a key of the wrong type).
+	// RejectedFetchFailed: kept so that its series stays; nothing counts
+	// under it since large changes travel in parts and rowcast never
+	// reads a row back by its key (what used to fail here is malformed).
 	RejectedFetchFailed = "fetch_failed"
 	// RejectedUnverifiedTruncate: a truncate the table's catalog entry
 	// does not confirm (a genuine TRUNCATE gives the table new storage).
