@@ -1,6 +1,7 @@
 package cdc
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -456,8 +457,41 @@ func (st *stream) update(ctx context.Context, m *pglogrepl.UpdateMessage) error 
 	if err != nil {
 		return err
 	}
+	old := rel.oldRow(m.OldTupleType, oldVals)
+	if oldVals != nil {
+		oldKey, err := st.keyOf(ctx, rel, oldVals)
+		if err != nil {
+			return err
+		}
+		if !sameValues(oldKey, key) {
+			// The primary key changed: to a client the row under its old
+			// key is gone and one under the new key appeared. Two changes
+			// with consecutive IDs say so; an update of the new key alone
+			// would leave the old one on every dashboard.
+			if err := st.add(ctx, rowcast.Change{Op: rowcast.OpDelete, Schema: rel.schema, Table: rel.table,
+				Key: oldKey, Old: old}); err != nil {
+				return err
+			}
+			return st.add(ctx, rowcast.Change{Op: rowcast.OpInsert, Schema: rel.schema, Table: rel.table,
+				Key: key, Row: rel.row(newVals, nil)})
+		}
+	}
 	return st.add(ctx, rowcast.Change{Op: rowcast.OpUpdate, Schema: rel.schema, Table: rel.table,
-		Key: key, Row: rel.row(newVals, nil), Old: rel.oldRow(m.OldTupleType, oldVals)})
+		Key: key, Row: rel.row(newVals, nil), Old: old})
+}
+
+// sameValues reports whether two rows of the same columns hold the same
+// values.
+func sameValues(a, b rowcast.Row) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Name != b[i].Name || !bytes.Equal(a[i].Value, b[i].Value) {
+			return false
+		}
+	}
+	return true
 }
 
 func (st *stream) delete(ctx context.Context, m *pglogrepl.DeleteMessage) error {

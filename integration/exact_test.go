@@ -196,3 +196,48 @@ func TestLargeTrackedValues(t *testing.T) {
 		}
 	})
 }
+
+// TestKeyChange: an UPDATE of the primary key reaches clients as a
+// delete of the old key followed by a created of the row under the new
+// one, with consecutive ids, so no dashboard keeps a ghost of the old
+// key; the stats follow a key change that also moves the status.
+func TestKeyChange(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		db, s := startMode(t, mode)
+		c := dial(t, s, "")
+		c.next(5*time.Second, "stats:updated")
+		conn := connectDB(t, db)
+		ctx := context.Background()
+		var id int64
+		if err := conn.QueryRow(ctx, `INSERT INTO tickets (title, status) VALUES ('moving', 'open') RETURNING id`).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		c.next(5*time.Second, "ticket:created")
+		for _, q := range []struct {
+			sql    string
+			to     int64
+			status string
+		}{
+			{`UPDATE tickets SET id = 1000 WHERE id = $1`, 1000, "open"},
+			{`UPDATE tickets SET id = 2000, status = 'closed' WHERE id = $1`, 2000, "closed"},
+		} {
+			if _, err := conn.Exec(ctx, q.sql, id); err != nil {
+				t.Fatal(err)
+			}
+			del := c.next(10 * time.Second)
+			if d := decodeTicket(t, del); del.Event != "ticket:deleted" || d.TicketID.String() != fmt.Sprint(id) {
+				t.Fatalf("got %s %s, want ticket:deleted of %d", del.Event, del.Data, id)
+			}
+			cre := c.next(10 * time.Second)
+			row := ticketOf(t, cre)
+			if cre.Event != "ticket:created" || fmt.Sprint(row["id"]) != fmt.Sprint(q.to) || row["status"] != q.status {
+				t.Fatalf("got %s %s, want ticket:created of %d, %s", cre.Event, cre.Data, q.to, q.status)
+			}
+			if !(del.ID < cre.ID) {
+				t.Errorf("ids %s then %s: the delete must come first", del.ID, cre.ID)
+			}
+			id = q.to
+		}
+		waitStats(t, c, db)
+	})
+}
