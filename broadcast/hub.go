@@ -47,6 +47,10 @@ type Hub struct {
 	lastID   rowcast.EventID
 	// horizon is the newest ID capture said can exist when it started.
 	horizon rowcast.EventID
+	// started: capture has sent its first start marker. Counts are taken
+	// only from then on: in notify mode a count taken before LISTEN
+	// would miss every change committed in between, for good.
+	started bool
 	closed  bool
 	done    chan struct{} // closed by Shutdown
 }
@@ -91,6 +95,10 @@ func (h *Hub) Apply(ctx context.Context, changes []rowcast.Change) error {
 		if c.Op == rowcast.OpStart {
 			h.win.start(c.ID)
 			h.horizon = c.Horizon
+			if !h.started {
+				h.started = true
+				h.wakeStats()
+			}
 			continue
 		}
 		if !c.ID.IsZero() && !h.lastID.IsZero() && c.ID.SameEpoch(h.lastID) && !h.lastID.Less(c.ID) {
@@ -385,7 +393,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	retry := time.Time{}
 	for {
 		h.mu.Lock()
-		need := h.stats.needLoad && !h.stats.loading && time.Now().After(retry)
+		need := h.started && h.stats.needLoad && !h.stats.loading && time.Now().After(retry)
 		var gen uint64
 		if need {
 			gen = h.stats.beginLoad()

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,9 +39,36 @@ func change(op rowcast.Op, pos uint64, xid uint64, newRow, old rowcast.Row) rowc
 	return c
 }
 
+// newTestHub makes a hub whose capture has started, so that it counts.
 func newTestHub(counts rowcast.CountsLoader, window int) *Hub {
-	return NewHub(HubConfig{Names: NamesFor("ticket", ProfileColon), StatsColumns: []string{"status"},
+	h := NewHub(HubConfig{Names: NamesFor("ticket", ProfileColon), StatsColumns: []string{"status"},
 		StatsInterval: 5 * time.Millisecond, Counts: counts, WindowSize: window, QueueSize: 64})
+	h.started = true
+	return h
+}
+
+// TestStatsWaitForCapture: no count before capture's first start marker
+// (in notify mode a count taken before LISTEN misses what is committed
+// in between), one at once after it.
+func TestStatsWaitForCapture(t *testing.T) {
+	var loads atomic.Int32
+	h := NewHub(HubConfig{Names: NamesFor("ticket", ProfileColon), StatsColumns: []string{"status"},
+		StatsInterval: time.Millisecond, Counts: func(ctx context.Context) (rowcast.Counts, rowcast.XidSnapshot, error) {
+			loads.Add(1)
+			return loaded(ctx)
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	// Run goes round its loop every millisecond: about 50 rounds without
+	// a count.
+	time.Sleep(50 * time.Millisecond)
+	if n := loads.Load(); n != 0 {
+		t.Fatalf("%d counts before capture started", n)
+	}
+	h.Apply(ctx, []rowcast.Change{{Op: rowcast.OpStart, ID: rowcast.EventID{Epoch: 1}}})
+	waitUntilTrue(t, func() bool { return loads.Load() == 1 })
 }
 
 func drain(s *Session) []*Event {

@@ -5,9 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"rowcast/integration/pgcluster"
+	"rowcast/integration/pgcluster/pgtest"
+	rsql "rowcast/sql"
 )
 
 // The tests here each pin one edge where delivery or the stats used to
@@ -240,4 +245,53 @@ func TestKeyChange(t *testing.T) {
 		}
 		waitStats(t, c, db)
 	})
+}
+
+// proxiedCluster starts a PostgreSQL cluster of the test's own, listening
+// on a loopback TCP port too, creates a database with the tickets table
+// and puts a fault proxy in front of it. It returns the cluster, the
+// database's URL (unix socket: the test's own connections, which faults
+// spare) and its URL through the proxy (for rowcast).
+func proxiedCluster(t *testing.T, settings map[string]string) (*pgcluster.Cluster, string, string, *faultProxy) {
+	t.Helper()
+	addr := freeAddr(t)
+	_, portText, _ := strings.Cut(addr, ":")
+	port, _ := strconv.Atoi(portText)
+	c := pgtest.OwnCluster(t, pgcluster.Options{TCPPort: port, Settings: settings})
+	ctx, cancel := context.WithTimeout(context.Background(), patient(time.Minute))
+	defer cancel()
+	db, err := c.CreateDatabase(ctx, "exact")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec1(t, db, rsql.Tickets)
+	p := newFaultProxy(t, addr)
+	via := strings.Replace(c.TCPURL("exact"), addr, p.Addr(), 1)
+	return c, db, via, p
+}
+
+// TestStatsCountedAfterListen: notify mode counts the rows only once the
+// listener listens. The proxy holds the listener's connection while rows
+// are inserted: a count taken at start, before LISTEN, would never see
+// them, and the stats would stay short until the next resync.
+func TestStatsCountedAfterListen(t *testing.T) {
+	_, db, via, p := proxiedCluster(t, nil)
+	setup(t, db, "ROWCAST_CAPTURE=notify")
+	p.Hold(func(params map[string]string) bool { return params["application_name"] == "rowcast listener" })
+	s := startServerAt(t, via, "/healthz", "ROWCAST_CAPTURE=notify")
+	waitProgress(t, "the listener's connection to reach the proxy", patient(10*time.Second), func() (bool, int64) {
+		return p.Held() == 1, 0
+	})
+	// A rowcast that counts at start has done so by now (it does not
+	// wait for the listener); one that waits for LISTEN has not.
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if metric(t, s, "rowcast_stats_recomputations_total") >= 1 {
+			break
+		}
+	}
+	exec1(t, db, `INSERT INTO tickets (title, status) VALUES ('a', 'open'), ('b', 'open'), ('c', 'closed')`)
+	p.Release()
+	s.waitReady(10 * time.Second)
+	c := dial(t, s, "")
+	waitStats(t, c, db)
 }

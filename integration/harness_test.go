@@ -112,10 +112,18 @@ func freeAddr(t testing.TB) string {
 // startServer starts "rowcast serve" and waits until /readyz says ready.
 func startServer(t testing.TB, dbURL string, env ...string) *server {
 	t.Helper()
+	return startServerAt(t, dbURL, "/readyz", env...)
+}
+
+// startServerAt starts "rowcast serve" and waits until path answers 200.
+func startServerAt(t testing.TB, dbURL, path string, env ...string) *server {
+	t.Helper()
 	rc, err := harness.StartRowcast(context.Background(), harness.RowcastConfig{
 		Bin: rowcastBin,
 		Env: append([]string{"DATABASE_URL=" + dbURL, "JWT_SECRET=" + testSecret,
 			"ROWCAST_STATS_INTERVAL=50ms", "ROWCAST_LOG_LEVEL=debug"}, env...),
+		ReadyPath:    path,
+		ReadyTimeout: patient(30 * time.Second),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -76,6 +76,10 @@ type RowcastConfig struct {
 	LogLimit int
 	// ReadyTimeout bounds the wait for /readyz; 0 means 30 s.
 	ReadyTimeout time.Duration
+	// ReadyPath is what StartRowcast waits to answer 200: "" means
+	// /readyz (capture connected); /healthz starts a rowcast whose capture
+	// a test keeps from connecting.
+	ReadyPath string
 }
 
 // Rowcast is a running "rowcast serve".
@@ -109,7 +113,11 @@ func StartRowcast(ctx context.Context, cfg RowcastConfig) (*Rowcast, error) {
 	if timeout == 0 {
 		timeout = 30 * time.Second
 	}
-	if err := r.WaitReady(ctx, timeout); err != nil {
+	path := cfg.ReadyPath
+	if path == "" {
+		path = "/readyz"
+	}
+	if err := r.waitPath(ctx, path, timeout); err != nil {
 		_ = r.Kill()
 		return nil, err
 	}
@@ -119,7 +127,11 @@ func StartRowcast(ctx context.Context, cfg RowcastConfig) (*Rowcast, error) {
 // WaitReady waits until /readyz answers 200, for at most timeout. It fails
 // at once, with the log, when rowcast exits.
 func (r *Rowcast) WaitReady(ctx context.Context, timeout time.Duration) error {
-	if err := WaitHTTP(ctx, r.Base+"/readyz", timeout, r.Done()); err != nil {
+	return r.waitPath(ctx, "/readyz", timeout)
+}
+
+func (r *Rowcast) waitPath(ctx context.Context, path string, timeout time.Duration) error {
+	if err := WaitHTTP(ctx, r.Base+path, timeout, r.Done()); err != nil {
 		if r.Exited() {
 			return fmt.Errorf("rowcast serve exited before it was ready (%v); its log:\n%s", r.Err(), r.Log)
 		}
