@@ -22,6 +22,12 @@ type CaptureStatus struct {
 	ReceivedLSN, FlushedLSN uint64
 	// SlotRecreations counts slots recreated after loss or invalidation.
 	SlotRecreations uint64
+	// WithoutOldRow counts updates and deletes of the captured table that
+	// logical capture received without the whole old row (the table is
+	// not REPLICA IDENTITY FULL): the stats must be recounted and
+	// clients whose filter or visibility the row may have left are sent
+	// what is safe rather than what is exact. Cumulative.
+	WithoutOldRow uint64
 	// Ignored counts, by reason (one of IgnoreReasons), what logical
 	// capture received from the slot and dropped instead of handing it on.
 	// Cumulative; nil or a missing reason means 0.

@@ -169,6 +169,13 @@ func (h *Hub) Oldest() (rowcast.EventID, bool) {
 //     still sent as an update, so the client can remove it;
 //   - a row that leaves the user's visibility is sent as a delete of its key
 //     only: the client must drop it but may not see its new values.
+//
+// When the old values the session's visibility or filter needs are
+// missing (logical capture of a table that is not REPLICA IDENTITY FULL),
+// the row may have been the user's: a delete goes to everyone (its key
+// only), an update to everyone who may see the new row, and to the others
+// as a delete of its key. A client may hear of a row it never had; it
+// never keeps one it should have dropped, and sees no values it may not.
 func (h *Hub) forSession(s *Session, ev *Event) *Event {
 	if ev.Row == nil && ev.Old == nil {
 		if ev.Name == statsEvent && !s.scope.All {
@@ -176,20 +183,29 @@ func (h *Hub) forSession(s *Session, ev *Event) *Event {
 		}
 		return ev
 	}
-	oldOK := ev.Old != nil && s.scope.Visible(ev.Old) && s.filter.matches(ev.Old)
+	// oldOK: the row was the user's and in the filter before the change;
+	// maybe: nobody can tell, because its old values are missing.
+	var oldOK, maybe bool
+	if ev.op != rowcast.OpInsert {
+		if s.knowsOld(ev.Old) {
+			oldOK = s.scope.Visible(ev.Old) && s.filter.matches(ev.Old)
+		} else {
+			maybe = true
+		}
+	}
 	if ev.Row == nil {
-		if oldOK {
+		if oldOK || maybe {
 			return ev
 		}
 		return nil
 	}
 	if s.scope.Visible(ev.Row) {
-		if oldOK || s.filter.matches(ev.Row) {
+		if oldOK || maybe || s.filter.matches(ev.Row) {
 			return ev
 		}
 		return nil
 	}
-	if oldOK {
+	if oldOK || maybe {
 		if ev.left == nil {
 			ev.left = h.cfg.Names.DeletedEvent(ev)
 		}
@@ -390,10 +406,11 @@ func (h *Hub) Done() <-chan struct{} { return h.done }
 func (h *Hub) Run(ctx context.Context) error {
 	tick := time.NewTicker(h.cfg.StatsInterval)
 	defer tick.Stop()
-	retry := time.Time{}
+	retry, lastCount := time.Time{}, time.Time{}
 	for {
 		h.mu.Lock()
-		need := h.started && h.stats.needLoad && !h.stats.loading && time.Now().After(retry)
+		spaced := !h.stats.degraded || time.Since(lastCount) >= degradedRecount
+		need := h.started && h.stats.needLoad && !h.stats.loading && time.Now().After(retry) && spaced
 		var gen uint64
 		if need {
 			gen = h.stats.beginLoad()
@@ -405,6 +422,7 @@ func (h *Hub) Run(ctx context.Context) error {
 				h.log.Error("counting rows for stats failed; retrying", "err", err)
 				retry = time.Now().Add(2 * time.Second)
 			}
+			lastCount = time.Now()
 			h.mu.Lock()
 			h.stats.finishLoad(gen, counts, snap, err)
 			h.mu.Unlock()

@@ -47,6 +47,11 @@ type relation struct {
 	keyKnown bool
 	// warnedToast limits the missing-old-value warning to one per relation.
 	warnedToast bool
+	// replIdent is the relation's REPLICA IDENTITY as of this message
+	// ('f' full, 'd' default, 'i' index, 'n' nothing); warnedIdent
+	// limits its error to one per RELATION message.
+	replIdent   uint8
+	warnedIdent bool
 }
 
 type relColumn struct {
@@ -58,7 +63,7 @@ type relColumn struct {
 // table as {schema, name}; a relation is told apart by its name, which
 // the message carries as of the change's point in the WAL.
 func newRelation(m *pglogrepl.RelationMessage, captured [2]string) *relation {
-	r := &relation{id: m.RelationID, schema: m.Namespace, table: m.RelationName}
+	r := &relation{id: m.RelationID, schema: m.Namespace, table: m.RelationName, replIdent: m.ReplicaIdentity}
 	switch [2]string{m.Namespace, m.RelationName} {
 	case captured:
 		r.kind = relCaptured
@@ -425,6 +430,9 @@ func (st *stream) update(ctx context.Context, m *pglogrepl.UpdateMessage) error 
 		st.ignore(rowcast.IgnoredBadMessage, rel)
 		return nil
 	}
+	if m.OldTupleType != pglogrepl.UpdateMessageTupleTypeOld {
+		st.withoutOldRow(rel)
+	}
 	newVals, err := st.decodeTuple(rel, m.NewTuple)
 	if err != nil {
 		return err
@@ -508,6 +516,9 @@ func (st *stream) delete(ctx context.Context, m *pglogrepl.DeleteMessage) error 
 		// transaction: the insert was the event.
 		return nil
 	}
+	if m.OldTupleType != pglogrepl.UpdateMessageTupleTypeOld {
+		st.withoutOldRow(rel)
+	}
 	oldVals, err := st.decodeTuple(rel, m.OldTuple)
 	if err != nil {
 		return err
@@ -518,6 +529,19 @@ func (st *stream) delete(ctx context.Context, m *pglogrepl.DeleteMessage) error 
 	}
 	return st.add(ctx, rowcast.Change{Op: rowcast.OpDelete, Schema: rel.schema, Table: rel.table,
 		Key: key, Old: rel.oldRow(m.OldTupleType, oldVals)})
+}
+
+// withoutOldRow counts an update or delete of the captured table that
+// came without the whole old row, and says once per RELATION message why
+// and what to do.
+func (st *stream) withoutOldRow(rel *relation) {
+	st.s.withoutOldRow.Add(1)
+	if rel.warnedIdent {
+		return
+	}
+	rel.warnedIdent = true
+	st.s.log.Error("updates and deletes arrive without their old row: the table is not REPLICA IDENTITY FULL (someone changed it after setup); stats are recounted at most every 5s and clients get what is safe rather than what is exact (a row that may have left a user's visibility is sent as a delete of its key); run `rowcast setup` to set it back",
+		"table", rel.schema+"."+rel.table, "replica_identity", string(rune(rel.replIdent)))
 }
 
 // message handles logical decoding messages. Any role may call

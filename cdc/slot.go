@@ -59,6 +59,7 @@ type Slot struct {
 	connected       atomic.Bool
 	reconnects      atomic.Uint64
 	slotRecreations atomic.Uint64
+	withoutOldRow   atomic.Uint64
 	receivedLSN     atomic.Uint64
 	flushedLSN      atomic.Uint64
 	// ignored counts what the stream drops; its log state belongs to the
@@ -132,6 +133,7 @@ func (s *Slot) Status() rowcast.CaptureStatus {
 		ReceivedLSN:     s.receivedLSN.Load(),
 		FlushedLSN:      s.flushedLSN.Load(),
 		SlotRecreations: s.slotRecreations.Load(),
+		WithoutOldRow:   s.withoutOldRow.Load(),
 		Ignored:         s.ignored.snapshot(),
 	}
 }

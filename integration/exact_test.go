@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
+	"rowcast/integration/harness"
 	"rowcast/integration/pgcluster"
 	"rowcast/integration/pgcluster/pgtest"
 	rsql "rowcast/sql"
@@ -294,4 +297,78 @@ func TestStatsCountedAfterListen(t *testing.T) {
 	s.waitReady(10 * time.Second)
 	c := dial(t, s, "")
 	waitStats(t, c, db)
+}
+
+// TestReplicaIdentityNotFull: logical capture needs the whole old row.
+// serve refuses to start on a table that is not REPLICA IDENTITY FULL and
+// says what to run; when the table is changed under a running rowcast,
+// nothing is lost and nothing leaks: the changes are counted, a user
+// whose ticket moves to someone else is told to drop it, a filtered
+// client gets the update that takes the row out of its filter, the stats
+// stay exact, and 50 updates do not cost 50 recounts.
+func TestReplicaIdentityNotFull(t *testing.T) {
+	db := newDatabase(t)
+	env := []string{"ROWCAST_CAPTURE=logical", "ROWCAST_SLOT=" + slotName(db)}
+	setup(t, db, env...)
+	exec1(t, db, `ALTER TABLE tickets REPLICA IDENTITY DEFAULT`)
+	rc, err := harness.StartRowcast(context.Background(), harness.RowcastConfig{Bin: rowcastBin,
+		Env: append([]string{"DATABASE_URL=" + db, "JWT_SECRET=" + testSecret}, env...), ReadyTimeout: patient(30 * time.Second)})
+	if err == nil {
+		rc.Kill()
+		t.Fatal("serve started on a table that is not REPLICA IDENTITY FULL")
+	}
+	if msg := err.Error(); !strings.Contains(msg, "REPLICA IDENTITY DEFAULT, not FULL") || !strings.Contains(msg, "rowcast setup") {
+		t.Fatalf("serve's refusal does not say what is wrong and what to run: %v", err)
+	}
+
+	setup(t, db, env...)
+	s := startServer(t, db, env...)
+	ann := dialClaims(t, s, jwt.MapClaims{"sub": "ann", "email": "ann@example.com", "role": "user"})
+	open := dial(t, s, "status=open")
+	all := dial(t, s, "")
+	all.next(5*time.Second, "stats:updated")
+	conn := connectDB(t, db)
+	ctx := context.Background()
+	var id int64
+	if err := conn.QueryRow(ctx, `INSERT INTO tickets (title, status, requester_email) VALUES ('t', 'open', 'ann@example.com') RETURNING id`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*client{ann, open, all} {
+		c.next(10*time.Second, "ticket:created")
+	}
+	exec1(t, db, `ALTER TABLE tickets REPLICA IDENTITY DEFAULT`)
+	before := metric(t, s, "rowcast_stats_recomputations_total")
+	start := time.Now()
+	for i := 0; i < 50; i++ {
+		if _, err := conn.Exec(ctx, `UPDATE tickets SET title = $1 WHERE id = $2`, fmt.Sprint("n", i), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := conn.Exec(ctx, `UPDATE tickets SET status = 'closed', requester_email = 'bob@example.com' WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 51; i++ {
+		if m := all.next(10 * time.Second); m.Event != "ticket:updated" {
+			t.Fatalf("got %s, want ticket:updated", m.Event)
+		}
+	}
+	elapsed := time.Since(start)
+	if m := ann.next(10*time.Second, "ticket:deleted"); !strings.Contains(string(m.Data), fmt.Sprint(id)) || strings.Contains(string(m.Data), "bob") {
+		t.Errorf("ann got %s %s, want a delete of ticket %d", m.Event, m.Data, id)
+	}
+	var last message
+	for i := 0; i < 51; i++ {
+		last = open.next(10*time.Second, "ticket:updated")
+	}
+	if ticketOf(t, last)["status"] != "closed" {
+		t.Errorf("the filtered client's last update is %s, want the one that closes the ticket", last.Data)
+	}
+	waitStats(t, all, db)
+	if n := metric(t, s, "rowcast_changes_without_old_row_total"); n != 51 {
+		t.Errorf("rowcast_changes_without_old_row_total = %v, want 51", n)
+	}
+	// One recount per 5s at most while the changes come, and one after.
+	if n, most := metric(t, s, "rowcast_stats_recomputations_total")-before, 2+float64(elapsed/(5*time.Second)); n > most {
+		t.Errorf("%v recounts for 51 updates in %v; at most %v", n, elapsed, most)
+	}
 }
