@@ -100,6 +100,9 @@ type stream struct {
 	// has been sent to us.
 	serverEnd  pglogrepl.LSN
 	nextStatus time.Time
+	// nextSyncCheck is when to ask again whether the WAL sender has
+	// become a synchronous standby (see syncrep.go).
+	nextSyncCheck time.Time
 }
 
 func newStream(s *Slot, repl *pgconn.PgConn, reg *pgx.Conn, sink rowcast.Sink) *stream {
@@ -120,13 +123,24 @@ func newStream(s *Slot, repl *pgconn.PgConn, reg *pgx.Conn, sink rowcast.Sink) *
 // once.
 func (st *stream) run(ctx context.Context) error {
 	st.nextStatus = time.Now().Add(st.s.cfg.StandbyTimeout)
+	st.nextSyncCheck = time.Now().Add(syncCheckEvery)
 	for {
+		if !time.Now().Before(st.nextSyncCheck) {
+			if err := checkNotSynchronous(ctx, st.reg, st.repl.PID()); err != nil {
+				if ctx.Err() != nil {
+					st.finish()
+					return nil
+				}
+				return err
+			}
+			st.nextSyncCheck = time.Now().Add(syncCheckEvery)
+		}
 		if !time.Now().Before(st.nextStatus) {
 			if err := st.sendStatus(st.idle()); err != nil {
 				return err
 			}
 		}
-		rctx, cancel := context.WithDeadline(ctx, st.nextStatus)
+		rctx, cancel := context.WithDeadline(ctx, minTime(st.nextStatus, st.nextSyncCheck))
 		raw, err := st.repl.ReceiveMessage(rctx)
 		cancel()
 		if err != nil {
@@ -154,6 +168,13 @@ func (st *stream) run(ctx context.Context) error {
 			return errors.New("cdc: PostgreSQL ended the replication stream (server shutting down?)")
 		}
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 func (st *stream) copyData(ctx context.Context, data []byte) error {

@@ -229,6 +229,9 @@ func (s *Slot) session(ctx context.Context, sink rowcast.Sink) (streamed bool, e
 	if err != nil {
 		return false, err
 	}
+	if err := checkNotNamedStandby(ctx, reg, s.appName()); err != nil {
+		return false, err
+	}
 
 	repl, err := s.startReplication(ctx, reg, start)
 	if err != nil {
@@ -239,6 +242,9 @@ func (s *Slot) session(ctx context.Context, sink rowcast.Sink) (streamed bool, e
 		defer cancel()
 		_ = repl.Close(cctx)
 	}()
+	if err := checkNotSynchronous(ctx, reg, repl.PID()); err != nil {
+		return false, err
+	}
 
 	if s.handedOn < start {
 		s.handedOn = start
@@ -287,6 +293,17 @@ func (s *Slot) connectRegular(ctx context.Context) (*pgx.Conn, error) {
 		return nil, classify(fmt.Errorf("cdc: connecting to PostgreSQL: %w", err))
 	}
 	return conn, nil
+}
+
+// appName is the application_name of rowcast's connections: the
+// connection string's, else "rowcast".
+func (s *Slot) appName() string {
+	params := map[string]string{}
+	if cfg, err := pgconn.ParseConfig(s.cfg.ConnString); err == nil {
+		params = cfg.RuntimeParams
+	}
+	setSessionParams(params)
+	return params["application_name"]
 }
 
 func setSessionParams(params map[string]string) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -370,5 +372,69 @@ func TestReplicaIdentityNotFull(t *testing.T) {
 	// One recount per 5s at most while the changes come, and one after.
 	if n, most := metric(t, s, "rowcast_stats_recomputations_total")-before, 2+float64(elapsed/(5*time.Second)); n > most {
 		t.Errorf("%v recounts for 51 updates in %v; at most %v", n, elapsed, most)
+	}
+}
+
+// TestSynchronousStandby: rowcast never becomes a synchronous standby,
+// which would make every commit on the server wait for its replay window
+// (minutes). With synchronous_standby_names = '*' serve refuses to
+// start; when the setting is reloaded under a running rowcast, it lets
+// go at once and the real standby (pg_receivewal --synchronous) serves
+// the commit.
+func TestSynchronousStandby(t *testing.T) {
+	c, db, _, _ := proxiedCluster(t, nil)
+	// The test's own statements must not wait for a standby.
+	local := db + "&options=-c%20synchronous_commit%3Dlocal"
+	env := []string{"ROWCAST_CAPTURE=logical", "ROWCAST_REPLAY_WINDOW_AGE=1h"}
+	setup(t, local, env...)
+	exec1(t, local, `ALTER SYSTEM SET synchronous_standby_names = '*'`)
+	exec1(t, local, `SELECT pg_reload_conf()`)
+	rc, err := harness.StartRowcast(context.Background(), harness.RowcastConfig{Bin: rowcastBin,
+		Env: append([]string{"DATABASE_URL=" + db, "JWT_SECRET=" + testSecret}, env...), ReadyTimeout: patient(30 * time.Second)})
+	if err == nil {
+		rc.Kill()
+		t.Fatal("serve started with synchronous_standby_names = '*'")
+	}
+	if !strings.Contains(err.Error(), "synchronous standby") || !strings.Contains(err.Error(), `application_name \"rowcast\"`) {
+		t.Fatalf("serve's refusal does not say what is wrong: %v", err)
+	}
+
+	exec1(t, local, `ALTER SYSTEM RESET synchronous_standby_names`)
+	exec1(t, local, `SELECT pg_reload_conf()`)
+	s := startServer(t, db, env...)
+	recv, err := harness.Start(exec.Command(filepath.Join(c.BinDir(), "pg_receivewal"), "--synchronous", "--no-loop",
+		"-D", t.TempDir(), "-d", c.URL("postgres")), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { recv.Kill() })
+	conn := connectDB(t, local)
+	ctx := context.Background()
+	waitProgress(t, "pg_receivewal to stream", patient(10*time.Second), func() (bool, int64) {
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pg_receivewal' AND state = 'streaming'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if recv.Exited() {
+			t.Fatalf("pg_receivewal exited: %v\n%s", recv.Err(), recv.Log)
+		}
+		return n == 1, 0
+	})
+	exec1(t, local, `ALTER SYSTEM SET synchronous_standby_names = '*'`)
+	exec1(t, local, `SELECT pg_reload_conf()`)
+	writer := connectDB(t, db)
+	wctx, cancel := context.WithTimeout(ctx, patient(10*time.Second))
+	defer cancel()
+	start := time.Now()
+	if _, err := writer.Exec(wctx, `INSERT INTO tickets (title) VALUES ('synchronous')`); err != nil {
+		t.Fatalf("a commit waited %v for rowcast as a synchronous standby: %v", time.Since(start), err)
+	}
+	select {
+	case <-s.rc.Done():
+	case <-time.After(patient(10 * time.Second)):
+		t.Fatal("rowcast keeps streaming as a synchronous standby")
+	}
+	if !s.log.Contains("synchronous standby") {
+		t.Errorf("rowcast's log does not say why it stopped:\n%s", s.log)
 	}
 }
