@@ -347,8 +347,14 @@ func (l *Listener) decode(ctx context.Context, conn *pgx.Conn, payload string, p
 	if err := json.Unmarshal([]byte(payload), &n); err != nil {
 		return nil, rowcast.RejectedMalformed, fmt.Errorf("decode notification: %w", err)
 	}
-	c := rowcast.Change{Xid: n.Xid, CaptureTime: time.Now(), Key: n.Key, Old: n.Old, Row: n.Row}
 	t := l.cfg.Table
+	// The trigger's JSON comes from the writer's session (its time zone):
+	// brought to the form logical capture writes, so that stats keys,
+	// filters and clients see one text per value.
+	for _, r := range []rowcast.Row{n.Key, n.OldKey, n.Old, n.Row} {
+		t.canonicalRow(r)
+	}
+	c := rowcast.Change{Xid: n.Xid, CaptureTime: time.Now(), Key: n.Key, Old: n.Old, Row: n.Row}
 	switch n.Op {
 	case "insert", "update", "delete", "truncate":
 		if n.Xid == 0 {

@@ -4,15 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/jackc/pgx/v5"
 
 	"rowcast/integration/harness"
 	"rowcast/integration/pgcluster"
@@ -437,4 +440,111 @@ func TestSynchronousStandby(t *testing.T) {
 	if !s.log.Contains("synchronous standby") {
 		t.Errorf("rowcast's log does not say why it stopped:\n%s", s.log)
 	}
+}
+
+// TestTimestampStatsAndFilters: a timestamptz stats and filter column is
+// counted, sent and matched under one text per value, whatever the
+// writers' time zones: the stats equal a fresh GROUP BY (they used to
+// count "2026-01-02 03:04:05+00" at start and "2026-01-02T03:04:05Z" or
+// "...T04:04:05+01:00" in changes), and a snapshot filtered on a value
+// returns what the live filter matches. An empty filter value matches
+// NULL in the snapshot as it does live.
+func TestTimestampStatsAndFilters(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		db := newDatabase(t)
+		exec1(t, db, `ALTER TABLE tickets ADD COLUMN due_at timestamptz`)
+		env := []string{"ROWCAST_CAPTURE=" + mode, "ROWCAST_SLOT=" + slotName(db),
+			"ROWCAST_STATS_COLUMNS=status,due_at", "ROWCAST_FILTER_COLUMNS=status,assignee_email,due_at"}
+		setup(t, db, env...)
+		exec1(t, db, `INSERT INTO tickets (title, due_at) VALUES ('before start', '2026-01-02 03:04:05+00'), ('no due date', NULL)`)
+		s := startServer(t, db, env...)
+		c := dial(t, s, "")
+		due := dial(t, s, "due_at=2026-01-02T03:04:05Z")
+		unassigned := dial(t, s, "assignee_email=")
+		c.next(5*time.Second, "stats:updated")
+		ctx := context.Background()
+		writer := func(tz string) *pgx.Conn {
+			conn := connectDB(t, db)
+			if _, err := conn.Exec(ctx, `SELECT set_config('TimeZone', $1, false)`, tz); err != nil {
+				t.Fatal(err)
+			}
+			return conn
+		}
+		ny, kolkata := writer("America/New_York"), writer("Asia/Kolkata")
+		var id int64
+		if err := ny.QueryRow(ctx, `INSERT INTO tickets (title, due_at) VALUES ('ny', '2026-01-02 03:04:05+00') RETURNING id`).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kolkata.Exec(ctx, `UPDATE tickets SET due_at = '2026-03-04 05:06:07.5+00' WHERE title = 'before start'`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ny.Exec(ctx, `DELETE FROM tickets WHERE title = 'before start'`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kolkata.Exec(ctx, `INSERT INTO tickets (title, assignee_email) VALUES ('unassigned', NULL)`); err != nil {
+			t.Fatal(err)
+		}
+		if m := due.next(10*time.Second, "ticket:created"); ticketOf(t, m)["due_at"] != "2026-01-02T03:04:05Z" {
+			t.Errorf("the due_at filter got %s", m.Data)
+		}
+
+		// The stats: one key per instant, as clients see the values.
+		want := map[string]any{}
+		rows, err := connectDB(t, db).Query(ctx, `SELECT due_at FROM tickets`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var total float64
+		for rows.Next() {
+			var at *time.Time
+			if err := rows.Scan(&at); err != nil {
+				t.Fatal(err)
+			}
+			k := ""
+			if at != nil {
+				k = at.UTC().Format("2006-01-02T15:04:05.999999Z07:00")
+			}
+			n, _ := want[k].(float64)
+			want[k] = n + 1
+			total++
+		}
+		waitProgress(t, "stats by due_at", patient(10*time.Second), func() (bool, int64) {
+			m := c.next(10*time.Second, "stats:updated")
+			var d struct {
+				Stats struct {
+					Total   float64        `json:"total"`
+					ByDueAt map[string]any `json:"byDueAt"`
+				} `json:"stats"`
+			}
+			json.Unmarshal(m.Data, &d)
+			return d.Stats.Total == total && reflect.DeepEqual(d.Stats.ByDueAt, want), 0
+		})
+
+		// Snapshots filter as the live filters do.
+		snapshot := func(query string) []string {
+			status, body := httpGet(t, s.base+"/api/snapshot?"+query, http.Header{"Authorization": {"Bearer " + token(t, nil)}})
+			if status != 200 {
+				t.Fatalf("snapshot ?%s: %d %s", query, status, body)
+			}
+			var snap struct {
+				Tickets []map[string]any `json:"tickets"`
+			}
+			json.Unmarshal(body, &snap)
+			var titles []string
+			for _, tk := range snap.Tickets {
+				titles = append(titles, fmt.Sprint(tk["title"]))
+			}
+			sort.Strings(titles)
+			return titles
+		}
+		if got := snapshot("due_at=2026-01-02T03:04:05Z"); strings.Join(got, ",") != "ny" {
+			t.Errorf("snapshot filtered on due_at: %v, want [ny]", got)
+		}
+		if got := snapshot("assignee_email="); strings.Join(got, ",") != "no due date,ny,unassigned" {
+			t.Errorf("snapshot filtered on an empty assignee: %v, want every unassigned ticket", got)
+		}
+		if m := unassigned.next(10*time.Second, "ticket:created"); ticketOf(t, m)["title"] != "ny" {
+			t.Errorf("the live empty-assignee filter got %s first", m.Data)
+		}
+	})
 }
