@@ -101,10 +101,16 @@ func (h *Hub) Apply(ctx context.Context, changes []rowcast.Change) error {
 			}
 			continue
 		}
-		if !c.ID.IsZero() && !h.lastID.IsZero() && c.ID.SameEpoch(h.lastID) && !h.lastID.Less(c.ID) {
+		if c.Op != rowcast.OpResync && !c.ID.IsZero() && !h.lastID.IsZero() && c.ID.SameEpoch(h.lastID) && !h.lastID.Less(c.ID) {
 			continue // sent again after a reconnect; already handled
 		}
-		if !c.ID.IsZero() {
+		switch {
+		case c.Op == rowcast.OpResync:
+			// What follows a resync is a new stream: after a failover or
+			// a restore its positions may be below the last one handled,
+			// and are new changes all the same.
+			h.lastID = c.ID
+		case !c.ID.IsZero():
 			h.lastID = c.ID
 		}
 		switch c.Op {

@@ -538,3 +538,19 @@ func TestDegradedRecountsSpaced(t *testing.T) {
 		t.Errorf("%d counts for 50 updates in %v; at most %d", n, time.Since(start), most)
 	}
 }
+
+// TestResyncStartsANewStream: after a resync the positions of what
+// follows may be below the last one handled (a failover, a restore):
+// those are new changes, not duplicates.
+func TestResyncStartsANewStream(t *testing.T) {
+	h := newTestHub(loaded, 100)
+	ctx := context.Background()
+	s := NewSession("ws", Identity{}, Scope{All: true}, nil, 16, nil)
+	h.Subscribe(s, "")
+	h.Apply(ctx, []rowcast.Change{change(rowcast.OpInsert, 100, 1, row("id", "1", "status", "open"), nil)})
+	h.Apply(ctx, []rowcast.Change{{Op: rowcast.OpResync, Reason: "history changed"}})
+	h.Apply(ctx, []rowcast.Change{change(rowcast.OpInsert, 50, 2, row("id", "2", "status", "open"), nil)})
+	if got := drain(s); names(got) != "ticket:created resync ticket:created" {
+		t.Errorf("got %s, want the change after the resync too", names(got))
+	}
+}

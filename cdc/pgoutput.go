@@ -217,7 +217,7 @@ func (st *stream) idle() bool {
 func (st *stream) ackTarget() pglogrepl.LSN {
 	target := st.s.handedOn
 	if st.retainer != nil {
-		if oldest, ok := st.retainer.Oldest(); ok && oldest.Epoch == 0 {
+		if oldest, ok := st.retainer.Oldest(); ok && oldest.Epoch == st.s.epoch {
 			// Acknowledging exactly the oldest held commit LSN makes
 			// PostgreSQL resend that transaction after a crash, which
 			// rebuilds the sink's replay window.
@@ -387,7 +387,7 @@ func (st *stream) add(ctx context.Context, c rowcast.Change) error {
 	c.Xid = uint64(st.begin.Xid)
 	c.CommitTime = st.begin.CommitTime
 	c.CaptureTime = time.Now()
-	c.ID = rowcast.EventID{Pos: uint64(st.begin.FinalLSN), Index: st.index}
+	c.ID = rowcast.EventID{Epoch: st.s.epoch, Pos: uint64(st.begin.FinalLSN), Index: st.index}
 	st.index++
 	st.batch = append(st.batch, c)
 	if len(st.batch) >= st.s.cfg.BatchSize {

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
@@ -547,4 +549,115 @@ func TestTimestampStatsAndFilters(t *testing.T) {
 			t.Errorf("the live empty-assignee filter got %s first", m.Data)
 		}
 	})
+}
+
+// switchWAL moves the server's WAL position on by a few segments, so that
+// it is well past another cluster's.
+func switchWAL(t *testing.T, db string, segments int) {
+	t.Helper()
+	for i := 0; i < segments; i++ {
+		exec1(t, db, `CREATE TEMP TABLE IF NOT EXISTS wal_filler (x int); INSERT INTO wal_filler VALUES (1); SELECT pg_switch_wal()`)
+	}
+}
+
+// TestHistoryChangeResyncs: when the address rowcast streams from leads
+// to another server (a failover to a standby of another history, a
+// restore into a new cluster), whose WAL positions are below those rowcast
+// handed out, clients are told to resync and the new server's changes
+// arrive. They used to be dropped as already sent, silently, until the
+// new server's WAL passed the old one's; and a client's cursor from the
+// old server resumed as if it were valid.
+func TestHistoryChangeResyncs(t *testing.T) {
+	_, dbA, via, p := proxiedCluster(t, nil)
+	clusterB, dbB, _, _ := proxiedCluster(t, nil)
+	env := []string{"ROWCAST_CAPTURE=logical"}
+	setup(t, dbA, env...)
+	setup(t, dbB, env...)
+	switchWAL(t, dbA, 4)
+	s := startServer(t, via, env...)
+	c := dial(t, s, "")
+	c.next(5*time.Second, "stats:updated")
+	exec1(t, dbA, `INSERT INTO tickets (title) VALUES ('on A')`)
+	onA := c.next(10*time.Second, "ticket:created")
+
+	u, err := url.Parse(clusterB.TCPURL("exact"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.SetTarget(u.Host)
+	p.Cut()
+	s.waitReady(10 * time.Second)
+	if m := c.next(10*time.Second, "resync"); !strings.Contains(string(m.Data), "history") {
+		t.Errorf("resync %s does not say why", m.Data)
+	}
+	exec1(t, dbB, `INSERT INTO tickets (title) VALUES ('on B')`)
+	if m := c.next(10*time.Second, "ticket:created"); ticketOf(t, m)["title"] != "on B" {
+		t.Fatalf("got %s, want the insert on B", m.Data)
+	}
+	waitStats(t, c, dbB)
+	// A cursor from A means nothing on B.
+	late := dial(t, s, "lastEventId="+onA.ID)
+	if m := late.next(10 * time.Second); m.Event != "resync" {
+		t.Fatalf("a client resuming from A's %s got %s %s, want resync", onA.ID, m.Event, m.Data)
+	}
+}
+
+// TestWALRewindResyncs: the database is put back to a file-level copy
+// taken earlier (same system, same timeline: a snapshot restored without
+// recovery), so its WAL positions go back below what rowcast already
+// sent. Clients resync and the changes written after the restore arrive;
+// they used to be dropped as already sent.
+func TestWALRewindResyncs(t *testing.T) {
+	cl, db, _, _ := proxiedCluster(t, nil)
+	env := []string{"ROWCAST_CAPTURE=logical"}
+	setup(t, db, env...)
+	s := startServer(t, db, env...)
+	c := dial(t, s, "")
+	c.next(5*time.Second, "stats:updated")
+	ctx := context.Background()
+	exec1(t, db, `INSERT INTO tickets (title) VALUES ('before the copy')`)
+	c.next(10*time.Second, "ticket:created")
+
+	snapshot := cl.DataDir() + ".copy"
+	if err := cl.Stop(ctx, "fast"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("cp", "-a", cl.DataDir(), snapshot).CombinedOutput(); err != nil {
+		t.Fatalf("copy the data directory: %v\n%s", err, out)
+	}
+	if err := cl.StartAgain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	switchWAL(t, db, 3)
+	exec1(t, db, `INSERT INTO tickets (title) VALUES ('after the copy, then lost')`)
+	c.next(patient(10*time.Second), "ticket:created")
+
+	if err := cl.Stop(ctx, "fast"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(cl.DataDir()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(snapshot, cl.DataDir()); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.StartAgain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.waitReady(10 * time.Second)
+	if m := c.next(10*time.Second, "resync"); !strings.Contains(string(m.Data), "history") {
+		t.Errorf("resync %s does not say why", m.Data)
+	}
+	exec1(t, db, `INSERT INTO tickets (title) VALUES ('after the restore')`)
+	// The slot sends again what the restored copy holds after its
+	// confirmed position (the first insert): a new stream after a resync.
+	for {
+		m := c.next(10*time.Second, "ticket:created")
+		if title := ticketOf(t, m)["title"]; title == "after the restore" {
+			break
+		} else if title != "before the copy" {
+			t.Fatalf("got %s, want the insert after the restore", m.Data)
+		}
+	}
+	waitStats(t, c, db)
 }
