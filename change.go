@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"time"
 )
@@ -311,14 +312,35 @@ func scanValue(b []byte, i int) int {
 	return j
 }
 
-// EventID orders events. Logical replication IDs are (commit LSN, index in
-// the transaction) with Epoch 0, so they are stable across restarts. NOTIFY
-// IDs are (epoch, sequence): the epoch changes whenever rowcast starts or its
-// listener reconnects, because NOTIFY cannot replay what was missed.
+// EventID orders events. Logical replication IDs are (history, commit
+// LSN, index in the transaction), with the history an Epoch that has
+// HistoryFlag set (see HistoryEpoch), so they are stable across restarts
+// and never compare with IDs of another database or timeline. Epoch 0
+// marks logical IDs of rowcast versions before the history (compared with
+// nothing else). NOTIFY IDs are (epoch, sequence): the epoch changes
+// whenever rowcast starts or its listener reconnects, because NOTIFY
+// cannot replay what was missed.
 type EventID struct {
 	Epoch uint64
 	Pos   uint64
 	Index uint32
+}
+
+// HistoryFlag marks the Epoch of a logical replication ID. Notify epochs
+// are clock milliseconds and never have it.
+const HistoryFlag = 1 << 63
+
+// HistoryEpoch is the Epoch of logical replication IDs from one WAL
+// history: the server's system identifier (a different cluster, e.g.
+// restored from a logical dump) and timeline (a promoted standby, a
+// point-in-time restore). WAL positions of two histories do not compare:
+// a failover may go back to an earlier position and write different
+// changes there, and a client's cursor from the old history must get
+// resync, never a replay that skips what the new one wrote.
+func HistoryEpoch(systemID string, timeline int32) uint64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s/%d", systemID, timeline)
+	return h.Sum64() | HistoryFlag
 }
 
 // IsZero reports whether the ID is unset.
@@ -336,9 +358,14 @@ func (id EventID) Less(o EventID) bool {
 func (id EventID) SameEpoch(o EventID) bool { return id.Epoch == o.Epoch }
 
 // String formats the ID so that IDs of one epoch sort as strings too:
-// "00000000016B3748-00000003" (logical) or "e18A2B...-0000000000000007" (notify).
+// "8C2F0E1D33A4B5C6-00000000016B3748-00000003" (logical, with its
+// history), "00000000016B3748-00000003" (logical, before histories) or
+// "e18A2B...-0000000000000007" (notify).
 func (id EventID) String() string {
-	if id.Epoch == 0 {
+	switch {
+	case id.Epoch&HistoryFlag != 0:
+		return fmt.Sprintf("%016X-%016X-%08X", id.Epoch, id.Pos, id.Index)
+	case id.Epoch == 0:
 		return fmt.Sprintf("%016X-%08X", id.Pos, id.Index)
 	}
 	return fmt.Sprintf("e%X-%016X", id.Epoch, id.Pos)
@@ -360,10 +387,19 @@ func ParseEventID(s string) (EventID, error) {
 		}
 		e, err1 := strconv.ParseUint(epoch, 16, 64)
 		p, err2 := strconv.ParseUint(pos, 16, 64)
-		if err1 != nil || err2 != nil || e == 0 {
+		if err1 != nil || err2 != nil || e == 0 || e&HistoryFlag != 0 {
 			return EventID{}, bad
 		}
 		return EventID{Epoch: e, Pos: p}, nil
+	}
+	if len(s) == 42 && s[16] == '-' && s[33] == '-' {
+		e, err1 := strconv.ParseUint(s[:16], 16, 64)
+		p, err2 := strconv.ParseUint(s[17:33], 16, 64)
+		i, err3 := strconv.ParseUint(s[34:], 16, 32)
+		if err1 != nil || err2 != nil || err3 != nil || e&HistoryFlag == 0 {
+			return EventID{}, bad
+		}
+		return EventID{Epoch: e, Pos: p, Index: uint32(i)}, nil
 	}
 	if len(s) != 25 || s[16] != '-' {
 		return EventID{}, bad

@@ -6,4 +6,8 @@ package rowcast
 type Condition struct {
 	Column string
 	Values []string
+	// EmptyMatchesNull makes "" match a NULL value too, as filters do
+	// live (and as the stats count NULL under ""). Visibility rules
+	// never match NULL.
+	EmptyMatchesNull bool
 }

@@ -6,7 +6,8 @@ import "testing"
 // panics, and an accepted one prints back to the same id.
 func FuzzParseEventID(f *testing.F) {
 	for _, s := range []string{"00000000016B3748-00000003", "e18A2B-0000000000000007", "", "e", "e-", "zzz",
-		"FFFFFFFFFFFFFFFF-FFFFFFFF", "e0-1", "00000000016B3748_00000003"} {
+		"FFFFFFFFFFFFFFFF-FFFFFFFF", "e0-1", "00000000016B3748_00000003",
+		"8C2F0E1D33A4B5C6-00000000016B3748-00000003", "0C2F0E1D33A4B5C6-00000000016B3748-00000003"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

@@ -2,6 +2,7 @@ package rowcast
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -40,15 +41,26 @@ func TestRowJSONRoundTrip(t *testing.T) {
 }
 
 func TestEventIDString(t *testing.T) {
-	for _, id := range []EventID{{Pos: 0x16B3748, Index: 3}, {Epoch: 0x18A2B, Pos: 7}, {Pos: ^uint64(0), Index: ^uint32(0)}} {
+	h := HistoryEpoch("7311234567890123456", 1)
+	if h&HistoryFlag == 0 || h == HistoryEpoch("7311234567890123456", 2) || h == HistoryEpoch("7311234567890123457", 1) {
+		t.Errorf("history epochs: %X", h)
+	}
+	for _, id := range []EventID{{Pos: 0x16B3748, Index: 3}, {Epoch: 0x18A2B, Pos: 7}, {Pos: ^uint64(0), Index: ^uint32(0)},
+		{Epoch: h, Pos: 0x16B3748, Index: 3}} {
 		back, err := ParseEventID(id.String())
 		if err != nil || back != id {
 			t.Errorf("%v → %q → %v %v", id, id.String(), back, err)
 		}
 	}
-	a, b := EventID{Pos: 0x100, Index: 2}, EventID{Pos: 0x1000, Index: 0}
-	if !a.Less(b) || !(a.String() < b.String()) {
-		t.Error("ids must sort as strings within an epoch")
+	for _, e := range []uint64{0, h} {
+		a, b := EventID{Epoch: e, Pos: 0x100, Index: 2}, EventID{Epoch: e, Pos: 0x1000, Index: 0}
+		if !a.Less(b) || !(a.String() < b.String()) {
+			t.Error("ids must sort as strings within an epoch")
+		}
+	}
+	// A notify id cannot claim a history.
+	if _, err := ParseEventID(fmt.Sprintf("e%X-0000000000000001", h)); err == nil {
+		t.Error("a notify id with a history epoch was accepted")
 	}
 	for _, bad := range []string{"", "x", "e-1", "e0-1", "0000000000000000-0000000", "zzzzzzzzzzzzzzzz-00000000"} {
 		if _, err := ParseEventID(bad); err == nil {

@@ -22,6 +22,12 @@ type CaptureStatus struct {
 	ReceivedLSN, FlushedLSN uint64
 	// SlotRecreations counts slots recreated after loss or invalidation.
 	SlotRecreations uint64
+	// WithoutOldRow counts updates and deletes of the captured table that
+	// logical capture received without the whole old row (the table is
+	// not REPLICA IDENTITY FULL): the stats must be recounted and
+	// clients whose filter or visibility the row may have left are sent
+	// what is safe rather than what is exact. Cumulative.
+	WithoutOldRow uint64
 	// Ignored counts, by reason (one of IgnoreReasons), what logical
 	// capture received from the slot and dropped instead of handing it on.
 	// Cumulative; nil or a missing reason means 0.
@@ -58,14 +64,16 @@ var IgnoreReasons = []string{IgnoredOtherTable, IgnoredLogicalMessage, IgnoredBa
 const (
 	// RejectedMalformed: not JSON, or not the shape the trigger or
 	// rowcast.broadcast() sends (unknown op, key without the primary key
-	// columns, a row that is not an object).
+	// columns, a row that is not an object, a change without its row,
+	// parts of a large payload that do not arrive together and in order).
 	RejectedMalformed = "malformed"
 	// RejectedOtherTable: a row change that names another table.
 	RejectedOtherTable = "other_table"
 	// RejectedBadEventName: an event whose name CheckEventName refuses.
 	RejectedBadEventName = "bad_event_name"
-	// RejectedFetchFailed: a key-only change whose row could not be read
-	// (e.g. a key of the wrong type).
+	// RejectedFetchFailed: kept so that its series stays; nothing counts
+	// under it since large changes travel in parts and rowcast never
+	// reads a row back by its key (what used to fail here is malformed).
 	RejectedFetchFailed = "fetch_failed"
 	// RejectedUnverifiedTruncate: a truncate the table's catalog entry
 	// does not confirm (a genuine TRUNCATE gives the table new storage).

@@ -31,6 +31,9 @@ type Event struct {
 	// event), kept for per-client filters and visibility.
 	Row, Old, Key rowcast.Row
 
+	// op is the row change the event comes from ("" for others).
+	op rowcast.Op
+
 	// left is the delete sent to clients for whom the row left their
 	// visibility; built once, under the hub's mutex.
 	left *Event
@@ -189,6 +192,9 @@ func camel(s string) string {
 // that are not client events (control markers).
 func (n Names) Translate(c *rowcast.Change) (*Event, bool) {
 	ev := &Event{ID: c.ID, HasID: !c.ID.IsZero(), Time: c.Time(), Row: c.Row, Old: c.Old, Key: c.Key}
+	if c.Op == rowcast.OpInsert || c.Op == rowcast.OpUpdate || c.Op == rowcast.OpDelete {
+		ev.op = c.Op
+	}
 	if c.Op == rowcast.OpDelete && ev.Old == nil {
 		ev.Old = c.Key
 	}
@@ -262,6 +268,27 @@ func (n Names) updatePayload(c *rowcast.Change, t time.Time) []byte {
 	b = append(b, ',')
 	b = appendTimestamp(b, t)
 	return append(b, '}')
+}
+
+// knowsOld reports whether old holds every column the session's
+// visibility and filter decide on. Notify capture sends those columns'
+// old values, and logical capture the whole old row under REPLICA
+// IDENTITY FULL; without it old has the key at most.
+func (s *Session) knowsOld(old rowcast.Row) bool {
+	if old == nil {
+		return false
+	}
+	if !s.scope.All && !s.scope.None {
+		if _, ok := old.Get(s.scope.Column); !ok {
+			return false
+		}
+	}
+	for col := range s.filter {
+		if _, ok := old.Get(col); !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // DeletedEvent is the delete event for a row that left a client's

@@ -197,7 +197,7 @@ func (fs filterSet) matches(row rowcast.Row) bool {
 func (f Filter) Conditions() []rowcast.Condition {
 	out := make([]rowcast.Condition, 0, len(f))
 	for col, vals := range f {
-		out = append(out, rowcast.Condition{Column: col, Values: vals})
+		out = append(out, rowcast.Condition{Column: col, Values: vals, EmptyMatchesNull: true})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Column < out[j].Column })
 	return out

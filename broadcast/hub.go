@@ -47,8 +47,9 @@ type Hub struct {
 	lastID   rowcast.EventID
 	// horizon is the newest ID capture said can exist when it started.
 	horizon rowcast.EventID
-	// started is set by capture's first start marker: until then a cursor
-	// cannot be judged (see Started).
+	// started: capture has sent its first start marker. Counts are taken
+	// only from then on: in notify mode a count taken before LISTEN
+	// would miss every change committed in between, for good.
 	started bool
 	closed  bool
 	done    chan struct{} // closed by Shutdown
@@ -94,13 +95,22 @@ func (h *Hub) Apply(ctx context.Context, changes []rowcast.Change) error {
 		if c.Op == rowcast.OpStart {
 			h.win.start(c.ID)
 			h.horizon = c.Horizon
-			h.started = true
+			if !h.started {
+				h.started = true
+				h.wakeStats()
+			}
 			continue
 		}
-		if !c.ID.IsZero() && !h.lastID.IsZero() && c.ID.SameEpoch(h.lastID) && !h.lastID.Less(c.ID) {
+		if c.Op != rowcast.OpResync && !c.ID.IsZero() && !h.lastID.IsZero() && c.ID.SameEpoch(h.lastID) && !h.lastID.Less(c.ID) {
 			continue // sent again after a reconnect; already handled
 		}
-		if !c.ID.IsZero() {
+		switch {
+		case c.Op == rowcast.OpResync:
+			// What follows a resync is a new stream: after a failover or
+			// a restore its positions may be below the last one handled,
+			// and are new changes all the same.
+			h.lastID = c.ID
+		case !c.ID.IsZero():
 			h.lastID = c.ID
 		}
 		switch c.Op {
@@ -165,6 +175,13 @@ func (h *Hub) Oldest() (rowcast.EventID, bool) {
 //     still sent as an update, so the client can remove it;
 //   - a row that leaves the user's visibility is sent as a delete of its key
 //     only: the client must drop it but may not see its new values.
+//
+// When the old values the session's visibility or filter needs are
+// missing (logical capture of a table that is not REPLICA IDENTITY FULL),
+// the row may have been the user's: a delete goes to everyone (its key
+// only), an update to everyone who may see the new row, and to the others
+// as a delete of its key. A client may hear of a row it never had; it
+// never keeps one it should have dropped, and sees no values it may not.
 func (h *Hub) forSession(s *Session, ev *Event) *Event {
 	if ev.Row == nil && ev.Old == nil {
 		if ev.Name == statsEvent && !s.scope.All {
@@ -172,20 +189,29 @@ func (h *Hub) forSession(s *Session, ev *Event) *Event {
 		}
 		return ev
 	}
-	oldOK := ev.Old != nil && s.scope.Visible(ev.Old) && s.filter.matches(ev.Old)
+	// oldOK: the row was the user's and in the filter before the change;
+	// maybe: nobody can tell, because its old values are missing.
+	var oldOK, maybe bool
+	if ev.op != rowcast.OpInsert {
+		if s.knowsOld(ev.Old) {
+			oldOK = s.scope.Visible(ev.Old) && s.filter.matches(ev.Old)
+		} else {
+			maybe = true
+		}
+	}
 	if ev.Row == nil {
-		if oldOK {
+		if oldOK || maybe {
 			return ev
 		}
 		return nil
 	}
 	if s.scope.Visible(ev.Row) {
-		if oldOK || s.filter.matches(ev.Row) {
+		if oldOK || maybe || s.filter.matches(ev.Row) {
 			return ev
 		}
 		return nil
 	}
-	if oldOK {
+	if oldOK || maybe {
 		if ev.left == nil {
 			ev.left = h.cfg.Names.DeletedEvent(ev)
 		}
@@ -396,10 +422,11 @@ func (h *Hub) Done() <-chan struct{} { return h.done }
 func (h *Hub) Run(ctx context.Context) error {
 	tick := time.NewTicker(h.cfg.StatsInterval)
 	defer tick.Stop()
-	retry := time.Time{}
+	retry, lastCount := time.Time{}, time.Time{}
 	for {
 		h.mu.Lock()
-		need := h.stats.needLoad && !h.stats.loading && time.Now().After(retry)
+		spaced := !h.stats.degraded || time.Since(lastCount) >= degradedRecount
+		need := h.started && h.stats.needLoad && !h.stats.loading && time.Now().After(retry) && spaced
 		var gen uint64
 		if need {
 			gen = h.stats.beginLoad()
@@ -411,6 +438,7 @@ func (h *Hub) Run(ctx context.Context) error {
 				h.log.Error("counting rows for stats failed; retrying", "err", err)
 				retry = time.Now().Add(2 * time.Second)
 			}
+			lastCount = time.Now()
 			h.mu.Lock()
 			h.stats.finishLoad(gen, counts, snap, err)
 			h.mu.Unlock()

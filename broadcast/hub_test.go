@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,9 +39,36 @@ func change(op rowcast.Op, pos uint64, xid uint64, newRow, old rowcast.Row) rowc
 	return c
 }
 
+// newTestHub makes a hub whose capture has started, so that it counts.
 func newTestHub(counts rowcast.CountsLoader, window int) *Hub {
-	return NewHub(HubConfig{Names: NamesFor("ticket", ProfileColon), StatsColumns: []string{"status"},
+	h := NewHub(HubConfig{Names: NamesFor("ticket", ProfileColon), StatsColumns: []string{"status"},
 		StatsInterval: 5 * time.Millisecond, Counts: counts, WindowSize: window, QueueSize: 64})
+	h.started = true
+	return h
+}
+
+// TestStatsWaitForCapture: no count before capture's first start marker
+// (in notify mode a count taken before LISTEN misses what is committed
+// in between), one at once after it.
+func TestStatsWaitForCapture(t *testing.T) {
+	var loads atomic.Int32
+	h := NewHub(HubConfig{Names: NamesFor("ticket", ProfileColon), StatsColumns: []string{"status"},
+		StatsInterval: time.Millisecond, Counts: func(ctx context.Context) (rowcast.Counts, rowcast.XidSnapshot, error) {
+			loads.Add(1)
+			return loaded(ctx)
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	// Run goes round its loop every millisecond: about 50 rounds without
+	// a count.
+	time.Sleep(50 * time.Millisecond)
+	if n := loads.Load(); n != 0 {
+		t.Fatalf("%d counts before capture started", n)
+	}
+	h.Apply(ctx, []rowcast.Change{{Op: rowcast.OpStart, ID: rowcast.EventID{Epoch: 1}}})
+	waitUntilTrue(t, func() bool { return loads.Load() == 1 })
 }
 
 func drain(s *Session) []*Event {
@@ -448,5 +476,81 @@ func TestCursorAfterTruncate(t *testing.T) {
 	h.Apply(ctx, []rowcast.Change{change(rowcast.OpInsert, 30, 2, row("id", "2", "status", "open"), nil)})
 	if got := names(drain(s)); got != "ticket:created" {
 		t.Fatalf("after truncate: %s", got)
+	}
+}
+
+// TestRoutingWithoutOldValues: updates and deletes that come without the
+// old values a session decides on (a table that is not REPLICA IDENTITY
+// FULL) go where the row may have been: the restricted user whose new
+// row is not visible gets a delete of the key (never the new values), the
+// filtered client the update, everyone a delete; inserts are routed as
+// always.
+func TestRoutingWithoutOldValues(t *testing.T) {
+	h := newTestHub(loaded, 100)
+	ctx := context.Background()
+	ann := NewSession("ws", Identity{}, Scope{Column: "requester_email", Value: "ann"}, nil, 16, nil)
+	open := NewSession("ws", Identity{}, Scope{All: true}, Filter{"status": {"open"}}, 16, nil)
+	all := NewSession("ws", Identity{}, Scope{All: true}, nil, 16, nil)
+	for _, s := range []*Session{ann, open, all} {
+		h.Subscribe(s, "")
+	}
+	h.Apply(ctx, []rowcast.Change{
+		change(rowcast.OpInsert, 1, 1, row("id", "1", "status", "closed", "requester_email", "bob"), nil),
+		// Key only, as pgoutput sends under REPLICA IDENTITY DEFAULT.
+		change(rowcast.OpUpdate, 2, 2, row("id", "1", "status", "closed", "requester_email", "bob"), nil),
+		change(rowcast.OpDelete, 3, 3, nil, row("id", "1")),
+	})
+	if got := drain(ann); names(got) != "ticket:deleted ticket:deleted" || strings.Contains(string(got[0].Data), "bob") {
+		t.Errorf("ann got %s, want two deletes of the key only", names(got))
+	}
+	if got := drain(open); names(got) != "ticket:updated ticket:deleted" {
+		t.Errorf("the open filter got %s", names(got))
+	}
+	if got := drain(all); names(got) != "ticket:created ticket:updated ticket:deleted" {
+		t.Errorf("all got %s", names(got))
+	}
+}
+
+// TestDegradedRecountsSpaced: changes without old values make the stats
+// recount, but not once per change.
+func TestDegradedRecountsSpaced(t *testing.T) {
+	var loads atomic.Int32
+	h := newTestHub(func(ctx context.Context) (rowcast.Counts, rowcast.XidSnapshot, error) {
+		loads.Add(1)
+		return loaded(ctx)
+	}, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitUntilTrue(t, func() bool { return loads.Load() == 1 })
+	start := time.Now()
+	for i := uint64(1); i <= 50; i++ {
+		h.Apply(ctx, []rowcast.Change{change(rowcast.OpUpdate, i, i, row("id", "1", "status", "open"), nil)})
+		time.Sleep(time.Millisecond)
+	}
+	for deadline := time.Now().Add(4 * degradedRecount); loads.Load() < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no recount after changes without old values")
+		}
+	}
+	if n, most := loads.Load(), 2+int32(time.Since(start)/degradedRecount); n > most {
+		t.Errorf("%d counts for 50 updates in %v; at most %d", n, time.Since(start), most)
+	}
+}
+
+// TestResyncStartsANewStream: after a resync the positions of what
+// follows may be below the last one handled (a failover, a restore):
+// those are new changes, not duplicates.
+func TestResyncStartsANewStream(t *testing.T) {
+	h := newTestHub(loaded, 100)
+	ctx := context.Background()
+	s := NewSession("ws", Identity{}, Scope{All: true}, nil, 16, nil)
+	h.Subscribe(s, "")
+	h.Apply(ctx, []rowcast.Change{change(rowcast.OpInsert, 100, 1, row("id", "1", "status", "open"), nil)})
+	h.Apply(ctx, []rowcast.Change{{Op: rowcast.OpResync, Reason: "history changed"}})
+	h.Apply(ctx, []rowcast.Change{change(rowcast.OpInsert, 50, 2, row("id", "2", "status", "open"), nil)})
+	if got := drain(s); names(got) != "ticket:created resync ticket:created" {
+		t.Errorf("got %s, want the change after the resync too", names(got))
 	}
 }

@@ -29,7 +29,17 @@ type statsState struct {
 	// gen changes on every invalidation; a load that started before it is
 	// stale and its result is dropped.
 	gen uint64
+	// degraded: a change came without the old values the counts need
+	// (a table that is not REPLICA IDENTITY FULL). Only a recount can
+	// fix the counts then, and such changes may come one per update, so
+	// these recounts are spaced out (see degradedRecount).
+	degraded bool
 }
+
+// degradedRecount is the least time between two recounts caused by
+// changes without old values: without it every such update would cost a
+// full GROUP BY of the table.
+const degradedRecount = 5 * time.Second
 
 type statsDelta struct {
 	xid   uint64
@@ -105,7 +115,7 @@ func (s *statsState) apply(c *rowcast.Change) {
 	}
 	d, ok := s.delta(c)
 	if !ok {
-		s.needLoad = true
+		s.needLoad, s.degraded = true, true
 		return
 	}
 	switch {
@@ -143,7 +153,7 @@ func (s *statsState) add(d statsDelta) {
 
 // beginLoad marks a load in progress; deltas are queued until finishLoad.
 func (s *statsState) beginLoad() uint64 {
-	s.loading, s.needLoad, s.pending = true, false, s.pending[:0]
+	s.loading, s.needLoad, s.degraded, s.pending = true, false, false, s.pending[:0]
 	return s.gen
 }
 
@@ -170,7 +180,7 @@ func (s *statsState) finishLoad(gen uint64, counts rowcast.Counts, snap rowcast.
 
 // invalidate drops the counts (after resync or truncate) until reloaded.
 func (s *statsState) invalidate() {
-	s.loaded, s.needLoad = false, true
+	s.loaded, s.needLoad, s.degraded = false, true, false
 	s.gen++
 }
 

@@ -14,7 +14,8 @@ import (
 // CountsLoader returns a rowcast.CountsLoader that counts the table's rows
 // by each stats column in one REPEATABLE READ transaction and returns the
 // transaction's snapshot with them, so that the consumer can tell which
-// later changes the counts already include.
+// later changes the counts already include. q's connections need
+// SessionParams, so that values are counted under their canonical text.
 func CountsLoader(q interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }, t Table, statsColumns []string) rowcast.CountsLoader {
@@ -22,7 +23,10 @@ func CountsLoader(q interface {
 	b.WriteString("SELECT NULL::text, NULL::text, count(*) FROM " + t.Ident())
 	for _, c := range statsColumns {
 		id := pgx.Identifier{c}.Sanitize()
-		fmt.Fprintf(&b, " UNION ALL SELECT %s, %s::text, count(*) FROM %s GROUP BY %s", quoteLiteral(c), id, t.Ident(), id)
+		// format('%s', v) is the type's output function, as pgoutput
+		// sends values (v::text differs for booleans: 'true', not 't').
+		fmt.Fprintf(&b, " UNION ALL SELECT %s, CASE WHEN %s IS NULL THEN NULL ELSE format('%%s', %s) END, count(*) FROM %s GROUP BY %s",
+			quoteLiteral(c), id, id, t.Ident(), id)
 	}
 	query := b.String()
 	return func(ctx context.Context) (rowcast.Counts, rowcast.XidSnapshot, error) {
@@ -64,6 +68,7 @@ func CountsLoader(q interface {
 			return counts, snap, fmt.Errorf("count rows of %s: %w", t, err)
 		}
 		defer rows.Close()
+		dec := newValueDecoder()
 		for rows.Next() {
 			var col, val *string
 			var n int64
@@ -76,7 +81,15 @@ func CountsLoader(q interface {
 			case val == nil:
 				counts.By[*col][""] += n
 			default:
-				counts.By[*col][*val] += n
+				// Counted under the text clients see and changes carry
+				// (a timestamptz as "2026-01-02T03:04:05Z", not its
+				// ::text "2026-01-02 03:04:05+00"), decoded as capture
+				// decodes what pgoutput sends.
+				v, err := dec.decode(t.typeOf(*col), []byte(*val))
+				if err != nil {
+					return counts, snap, fmt.Errorf("count rows of %s: column %s: %w", t, *col, err)
+				}
+				counts.By[*col][rowcast.JSONText(v)] += n
 			}
 		}
 		if err := rows.Err(); err != nil {

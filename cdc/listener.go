@@ -2,6 +2,7 @@ package cdc
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -166,7 +167,7 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 	}
 	l.connected.Store(true)
 	l.log.Info("listening", "channel", l.cfg.Channel, "table", l.cfg.Table.String())
-	fetch := newRowFetcher(conn, l.cfg.Table)
+	var asm assembly
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
@@ -175,22 +176,135 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 		if n.Channel != l.cfg.Channel {
 			continue
 		}
-		c, reason, err := l.decode(ctx, conn, n.Payload, fetch)
+		l.trunc.seen(n.PID)
+		payload, complete, why := asm.add(n.PID, n.Payload)
+		if why != "" {
+			l.rejected.add(rowcast.RejectedMalformed, "dropped a payload sent in parts on rowcast's channel: its parts did not arrive together and in order (any role that can connect may NOTIFY)",
+				"why", why, "sender_pid", n.PID)
+		}
+		if why == whyTooLarge {
+			// A change may have been lost; clients must not trust their
+			// data without being told.
+			if err := l.apply(ctx, sink, rowcast.Change{Op: rowcast.OpResync, CaptureTime: time.Now(),
+				Reason: ReasonChangeTooLarge}); err != nil {
+				return true, err
+			}
+		}
+		if !complete {
+			continue
+		}
+		cs, reason, err := l.decode(ctx, conn, payload, n.PID)
 		if err != nil {
 			if conn.IsClosed() || ctx.Err() != nil {
-				// The connection failed while reading a row or the
-				// catalog: reconnecting resyncs clients, so the change
-				// is not silently lost.
+				// The connection failed while reading the catalog:
+				// reconnecting resyncs clients, so the change is not
+				// silently lost.
 				return true, err
 			}
 			l.rejected.add(reason, "dropped a notification on rowcast's channel: it is not a change of the captured table or a rowcast.broadcast() event (any role that can connect may NOTIFY)",
-				"err", err, "sender_pid", n.PID, "payload", truncate(n.Payload, 200))
+				"err", err, "sender_pid", n.PID, "payload", truncate(payload, 200))
 			continue
 		}
-		if err := l.apply(ctx, sink, c); err != nil {
+		if err := l.apply(ctx, sink, cs...); err != nil {
 			return true, err
 		}
 	}
+}
+
+// maxAssembled bounds a payload put together from parts. A row's JSON
+// this large does not belong on a dashboard; past it the change is
+// dropped and clients are told to resync, so nothing is lost silently
+// and a forger cannot make rowcast hold unbounded memory.
+const maxAssembled = 256 << 20
+
+const (
+	whyTooLarge   = "payload over 256 MiB"
+	whyOutOfOrder = "parts out of order, or mixed with other notifications"
+	whyBadPart    = "malformed part"
+)
+
+// assembly puts a payload sent in parts back together. A transaction's
+// notifications reach the listener together and in order, so the parts
+// of one payload arrive one after the other from one backend; anything
+// else (a part out of place, a notification in the middle) drops what was
+// collected.
+type assembly struct {
+	active      bool
+	pid         uint32
+	xid, seq    uint64
+	next, parts int
+	buf         []byte
+}
+
+// part is the trigger's notification for one part of a payload.
+type part struct {
+	Op    string `json:"op"`
+	Xid   uint64 `json:"xid"`
+	Seq   uint64 `json:"seq"`
+	Part  *int   `json:"part"`
+	Parts int    `json:"parts"`
+	Data  string `json:"data"`
+}
+
+// isPart tells a part from any other payload without decoding it all.
+func isPart(payload string) bool { return strings.HasPrefix(payload, `{"op":"part"`) }
+
+// add takes a notification's payload. It returns the payload to decode
+// (the notification's own, or the last part's assembled one) with
+// complete set, or complete false while parts are outstanding. why says
+// what was dropped, if anything.
+func (a *assembly) add(pid uint32, payload string) (out string, complete bool, why string) {
+	if !isPart(payload) {
+		if a.active {
+			why = whyOutOfOrder
+			a.reset()
+		}
+		return payload, true, why
+	}
+	var p part
+	if err := json.Unmarshal([]byte(payload), &p); err != nil || p.Op != "part" || p.Part == nil ||
+		p.Parts < 1 || *p.Part < 0 || *p.Part >= p.Parts || p.Xid == 0 || p.Seq == 0 {
+		a.reset()
+		return "", false, whyBadPart
+	}
+	if *p.Part == 0 {
+		if a.active {
+			why = whyOutOfOrder
+		}
+		a.reset()
+		a.active, a.pid, a.xid, a.seq, a.parts = true, pid, p.Xid, p.Seq, p.Parts
+	} else if !a.active || pid != a.pid || p.Xid != a.xid || p.Seq != a.seq || p.Parts != a.parts || *p.Part != a.next {
+		a.reset()
+		return "", false, whyOutOfOrder
+	}
+	data, err := base64.StdEncoding.DecodeString(p.Data)
+	if err != nil {
+		a.reset()
+		return "", false, whyBadPart
+	}
+	if len(a.buf)+len(data) > maxAssembled {
+		a.reset()
+		return "", false, whyTooLarge
+	}
+	a.buf = append(a.buf, data...)
+	a.next++
+	if a.next < a.parts {
+		return "", false, why
+	}
+	out = string(a.buf)
+	a.reset()
+	if isPart(out) {
+		return "", false, whyBadPart
+	}
+	return out, true, why
+}
+
+func (a *assembly) reset() {
+	buf := a.buf[:0]
+	if cap(buf) > 1<<20 {
+		buf = nil // do not keep a large row's buffer for ever
+	}
+	*a = assembly{buf: buf}
 }
 
 // Resync and truncate reasons of notify capture. They reach every client,
@@ -198,6 +312,7 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 const (
 	ReasonListenerReconnected = "capture reconnected; changes made meanwhile were not captured"
 	ReasonTableTruncated      = "table truncated"
+	ReasonChangeTooLarge      = "a change too large to deliver (over 256 MiB) was skipped"
 )
 
 func truncate(s string, n int) string {
@@ -212,90 +327,119 @@ type notification struct {
 	Op      string          `json:"op"`
 	Table   string          `json:"table"`
 	Xid     uint64          `json:"xid"`
+	Seq     uint64          `json:"seq"`
 	Key     rowcast.Row     `json:"key"`
+	OldKey  rowcast.Row     `json:"oldkey"`
 	Old     rowcast.Row     `json:"old"`
 	Row     rowcast.Row     `json:"row"`
-	New     rowcast.Row     `json:"new"`
 	Event   string          `json:"event"`
 	Payload json.RawMessage `json:"payload"`
 }
 
-// decode checks a payload and turns it into a change. On error it returns
-// the reason to count (see rowcast.NotifyRejectReasons). An error with the
-// connection closed is a connection failure, not a bad payload.
-func (l *Listener) decode(ctx context.Context, conn *pgx.Conn, payload string, fetch *rowFetcher) (c rowcast.Change, reason string, err error) {
+// decode checks a payload and turns it into changes: one, or two for an
+// update that changed the primary key (a delete of the old key, then an
+// insert of the row under its new key, so that clients drop the old
+// one). On error it returns the reason to count (see
+// rowcast.NotifyRejectReasons). An error with the connection closed is a
+// connection failure, not a bad payload.
+func (l *Listener) decode(ctx context.Context, conn *pgx.Conn, payload string, pid uint32) (cs []rowcast.Change, reason string, err error) {
 	var n notification
 	if err := json.Unmarshal([]byte(payload), &n); err != nil {
-		return c, rowcast.RejectedMalformed, fmt.Errorf("decode notification: %w", err)
+		return nil, rowcast.RejectedMalformed, fmt.Errorf("decode notification: %w", err)
 	}
-	c = rowcast.Change{Xid: n.Xid, CaptureTime: time.Now(), Key: n.Key, Old: n.Old, Row: n.Row}
 	t := l.cfg.Table
+	// The trigger's JSON comes from the writer's session (its time zone):
+	// brought to the form logical capture writes, so that stats keys,
+	// filters and clients see one text per value.
+	for _, r := range []rowcast.Row{n.Key, n.OldKey, n.Old, n.Row} {
+		t.canonicalRow(r)
+	}
+	c := rowcast.Change{Xid: n.Xid, CaptureTime: time.Now(), Key: n.Key, Old: n.Old, Row: n.Row}
 	switch n.Op {
 	case "insert", "update", "delete", "truncate":
 		if n.Xid == 0 {
-			return c, rowcast.RejectedMalformed, fmt.Errorf("%s without a transaction id", n.Op)
+			return nil, rowcast.RejectedMalformed, fmt.Errorf("%s without a transaction id", n.Op)
 		}
 		// The trigger writes the table as schema.name; anything else is
 		// another table (or another schema's table of the same name).
 		if n.Table != t.String() {
-			return c, rowcast.RejectedOtherTable, fmt.Errorf("change of table %q, not the captured %s", n.Table, t)
+			return nil, rowcast.RejectedOtherTable, fmt.Errorf("change of table %q, not the captured %s", n.Table, t)
 		}
 		c.Schema, c.Table = t.Schema, t.Name
 	case "message":
 		if err := rowcast.CheckEventName(n.Event); err != nil {
-			return c, rowcast.RejectedBadEventName, err
+			return nil, rowcast.RejectedBadEventName, err
 		}
-		if n.Key != nil || n.Row != nil || n.Old != nil || n.Table != "" {
-			return c, rowcast.RejectedMalformed, errors.New("message with row fields")
+		if n.Key != nil || n.Row != nil || n.Old != nil || n.OldKey != nil || n.Table != "" {
+			return nil, rowcast.RejectedMalformed, errors.New("message with row fields")
 		}
 		c.Op, c.Event, c.Payload = rowcast.OpMessage, n.Event, n.Payload
-		l.seq++
-		c.ID = rowcast.EventID{Epoch: l.epoch, Pos: l.seq}
-		return c, "", nil
+		return []rowcast.Change{l.number(c)}, "", nil
 	default:
-		return c, rowcast.RejectedMalformed, fmt.Errorf("unknown op %q", n.Op)
+		return nil, rowcast.RejectedMalformed, fmt.Errorf("unknown op %q", n.Op)
 	}
 	switch n.Op {
 	case "truncate":
-		ok, err := l.trunc.verify(ctx, conn, n.Xid)
+		ok, err := l.trunc.verify(ctx, conn, truncateNote{xid: n.Xid, seq: n.Seq, pid: pid})
 		if err != nil {
 			if conn.IsClosed() || ctx.Err() != nil {
-				return c, "", err
+				return nil, "", err
 			}
 			// Missing a real TRUNCATE would leave clients with rows that
 			// are gone; a resync too many is the lesser harm.
 			l.log.Warn("could not check a truncate notification against the catalog; handing it on", "err", err)
 		} else if !ok {
-			return c, rowcast.RejectedUnverifiedTruncate, errors.New("truncate notification, but the table was not truncated since the last one")
+			return nil, rowcast.RejectedUnverifiedTruncate, errors.New("truncate notification, but the table was not truncated since the last one")
 		}
 		c.Op, c.Reason = rowcast.OpTruncate, ReasonTableTruncated
 		c.Key, c.Old, c.Row = nil, nil, nil
-		return c, "", nil
+		return []rowcast.Change{l.number(c)}, "", nil
 	case "insert", "update":
 		c.Op = rowcast.Op(n.Op)
+		if c.Row == nil {
+			return nil, rowcast.RejectedMalformed, fmt.Errorf("%s without the row", n.Op)
+		}
 	case "delete":
 		c.Op = rowcast.OpDelete
 		c.Row = nil
 	}
 	if !sameColumns(n.Key, t.Key) {
-		return c, rowcast.RejectedMalformed, fmt.Errorf("key %s is not the primary key (%s) of %s", truncate(string(mustJSON(n.Key)), 100), strings.Join(t.Key, ", "), t)
+		return nil, rowcast.RejectedMalformed, fmt.Errorf("key %s is not the primary key (%s) of %s", truncate(string(mustJSON(n.Key)), 100), strings.Join(t.Key, ", "), t)
 	}
-	if c.Op != rowcast.OpDelete && c.Row == nil {
-		// The trigger sent the key only: the row did not fit NOTIFY.
-		row, err := fetch.fetch(ctx, n.Key)
-		if err != nil {
-			return c, rowcast.RejectedFetchFailed, err
+	if n.OldKey != nil {
+		if c.Op != rowcast.OpUpdate || !sameColumns(n.OldKey, t.Key) {
+			return nil, rowcast.RejectedMalformed, fmt.Errorf("old key %s is not the primary key (%s) of %s, or not on an update", truncate(string(mustJSON(n.OldKey)), 100), strings.Join(t.Key, ", "), t)
 		}
-		if row == nil {
-			// Deleted since; its delete follows. Keep key and stats
-			// values so counts stay exact.
-			row = append(append(rowcast.Row{}, n.Key...), n.New...)
-		}
-		c.Row = row
+		del := c
+		del.Op, del.Key, del.Row = rowcast.OpDelete, n.OldKey, nil
+		del.Old = append(append(rowcast.Row{}, n.OldKey...), withoutColumns(n.Old, t.Key)...)
+		ins := c
+		ins.Op, ins.Old = rowcast.OpInsert, nil
+		return []rowcast.Change{l.number(del), l.number(ins)}, "", nil
 	}
+	return []rowcast.Change{l.number(c)}, "", nil
+}
+
+// number gives a change the next ID of the listener's epoch.
+func (l *Listener) number(c rowcast.Change) rowcast.Change {
 	l.seq++
 	c.ID = rowcast.EventID{Epoch: l.epoch, Pos: l.seq}
-	return c, "", nil
+	return c
+}
+
+// withoutColumns returns r without the named columns.
+func withoutColumns(r rowcast.Row, names []string) rowcast.Row {
+	out := make(rowcast.Row, 0, len(r))
+	for _, c := range r {
+		skip := false
+		for _, n := range names {
+			skip = skip || c.Name == n
+		}
+		if !skip {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // sameColumns reports whether r has exactly the columns names, in any
@@ -326,16 +470,31 @@ func mustJSON(r rowcast.Row) []byte {
 // is accepted when the table's storage changed since the last accepted
 // one, or when its transaction is the one that last wrote the table's
 // pg_class row and was not accepted already (two truncating transactions
-// whose notifications arrive after both committed). A forger gets at most
-// one resync out of each real change to the table's pg_class row
-// (TRUNCATE, VACUUM FULL, ALTER TABLE). NOTIFY delivers one notification
-// per transaction for identical payloads, so a transaction that truncates
-// twice sends one. Partitioned tables have no storage of their own: their
-// truncates are accepted unchecked.
+// whose notifications arrive after both committed). A transaction that
+// truncates twice sends two notifications (numbered, so PostgreSQL does
+// not fold them) that the catalog confirms only once: the later one is
+// accepted when it comes from the same backend and transaction as the
+// last accepted truncate, later in that transaction, with no other
+// backend's notification in between (a transaction's notifications are
+// delivered together). A forger gets at most one resync out of each real
+// change to the table's pg_class row (TRUNCATE, VACUUM FULL, ALTER
+// TABLE), besides what the truncating session itself could cause by
+// truncating again. Partitioned tables have no storage of their own:
+// their truncates are accepted unchecked.
 type truncateCheck struct {
 	query    string
 	filenode uint64
 	lastXid  uint64
+	// last is the last accepted truncate; lastPID the sender of the last
+	// notification seen, which ends its transaction's run when it changes.
+	last    truncateNote
+	lastPID uint32
+}
+
+// truncateNote is what a truncate notification claims and who sent it.
+type truncateNote struct {
+	xid, seq uint64
+	pid      uint32
 }
 
 func (tc *truncateCheck) read(ctx context.Context, conn *pgx.Conn) (filenode, xmin uint64, partitioned bool, err error) {
@@ -356,52 +515,31 @@ func (tc *truncateCheck) load(ctx context.Context, conn *pgx.Conn, t Table) erro
 	return err
 }
 
-// verify reports whether a truncate notification with xid (a 64-bit
-// txid_current()) is confirmed by the catalog, and remembers it when it
-// is.
-func (tc *truncateCheck) verify(ctx context.Context, conn *pgx.Conn, xid uint64) (bool, error) {
+// seen records the sender of every notification on the channel, so that
+// a run of one transaction's notifications is known to have ended.
+func (tc *truncateCheck) seen(pid uint32) {
+	if pid != tc.lastPID {
+		tc.last = truncateNote{}
+	}
+	tc.lastPID = pid
+}
+
+// verify reports whether a truncate notification (its xid a 64-bit
+// txid_current()) is confirmed by the catalog or by the run of its
+// transaction, and remembers it when it is.
+func (tc *truncateCheck) verify(ctx context.Context, conn *pgx.Conn, n truncateNote) (bool, error) {
+	tc.seen(n.pid)
+	if tc.last.xid != 0 && n.xid == tc.last.xid && n.pid == tc.last.pid && n.seq > tc.last.seq {
+		tc.last = n
+		return true, nil
+	}
 	filenode, xmin, partitioned, err := tc.read(ctx, conn)
 	if err != nil {
 		return false, err
 	}
-	ok := partitioned || filenode != tc.filenode || (uint64(uint32(xid)) == xmin && xid != tc.lastXid)
+	ok := partitioned || filenode != tc.filenode || (uint64(uint32(n.xid)) == xmin && n.xid != tc.lastXid)
 	if ok {
-		tc.filenode, tc.lastXid = filenode, xid
+		tc.filenode, tc.lastXid, tc.last = filenode, n.xid, n
 	}
 	return ok, nil
-}
-
-// rowFetcher reads a row by key on the listener's own connection (which may
-// run queries between notifications).
-type rowFetcher struct {
-	conn  *pgx.Conn
-	query string
-}
-
-func newRowFetcher(conn *pgx.Conn, t Table) *rowFetcher {
-	conds := make([]string, len(t.Key))
-	for i, k := range t.Key {
-		id := pgx.Identifier{k}.Sanitize()
-		conds[i] = "t." + id + " = k." + id
-	}
-	return &rowFetcher{conn: conn, query: fmt.Sprintf(
-		"SELECT row_to_json(t)::text FROM %s t, jsonb_populate_record(NULL::%s, $1::jsonb) k WHERE %s",
-		t.Ident(), t.Ident(), strings.Join(conds, " AND "))}
-}
-
-func (f *rowFetcher) fetch(ctx context.Context, key rowcast.Row) (rowcast.Row, error) {
-	k, _ := key.MarshalJSON()
-	var text string
-	err := f.conn.QueryRow(ctx, f.query, string(k)).Scan(&text)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("fetch row %s: %w", k, err)
-	}
-	var row rowcast.Row
-	if err := json.Unmarshal([]byte(text), &row); err != nil {
-		return nil, fmt.Errorf("fetch row %s: %w", k, err)
-	}
-	return row, nil
 }

@@ -3,6 +3,7 @@ package cdc
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -105,15 +106,23 @@ func TestListenerRejectsJunk(t *testing.T) {
 			`{"op":"delete","table":"public.tickets","xid":5,"key":{"id":null}}`,
 			`{"op":"insert","table":"public.tickets","xid":5,"key":{"id":1},"row":[1,2]}`,
 			`{"op":"message","event":"notification","payload":{},"key":{"id":1}}`,
+			// Rows are never read back by key: a change without its row
+			// is not one the trigger sends.
+			`{"op":"insert","table":"public.tickets","xid":5,"key":{"id":"abc"},"row":null}`,
+			`{"op":"update","table":"public.tickets","xid":5,"key":{"id":{"x":1}},"row":null}`,
+			`{"op":"update","table":"public.tickets","xid":5,"key":{"id":1},"oldkey":{"nope":1},"row":{"id":1}}`,
+			`{"op":"insert","table":"public.tickets","xid":5,"key":{"id":1},"oldkey":{"id":2},"row":{"id":1}}`,
+			// Parts that do not make a payload, or not a valid one.
+			`{"op":"part","xid":5,"seq":1,"part":1,"parts":2,"data":"e30="}`,
+			`{"op":"part","xid":5,"seq":2,"part":3,"parts":2,"data":""}`,
+			`{"op":"part","xid":5,"seq":3,"part":0,"parts":1,"data":"!!"}`,
+			`{"op":"part","xid":5,"seq":4,"part":0,"parts":1,"data":"` + base64.StdEncoding.EncodeToString([]byte(`{"op":"part","xid":5,"seq":4,"part":0,"parts":1,"data":""}`)) + `"}`,
+			`{"op":"part","xid":5,"seq":5,"part":0,"parts":1,"data":"` + base64.StdEncoding.EncodeToString([]byte(`not json`)) + `"}`,
 		},
 		rowcast.RejectedOtherTable: {
 			`{"op":"insert","table":"public.users","xid":5,"key":{"id":1},"row":{"id":1,"password_hash":"x"}}`,
 			`{"op":"delete","table":"other.tickets","xid":5,"key":{"id":1}}`,
 			`{"op":"truncate","table":"tickets","xid":5}`,
-		},
-		rowcast.RejectedFetchFailed: {
-			`{"op":"insert","table":"public.tickets","xid":5,"key":{"id":"abc"},"row":null}`,
-			`{"op":"update","table":"public.tickets","xid":5,"key":{"id":{"x":1}},"row":null}`,
 		},
 		rowcast.RejectedBadEventName: {
 			`{"op":"message","xid":5,"event":"bad name!","payload":{}}`,
@@ -208,20 +217,33 @@ func TestTruncateCheck(t *testing.T) {
 		return xid
 	}
 	first, second := truncate(), truncate()
+	const writer, forger = 100, 200
 	for i, c := range []struct {
-		xid  uint64
+		note truncateNote
 		want bool
-	}{{first, true}, {second, true}, {second, false}, {first, false}, {second + 1, false}} {
-		ok, err := tc.verify(ctx, admin, c.xid)
+	}{
+		{truncateNote{first, 1, writer}, true},
+		{truncateNote{second, 1, writer}, true},
+		// A second TRUNCATE in the same transaction, in its run: the
+		// catalog shows only the last storage.
+		{truncateNote{second, 3, writer}, true},
+		{truncateNote{second, 3, writer}, false},
+		{truncateNote{second, 4, forger}, false},
+		// The run ended with the forger's notification.
+		{truncateNote{second, 5, writer}, false},
+		{truncateNote{first, 9, writer}, false},
+		{truncateNote{second + 1, 1, writer}, false},
+	} {
+		ok, err := tc.verify(ctx, admin, c.note)
 		if err != nil || ok != c.want {
-			t.Errorf("check %d (xid %d): %v %v, want %v", i, c.xid, ok, err, c.want)
+			t.Errorf("check %d (%+v): %v %v, want %v", i, c.note, ok, err, c.want)
 		}
 	}
 	slotExec(t, admin, `VACUUM FULL tickets`)
-	if ok, err := tc.verify(ctx, admin, 12345); err != nil || !ok {
+	if ok, err := tc.verify(ctx, admin, truncateNote{12345, 1, forger}); err != nil || !ok {
 		t.Errorf("after VACUUM FULL: %v %v; a forger gets one resync out of new storage", ok, err)
 	}
-	if ok, err := tc.verify(ctx, admin, 12345); err != nil || ok {
+	if ok, err := tc.verify(ctx, admin, truncateNote{12345, 1, forger}); err != nil || ok {
 		t.Errorf("again after VACUUM FULL: %v %v", ok, err)
 	}
 }

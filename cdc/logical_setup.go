@@ -284,7 +284,33 @@ func CheckLogicalInstalled(ctx context.Context, q Querier, table, publication st
 	if others, err = info.check(schema, name, publication); err != nil {
 		return nil, err
 	}
+	if err := checkReplicaIdentity(ctx, q, schema, name); err != nil {
+		return nil, err
+	}
 	return others, checkBroadcastFunction(ctx, q, true)
+}
+
+// checkReplicaIdentity refuses a table that is not REPLICA IDENTITY FULL
+// (setup sets it; an ALTER TABLE may have changed it since). Without it
+// updates and deletes carry no old row: the stats could only be kept by
+// recounting, and a client would not be told exactly that a row left its
+// filter or visibility. Refusing at start says so once, with the fix;
+// a change while rowcast runs is handled (safely, at a cost) and counted
+// in rowcast_changes_without_old_row_total.
+func checkReplicaIdentity(ctx context.Context, q Querier, schema, name string) error {
+	var ident string
+	err := q.QueryRow(ctx, `SELECT c.relreplident::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2`, schema, name).Scan(&ident)
+	if err != nil {
+		return fmt.Errorf("cdc: reading the replica identity of %s.%s: %w", schema, name, err)
+	}
+	if ident == "f" {
+		return nil
+	}
+	kind := map[string]string{"d": "DEFAULT", "i": "USING INDEX", "n": "NOTHING"}[ident]
+	table := pgx.Identifier{schema, name}.Sanitize()
+	return fatalf("cdc: table %s is REPLICA IDENTITY %s, not FULL, so its updates and deletes would reach rowcast without their old values (stats could only be kept by recounting, and clients would not be told exactly that a row left their filter or visibility): run `rowcast setup`, which sets it, or ALTER TABLE %s REPLICA IDENTITY FULL",
+		table, kind, table)
 }
 
 func (p publicationInfo) check(schema, name, publication string) (others []string, err error) {

@@ -16,9 +16,15 @@ import (
 	rsql "rowcast/sql"
 )
 
-// notifyPayloadLimit is where the trigger switches to key-only payloads.
-// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
+// notifyPayloadLimit is where the trigger switches to sending a payload
+// in parts. PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 const notifyPayloadLimit = 7900
+
+// notifyPartSize is the most payload bytes one part carries: base64 makes
+// 7600 characters of them, which leaves room for the part's header (ids
+// of up to 20 digits) under notifyPayloadLimit. A multiple of 3, so that
+// only the last part has base64 padding.
+const notifyPartSize = 5700
 
 var (
 	notifySetupTmpl = template.Must(template.New("notify").Parse(rsql.NotifySetupTemplate))
@@ -91,10 +97,27 @@ func payloadHead(op string, t Table) string {
 	return quoteLiteral(`{"op":"` + op + `","table":` + string(rowcast.AppendJSONString(nil, t.String())) + `,"xid":`)
 }
 
+// keyChangedExpr is a SQL condition that holds when an UPDATE changed the
+// primary key.
+func keyChangedExpr(key []string) string {
+	olds, news := make([]string, len(key)), make([]string, len(key))
+	for i, k := range key {
+		id := pgx.Identifier{k}.Sanitize()
+		olds[i], news[i] = "OLD."+id, "NEW."+id
+	}
+	return "ROW(" + strings.Join(olds, ", ") + ") IS DISTINCT FROM ROW(" + strings.Join(news, ", ") + ")"
+}
+
+// triggerFormat names the payload format the trigger writes; serve asks
+// for "rowcast setup" when the installed trigger writes another one.
+// v2: every payload numbered within its transaction, large payloads in
+// parts, the old key of a key change.
+const triggerFormat = "v2"
+
 // triggerComment records what the trigger was installed with, so that
 // serve can tell when setup must run again.
 func triggerComment(channel string, tracked []string) string {
-	return "rowcast: sends row changes on channel " + channel + "; old values of " + strings.Join(tracked, ",")
+	return "rowcast: sends row changes on channel " + channel + " (payload " + triggerFormat + "); old values of " + strings.Join(tracked, ",")
 }
 
 // NotifySetupSQL renders the SQL that installs the NOTIFY trigger. tracked
@@ -122,9 +145,10 @@ func NotifySetupSQL(t Table, channel string, tracked []string) (string, error) {
 		"ChannelLit":   quoteLiteral(channel),
 		"KeyNew":       jsonObjectExpr("NEW", t.Key),
 		"KeyOld":       jsonObjectExpr("OLD", t.Key),
-		"TrackedNew":   jsonObjectExpr("NEW", tracked),
+		"KeyChanged":   keyChangedExpr(t.Key),
 		"TrackedOld":   jsonObjectExpr("OLD", tracked),
 		"Limit":        notifyPayloadLimit,
+		"PartSize":     notifyPartSize,
 		"CommentLit":   quoteLiteral(triggerComment(channel, tracked)),
 	})
 	if err != nil {
@@ -255,7 +279,7 @@ func CheckNotifyInstalled(ctx context.Context, q Querier, t Table, channel strin
 		return fmt.Errorf("check rowcast trigger on %s: %w", t, err)
 	}
 	if comment == nil || *comment != triggerComment(channel, tracked) {
-		return fmt.Errorf("the rowcast trigger on %s was installed with other settings (channel, stats, filter or visibility columns); run \"rowcast setup\" again with this configuration", t)
+		return fmt.Errorf("the rowcast trigger on %s was installed with other settings (channel, stats, filter or visibility columns) or by an older rowcast; run \"rowcast setup\" again with this configuration", t)
 	}
 	return checkBroadcastFunction(ctx, q, false)
 }

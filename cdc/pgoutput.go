@@ -1,6 +1,7 @@
 package cdc
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -46,6 +47,11 @@ type relation struct {
 	keyKnown bool
 	// warnedToast limits the missing-old-value warning to one per relation.
 	warnedToast bool
+	// replIdent is the relation's REPLICA IDENTITY as of this message
+	// ('f' full, 'd' default, 'i' index, 'n' nothing); warnedIdent
+	// limits its error to one per RELATION message.
+	replIdent   uint8
+	warnedIdent bool
 }
 
 type relColumn struct {
@@ -57,7 +63,7 @@ type relColumn struct {
 // table as {schema, name}; a relation is told apart by its name, which
 // the message carries as of the change's point in the WAL.
 func newRelation(m *pglogrepl.RelationMessage, captured [2]string) *relation {
-	r := &relation{id: m.RelationID, schema: m.Namespace, table: m.RelationName}
+	r := &relation{id: m.RelationID, schema: m.Namespace, table: m.RelationName, replIdent: m.ReplicaIdentity}
 	switch [2]string{m.Namespace, m.RelationName} {
 	case captured:
 		r.kind = relCaptured
@@ -94,12 +100,17 @@ type stream struct {
 	// has been sent to us.
 	serverEnd  pglogrepl.LSN
 	nextStatus time.Time
+	// nextSyncCheck is when to ask again whether the WAL sender has
+	// become a synchronous standby (see syncrep.go).
+	nextSyncCheck time.Time
 }
 
 // querier is what the stream reads from the regular connection (a row's
-// key or unchanged TOAST values when the WAL lacks them).
+// key or unchanged TOAST values when the WAL lacks them, and whether it is
+// a synchronous standby).
 type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
 func newStream(s *Slot, repl *pgconn.PgConn, reg querier, sink rowcast.Sink) *stream {
@@ -120,13 +131,24 @@ func newStream(s *Slot, repl *pgconn.PgConn, reg querier, sink rowcast.Sink) *st
 // once.
 func (st *stream) run(ctx context.Context) error {
 	st.nextStatus = time.Now().Add(st.s.cfg.StandbyTimeout)
+	st.nextSyncCheck = time.Now().Add(syncCheckEvery)
 	for {
+		if !time.Now().Before(st.nextSyncCheck) {
+			if err := checkNotSynchronous(ctx, st.reg, st.repl.PID()); err != nil {
+				if ctx.Err() != nil {
+					st.finish()
+					return nil
+				}
+				return err
+			}
+			st.nextSyncCheck = time.Now().Add(syncCheckEvery)
+		}
 		if !time.Now().Before(st.nextStatus) {
 			if err := st.sendStatus(st.idle()); err != nil {
 				return err
 			}
 		}
-		rctx, cancel := context.WithDeadline(ctx, st.nextStatus)
+		rctx, cancel := context.WithDeadline(ctx, minTime(st.nextStatus, st.nextSyncCheck))
 		raw, err := st.repl.ReceiveMessage(rctx)
 		cancel()
 		if err != nil {
@@ -154,6 +176,13 @@ func (st *stream) run(ctx context.Context) error {
 			return errors.New("cdc: PostgreSQL ended the replication stream (server shutting down?)")
 		}
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 func (st *stream) copyData(ctx context.Context, data []byte) error {
@@ -196,7 +225,7 @@ func (st *stream) idle() bool {
 func (st *stream) ackTarget() pglogrepl.LSN {
 	target := st.s.handedOn
 	if st.retainer != nil {
-		if oldest, ok := st.retainer.Oldest(); ok && oldest.Epoch == 0 {
+		if oldest, ok := st.retainer.Oldest(); ok && oldest.Epoch == st.s.epoch {
 			// Acknowledging exactly the oldest held commit LSN makes
 			// PostgreSQL resend that transaction after a crash, which
 			// rebuilds the sink's replay window.
@@ -447,7 +476,7 @@ func (st *stream) add(ctx context.Context, c rowcast.Change) error {
 	c.Xid = uint64(st.begin.Xid)
 	c.CommitTime = st.begin.CommitTime
 	c.CaptureTime = time.Now()
-	c.ID = rowcast.EventID{Pos: uint64(st.begin.FinalLSN), Index: st.index}
+	c.ID = rowcast.EventID{Epoch: st.s.epoch, Pos: uint64(st.begin.FinalLSN), Index: st.index}
 	st.index++
 	st.batch = append(st.batch, c)
 	if len(st.batch) >= st.s.cfg.BatchSize {
@@ -511,6 +540,9 @@ func (st *stream) update(ctx context.Context, m *pglogrepl.UpdateMessage) error 
 		st.ignore(rowcast.IgnoredBadMessage, rel)
 		return nil
 	}
+	if m.OldTupleType != pglogrepl.UpdateMessageTupleTypeOld {
+		st.withoutOldRow(rel)
+	}
 	newVals, err := st.decodeTuple(rel, m.NewTuple)
 	if err != nil {
 		return err
@@ -543,8 +575,41 @@ func (st *stream) update(ctx context.Context, m *pglogrepl.UpdateMessage) error 
 	if err != nil {
 		return err
 	}
+	old := rel.oldRow(m.OldTupleType, oldVals)
+	if oldVals != nil {
+		oldKey, err := st.keyOf(ctx, rel, oldVals)
+		if err != nil {
+			return err
+		}
+		if !sameValues(oldKey, key) {
+			// The primary key changed: to a client the row under its old
+			// key is gone and one under the new key appeared. Two changes
+			// with consecutive IDs say so; an update of the new key alone
+			// would leave the old one on every dashboard.
+			if err := st.add(ctx, rowcast.Change{Op: rowcast.OpDelete, Schema: rel.schema, Table: rel.table,
+				Key: oldKey, Old: old}); err != nil {
+				return err
+			}
+			return st.add(ctx, rowcast.Change{Op: rowcast.OpInsert, Schema: rel.schema, Table: rel.table,
+				Key: key, Row: rel.row(newVals, nil)})
+		}
+	}
 	return st.add(ctx, rowcast.Change{Op: rowcast.OpUpdate, Schema: rel.schema, Table: rel.table,
-		Key: key, Row: rel.row(newVals, nil), Old: rel.oldRow(m.OldTupleType, oldVals)})
+		Key: key, Row: rel.row(newVals, nil), Old: old})
+}
+
+// sameValues reports whether two rows of the same columns hold the same
+// values.
+func sameValues(a, b rowcast.Row) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Name != b[i].Name || !bytes.Equal(a[i].Value, b[i].Value) {
+			return false
+		}
+	}
+	return true
 }
 
 func (st *stream) delete(ctx context.Context, m *pglogrepl.DeleteMessage) error {
@@ -561,6 +626,9 @@ func (st *stream) delete(ctx context.Context, m *pglogrepl.DeleteMessage) error 
 		// transaction: the insert was the event.
 		return nil
 	}
+	if m.OldTupleType != pglogrepl.UpdateMessageTupleTypeOld {
+		st.withoutOldRow(rel)
+	}
 	oldVals, err := st.decodeTuple(rel, m.OldTuple)
 	if err != nil {
 		return err
@@ -571,6 +639,19 @@ func (st *stream) delete(ctx context.Context, m *pglogrepl.DeleteMessage) error 
 	}
 	return st.add(ctx, rowcast.Change{Op: rowcast.OpDelete, Schema: rel.schema, Table: rel.table,
 		Key: key, Old: rel.oldRow(m.OldTupleType, oldVals)})
+}
+
+// withoutOldRow counts an update or delete of the captured table that
+// came without the whole old row, and says once per RELATION message why
+// and what to do.
+func (st *stream) withoutOldRow(rel *relation) {
+	st.s.withoutOldRow.Add(1)
+	if rel.warnedIdent {
+		return
+	}
+	rel.warnedIdent = true
+	st.s.log.Error("updates and deletes arrive without their old row: the table is not REPLICA IDENTITY FULL (someone changed it after setup); stats are recounted at most every 5s and clients get what is safe rather than what is exact (a row that may have left a user's visibility is sent as a delete of its key); run `rowcast setup` to set it back",
+		"table", rel.schema+"."+rel.table, "replica_identity", string(rune(rel.replIdent)))
 }
 
 // message handles logical decoding messages. Any role may call

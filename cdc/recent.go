@@ -13,7 +13,8 @@ import (
 
 // RecentRows returns a reader of the newest rows matching the conditions,
 // ordered by orderColumn (newest first) when the table has it, else by
-// primary key descending.
+// primary key descending. Rows and comparisons use the values' canonical
+// form (see canonical.go); q's connections need SessionParams.
 func RecentRows(q Querier, t Table, orderColumn string) func(ctx context.Context, limit int, where []rowcast.Condition) ([]rowcast.Row, error) {
 	var order []string
 	if orderColumn != "" && t.Has(orderColumn) {
@@ -31,7 +32,12 @@ func RecentRows(q Querier, t Table, orderColumn string) func(ctx context.Context
 				return nil, fmt.Errorf("read recent rows of %s: no column %q", t, c.Column)
 			}
 			args = append(args, c.Values)
-			conds = append(conds, fmt.Sprintf("t.%s::text = ANY($%d)", pgx.Identifier{c.Column}.Sanitize(), len(args)))
+			// The value's text as clients and the live filters see it.
+			cond := fmt.Sprintf("%s = ANY($%d)", canonicalTextExpr(c.Column, t.typeOf(c.Column)), len(args))
+			if c.EmptyMatchesNull {
+				cond = fmt.Sprintf("(%s OR (t.%s IS NULL AND '' = ANY($%d)))", cond, pgx.Identifier{c.Column}.Sanitize(), len(args))
+			}
+			conds = append(conds, cond)
 		}
 		query := "SELECT row_to_json(t)::text FROM " + t.Ident() + " t"
 		if len(conds) > 0 {
@@ -51,6 +57,7 @@ func RecentRows(q Querier, t Table, orderColumn string) func(ctx context.Context
 			if err := json.Unmarshal([]byte(s), &out[i]); err != nil {
 				return nil, fmt.Errorf("read recent rows of %s: %w", t, err)
 			}
+			t.canonicalRow(out[i])
 		}
 		return out, nil
 	}

@@ -59,6 +59,7 @@ type Slot struct {
 	connected       atomic.Bool
 	reconnects      atomic.Uint64
 	slotRecreations atomic.Uint64
+	withoutOldRow   atomic.Uint64
 	receivedLSN     atomic.Uint64
 	flushedLSN      atomic.Uint64
 	// ignored counts what the stream drops; its log state belongs to the
@@ -75,6 +76,12 @@ type Slot struct {
 
 	// handedOn is the end of the last transaction the sink accepted.
 	handedOn pglogrepl.LSN
+	// history is the WAL history (rowcast.HistoryEpoch) of the last
+	// session's server; a session on another one makes clients resync.
+	// epoch is what IDs carry: the history, or after the server went back
+	// in time on the same history, an epoch of its own, so that no ID
+	// from before compares with the positions written since.
+	history, epoch uint64
 	// resync is a marker the sink has not accepted yet; it survives
 	// reconnects so that a slot recreated just before a failure is still
 	// reported.
@@ -132,6 +139,7 @@ func (s *Slot) Status() rowcast.CaptureStatus {
 		ReceivedLSN:     s.receivedLSN.Load(),
 		FlushedLSN:      s.flushedLSN.Load(),
 		SlotRecreations: s.slotRecreations.Load(),
+		WithoutOldRow:   s.withoutOldRow.Load(),
 		Ignored:         s.ignored.snapshot(),
 	}
 }
@@ -227,8 +235,11 @@ func (s *Slot) session(ctx context.Context, sink rowcast.Sink) (streamed bool, e
 	if err != nil {
 		return false, err
 	}
+	if err := checkNotNamedStandby(ctx, reg, s.appName()); err != nil {
+		return false, err
+	}
 
-	repl, err := s.startReplication(ctx, reg, start)
+	repl, sys, err := s.startReplication(ctx, reg, start)
 	if err != nil {
 		return false, err
 	}
@@ -237,13 +248,46 @@ func (s *Slot) session(ctx context.Context, sink rowcast.Sink) (streamed bool, e
 		defer cancel()
 		_ = repl.Close(cctx)
 	}()
+	if err := checkNotSynchronous(ctx, reg, repl.PID()); err != nil {
+		return false, err
+	}
 
+	history := rowcast.HistoryEpoch(sys.SystemID, sys.Timeline)
+	// The server's WAL ends before what this process already received:
+	// the database went back in time on the same timeline (a file-level
+	// snapshot restored without recovery). Its positions mean other
+	// changes now.
+	rewound := history == s.history && sys.XLogPos < pglogrepl.LSN(s.receivedLSN.Load())
+	if s.history != 0 && (history != s.history || rewound) {
+		s.log.Warn("the database's WAL history changed (failover, point-in-time or snapshot restore, or another server behind the same address): changes made on the old one after the new one forked are not sent, and clients resync",
+			"system_id", sys.SystemID, "timeline", sys.Timeline, "wal_end", sys.XLogPos.String(),
+			"received", pglogrepl.LSN(s.receivedLSN.Load()).String())
+		if s.resync == nil {
+			s.resync = &rowcast.Change{Op: rowcast.OpResync, Reason: ReasonHistoryChanged, CaptureTime: time.Now()}
+		}
+		// Positions of the old history mean nothing on this one; the
+		// flush position in particular must not be reported to it.
+		s.handedOn = start
+		s.receivedLSN.Store(uint64(start))
+		s.flushedLSN.Store(uint64(start))
+	}
+	switch {
+	case rewound:
+		s.epoch = rowcast.HistoryEpoch(sys.SystemID+" rewound to "+sys.XLogPos.String(), sys.Timeline)
+	case history != s.history:
+		s.epoch = history
+	}
+	s.history = history
+	epoch := s.epoch
 	if s.handedOn < start {
 		s.handedOn = start
 	}
 	s.raiseFlushed(start)
 
 	if s.resync != nil {
+		if !s.resync.ID.IsZero() {
+			s.resync.ID.Epoch = epoch
+		}
 		if err := sink.Apply(ctx, []rowcast.Change{*s.resync}); err != nil {
 			return true, fmt.Errorf("cdc: handing the resync marker to the sink: %w", err)
 		}
@@ -255,12 +299,12 @@ func (s *Slot) session(ctx context.Context, sink rowcast.Sink) (streamed bool, e
 	// the hub tells a client whose cursor is beyond it to resync.
 	var horizon rowcast.EventID
 	if pos, err := currentWAL(ctx, reg); err == nil {
-		horizon = rowcast.EventID{Pos: uint64(pos), Index: math.MaxUint32}
+		horizon = rowcast.EventID{Epoch: epoch, Pos: uint64(pos), Index: math.MaxUint32}
 	} else {
 		s.log.Debug("reading the WAL position failed; cursors are not checked against it", "err", err)
 	}
 	if err := sink.Apply(ctx, []rowcast.Change{{Op: rowcast.OpStart, CaptureTime: time.Now(),
-		ID: rowcast.EventID{Pos: uint64(start)}, Horizon: horizon}}); err != nil {
+		ID: rowcast.EventID{Epoch: epoch, Pos: uint64(start)}, Horizon: horizon}}); err != nil {
 		return true, fmt.Errorf("cdc: handing the start marker to the sink: %w", err)
 	}
 	// Ready only now: a client resuming after a restart needs the start
@@ -285,6 +329,17 @@ func (s *Slot) connectRegular(ctx context.Context) (*pgx.Conn, error) {
 		return nil, classify(fmt.Errorf("cdc: connecting to PostgreSQL: %w", err))
 	}
 	return conn, nil
+}
+
+// appName is the application_name of rowcast's connections: the
+// connection string's, else "rowcast".
+func (s *Slot) appName() string {
+	params := map[string]string{}
+	if cfg, err := pgconn.ParseConfig(s.cfg.ConnString); err == nil {
+		params = cfg.RuntimeParams
+	}
+	setSessionParams(params)
+	return params["application_name"]
 }
 
 func setSessionParams(params map[string]string) {
@@ -409,8 +464,9 @@ func (s *Slot) checkInstallation(ctx context.Context, reg *pgx.Conn) error {
 // resync event, so they are fixed texts: nothing from PostgreSQL's error
 // messages.
 const (
-	ReasonSlotCreated   = "replication slot created"
-	ReasonSlotRecreated = "replication slot invalidated and recreated: changes were missed"
+	ReasonSlotCreated    = "replication slot created"
+	ReasonSlotRecreated  = "replication slot invalidated and recreated: changes were missed"
+	ReasonHistoryChanged = "the database's history changed (failover or restore): refetch your data"
 )
 
 func (s *Slot) createSlot(ctx context.Context, reg *pgx.Conn, reason string) (pglogrepl.LSN, error) {
@@ -455,10 +511,11 @@ func (s *Slot) recreateSlot(ctx context.Context, reg *pgx.Conn, why string) (pgl
 // startReplication connects in replication mode and issues
 // START_REPLICATION, recreating the slot once if PostgreSQL reports it
 // invalidated between prepareSlot and now.
-func (s *Slot) startReplication(ctx context.Context, reg *pgx.Conn, start pglogrepl.LSN) (*pgconn.PgConn, error) {
+func (s *Slot) startReplication(ctx context.Context, reg *pgx.Conn, start pglogrepl.LSN) (*pgconn.PgConn, pglogrepl.IdentifySystemResult, error) {
+	var sys pglogrepl.IdentifySystemResult
 	cfg, err := pgconn.ParseConfig(s.cfg.ConnString)
 	if err != nil {
-		return nil, fatalf("cdc: parsing the connection string: %w", err)
+		return nil, sys, fatalf("cdc: parsing the connection string: %w", err)
 	}
 	setSessionParams(cfg.RuntimeParams)
 	cfg.RuntimeParams["replication"] = "database"
@@ -466,7 +523,17 @@ func (s *Slot) startReplication(ctx context.Context, reg *pgx.Conn, start pglogr
 	for attempt := 0; ; attempt++ {
 		repl, err := pgconn.ConnectConfig(ctx, cfg)
 		if err != nil {
-			return nil, classify(fmt.Errorf("cdc: opening the replication connection: %w", err))
+			return nil, sys, classify(fmt.Errorf("cdc: opening the replication connection: %w", err))
+		}
+		// The server's history, on the connection that streams from it:
+		// a regular connection could reach another server (a moved
+		// address) between the two.
+		sys, err = pglogrepl.IdentifySystem(ctx, repl)
+		if err != nil {
+			closeCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = repl.Close(closeCtx)
+			cancel()
+			return nil, sys, classify(fmt.Errorf("cdc: identifying the server on the replication connection: %w", err))
 		}
 		err = pglogrepl.StartReplication(ctx, repl, s.cfg.Slot, start, pglogrepl.StartReplicationOptions{
 			Mode: pglogrepl.LogicalReplication,
@@ -477,21 +544,21 @@ func (s *Slot) startReplication(ctx context.Context, reg *pgx.Conn, start pglogr
 			},
 		})
 		if err == nil {
-			return repl, nil
+			return repl, sys, nil
 		}
 		closeCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = repl.Close(closeCtx)
 		cancel()
 		if isSlotInvalidated(err) && attempt == 0 {
 			if start, err = s.recreateSlot(ctx, reg, err.Error()); err != nil {
-				return nil, err
+				return nil, sys, err
 			}
 			continue
 		}
 		if isSlotInUse(err) {
-			return nil, fmt.Errorf("cdc: replication slot %q is in use (another rowcast still streaming?); retrying until it is released: %w", s.cfg.Slot, err)
+			return nil, sys, fmt.Errorf("cdc: replication slot %q is in use (another rowcast still streaming?); retrying until it is released: %w", s.cfg.Slot, err)
 		}
-		return nil, classify(fmt.Errorf("cdc: starting replication on slot %q: %w", s.cfg.Slot, err))
+		return nil, sys, classify(fmt.Errorf("cdc: starting replication on slot %q: %w", s.cfg.Slot, err))
 	}
 }
 

@@ -20,6 +20,8 @@ type Table struct {
 	Key []string
 	// Columns lists every column, in table order.
 	Columns []string
+	// Types holds each column's type OID, as Columns (nil when unknown).
+	Types []uint32
 }
 
 // Ident is the quoted, schema-qualified name for SQL text.
@@ -67,7 +69,7 @@ func LookupTable(ctx context.Context, q Querier, name string) (Table, error) {
 	}
 	t := Table{Schema: schema, Name: rel}
 	rows, err := q.Query(ctx, `
-		SELECT a.attname
+		SELECT a.attname, a.atttypid::int8
 		FROM pg_attribute a
 		JOIN pg_class c ON c.oid = a.attrelid
 		JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -76,7 +78,13 @@ func LookupTable(ctx context.Context, q Querier, name string) (Table, error) {
 	if err != nil {
 		return Table{}, fmt.Errorf("read columns of %s: %w", t, err)
 	}
-	t.Columns, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	var col string
+	var oid int64
+	_, err = pgx.ForEachRow(rows, []any{&col, &oid}, func() error {
+		t.Columns = append(t.Columns, col)
+		t.Types = append(t.Types, uint32(oid))
+		return nil
+	})
 	if err != nil {
 		return Table{}, fmt.Errorf("read columns of %s: %w", t, err)
 	}

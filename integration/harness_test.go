@@ -112,23 +112,26 @@ func freeAddr(t testing.TB) string {
 // startServer starts "rowcast serve" and waits until /readyz says ready.
 func startServer(t testing.TB, dbURL string, env ...string) *server {
 	t.Helper()
-	return startServerAt(t, "", dbURL, env...)
+	return startServerAt(t, "", dbURL, "/readyz", env...)
 }
 
 // restartServer starts "rowcast serve" again on the address of the one
 // before (which must have stopped), so that clients reconnect to it.
 func restartServer(t testing.TB, old *server, dbURL string, env ...string) *server {
 	t.Helper()
-	return startServerAt(t, old.addr, dbURL, env...)
+	return startServerAt(t, old.addr, dbURL, "/readyz", env...)
 }
 
-// startServerAt is startServer on addr (a free port when empty).
-func startServerAt(t testing.TB, addr, dbURL string, env ...string) *server {
+// startServerAt starts "rowcast serve" on addr (a free port when empty)
+// and waits until path answers 200.
+func startServerAt(t testing.TB, addr, dbURL, path string, env ...string) *server {
 	t.Helper()
 	rc, err := harness.StartRowcast(context.Background(), harness.RowcastConfig{
 		Bin: rowcastBin, Addr: addr,
 		Env: append([]string{"DATABASE_URL=" + dbURL, "JWT_SECRET=" + testSecret,
 			"ROWCAST_STATS_INTERVAL=50ms", "ROWCAST_LOG_LEVEL=debug"}, env...),
+		ReadyPath:    path,
+		ReadyTimeout: patient(30 * time.Second),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -263,6 +263,7 @@ type captureCollector struct {
 	connected, reconnects, info        *prometheus.Desc
 	receivedLSN, flushedLSN, recreated *prometheus.Desc
 	ignored, rejected                  *prometheus.Desc
+	withoutOldRow                      *prometheus.Desc
 }
 
 func newCaptureCollector(status func() rowcast.CaptureStatus) *captureCollector {
@@ -282,13 +283,15 @@ func newCaptureCollector(status func() rowcast.CaptureStatus) *captureCollector 
 			"Replication slots recreated after being lost or invalidated; every recreation means changes were missed and clients were told to resync.", nil, nil),
 		ignored: prometheus.NewDesc("rowcast_changes_ignored_total",
 			"What logical capture received from the slot and dropped, by reason (other_table, logical_message, bad_event_name, bad_message). Logical mode; 0 in notify mode.", []string{"reason"}, nil),
+		withoutOldRow: prometheus.NewDesc("rowcast_changes_without_old_row_total",
+			"Logical mode: updates and deletes of the captured table received without the whole old row because the table is not REPLICA IDENTITY FULL (stats are recounted, clients get what is safe rather than what is exact). Run rowcast setup to fix. 0 in notify mode.", nil, nil),
 		rejected: prometheus.NewDesc("rowcast_notify_rejected_total",
 			"Payloads on the NOTIFY channel that notify capture dropped, by reason (malformed, other_table, bad_event_name, fetch_failed, unverified_truncate). Notify mode; 0 in logical mode.", []string{"reason"}, nil),
 	}
 }
 
 func (c *captureCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.connected, c.reconnects, c.info, c.receivedLSN, c.flushedLSN, c.recreated, c.ignored, c.rejected} {
+	for _, d := range []*prometheus.Desc{c.connected, c.reconnects, c.info, c.receivedLSN, c.flushedLSN, c.recreated, c.ignored, c.rejected, c.withoutOldRow} {
 		ch <- d
 	}
 }
@@ -307,6 +310,7 @@ func (c *captureCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.reconnects, prometheus.CounterValue, float64(st.Reconnects))
 	ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1, mode)
 	ch <- prometheus.MustNewConstMetric(c.recreated, prometheus.CounterValue, float64(st.SlotRecreations))
+	ch <- prometheus.MustNewConstMetric(c.withoutOldRow, prometheus.CounterValue, float64(st.WithoutOldRow))
 	// Every reason of both sets, in both modes, from the start: rate()
 	// and alert rules then see 0 rather than no data.
 	for _, r := range rowcast.IgnoreReasons {

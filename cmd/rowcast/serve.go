@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,8 +49,16 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 		return fmt.Errorf("DATABASE_URL: %w", err)
 	}
 	pc.ConnConfig.RuntimeParams["application_name"] = "rowcast"
-	// Timestamps in snapshots come out in UTC, like the events.
-	pc.ConnConfig.RuntimeParams["timezone"] = "UTC"
+	// Values come out as capture reads them (UTC, ISO dates), so that
+	// counts and snapshot filters compare what clients see.
+	for k, v := range cdc.SessionParams() {
+		for have := range pc.ConnConfig.RuntimeParams {
+			if strings.EqualFold(have, k) {
+				delete(pc.ConnConfig.RuntimeParams, have)
+			}
+		}
+		pc.ConnConfig.RuntimeParams[k] = v
+	}
 	pc.MaxConns = 4
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {

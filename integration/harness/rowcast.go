@@ -79,6 +79,10 @@ type RowcastConfig struct {
 	// Addr is the address to listen on; empty means a free loopback port.
 	// A restart on the same address lets clients reconnect where they were.
 	Addr string
+	// ReadyPath is what StartRowcast waits to answer 200: "" means
+	// /readyz (capture connected); /healthz starts a rowcast whose capture
+	// a test keeps from connecting.
+	ReadyPath string
 }
 
 // Rowcast is a running "rowcast serve".
@@ -115,7 +119,11 @@ func StartRowcast(ctx context.Context, cfg RowcastConfig) (*Rowcast, error) {
 	if timeout == 0 {
 		timeout = 30 * time.Second
 	}
-	if err := r.WaitReady(ctx, timeout); err != nil {
+	path := cfg.ReadyPath
+	if path == "" {
+		path = "/readyz"
+	}
+	if err := r.waitPath(ctx, path, timeout); err != nil {
 		_ = r.Kill()
 		return nil, err
 	}
@@ -125,7 +133,11 @@ func StartRowcast(ctx context.Context, cfg RowcastConfig) (*Rowcast, error) {
 // WaitReady waits until /readyz answers 200, for at most timeout. It fails
 // at once, with the log, when rowcast exits.
 func (r *Rowcast) WaitReady(ctx context.Context, timeout time.Duration) error {
-	if err := WaitHTTP(ctx, r.Base+"/readyz", timeout, r.Done()); err != nil {
+	return r.waitPath(ctx, "/readyz", timeout)
+}
+
+func (r *Rowcast) waitPath(ctx context.Context, path string, timeout time.Duration) error {
+	if err := WaitHTTP(ctx, r.Base+path, timeout, r.Done()); err != nil {
 		if r.Exited() {
 			return fmt.Errorf("rowcast serve exited before it was ready (%v); its log:\n%s", r.Err(), r.Log)
 		}

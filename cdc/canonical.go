@@ -1,0 +1,131 @@
+package cdc
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"rowcast"
+)
+
+// A value has one form, whichever way it reaches rowcast: the JSON that
+// logical capture writes from PostgreSQL's text output (values.go). The
+// stats key it counts under and the text a filter or visibility rule
+// compares are that JSON's text (rowcast.JSONText). Other paths are
+// brought to it here:
+//
+//   - JSON that PostgreSQL writes (to_json, row_to_json: the NOTIFY
+//     trigger, which runs in the writer's session and so its time zone,
+//     and snapshots) differs for timestamps ("2026-01-02T04:05:06+01:00"
+//     for "2026-01-02T03:05:06Z") and bytea (hex for base64):
+//     canonicalRow rewrites those columns;
+//   - counts read each value's output text (format('%s', col) under
+//     sessionParams, as pgoutput sends it) and decode it as capture does
+//     (CountsLoader);
+//   - SQL conditions compare canonicalTextExpr, which computes the same
+//     text in SQL.
+
+// SessionParams are the settings a connection needs for its text output
+// to be what capture decodes (serve's pool uses them for counts).
+func SessionParams() map[string]string {
+	out := make(map[string]string, len(sessionParams))
+	for k, v := range sessionParams {
+		out[k] = v
+	}
+	return out
+}
+
+// typeOf returns the type OID of a column of t, 0 when unknown.
+func (t Table) typeOf(col string) uint32 {
+	for i, c := range t.Columns {
+		if c == col && i < len(t.Types) {
+			return t.Types[i]
+		}
+	}
+	return 0
+}
+
+// needsCanon reports whether PostgreSQL's JSON for a type differs from
+// capture's.
+func needsCanon(oid uint32) bool {
+	return oid == pgtype.TimestamptzOID || oid == pgtype.TimestampOID || oid == pgtype.ByteaOID
+}
+
+// canonicalRow rewrites, in place, the values of r that PostgreSQL's JSON
+// writes differently from capture, and returns r.
+func (t Table) canonicalRow(r rowcast.Row) rowcast.Row {
+	for i := range r {
+		if oid := t.typeOf(r[i].Name); needsCanon(oid) {
+			r[i].Value = canonicalJSON(oid, r[i].Value)
+		}
+	}
+	return r
+}
+
+// pgJSONTime parses timestamps as to_json writes them: ISO 8601 with
+// the session's offset (which may have seconds), or none for timestamp.
+var pgJSONTime = []string{"2006-01-02T15:04:05.999999999Z07:00", "2006-01-02T15:04:05.999999999Z07:00:00", "2006-01-02T15:04:05.999999999"}
+
+// canonicalJSON turns a value of type oid as PostgreSQL's JSON writes it
+// into capture's form. What it cannot read (infinity, years outside
+// 1..9999, escape-format bytea) is returned as is.
+func canonicalJSON(oid uint32, v json.RawMessage) json.RawMessage {
+	if len(v) < 2 || v[0] != '"' {
+		return v
+	}
+	var s string
+	if json.Unmarshal(v, &s) != nil {
+		return v
+	}
+	switch oid {
+	case pgtype.TimestamptzOID, pgtype.TimestampOID:
+		for _, layout := range pgJSONTime {
+			ts, err := time.Parse(layout, s)
+			if err != nil {
+				continue
+			}
+			if y := ts.Year(); y < 1 || y > 9999 {
+				return v
+			}
+			b := append(make([]byte, 0, 34), '"')
+			b = ts.UTC().AppendFormat(b, timeLayout)
+			return append(b, '"')
+		}
+	case pgtype.ByteaOID:
+		if !strings.HasPrefix(s, `\x`) {
+			return v
+		}
+		raw, err := hex.DecodeString(s[2:])
+		if err != nil {
+			return v
+		}
+		b := make([]byte, base64.StdEncoding.EncodedLen(len(raw))+2)
+		b[0] = '"'
+		base64.StdEncoding.Encode(b[1:], raw)
+		b[len(b)-1] = '"'
+		return b
+	}
+	return v
+}
+
+// canonicalTextExpr is a SQL expression for column col (of type oid) of
+// the row alias t that yields rowcast.JSONText of the value's canonical
+// JSON, so that SQL compares what a filter or visibility rule compares
+// live. Connections running it need sessionParams (dates in ISO).
+func canonicalTextExpr(col string, oid uint32) string {
+	c := "t." + pgx.Identifier{col}.Sanitize()
+	switch oid {
+	case pgtype.TimestamptzOID:
+		return "(CASE WHEN isfinite(" + c + ") THEN rtrim(rtrim(to_char(" + c + ` AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), '0'), '.') || 'Z' ELSE ` + c + "::text END)"
+	case pgtype.TimestampOID:
+		return "(CASE WHEN isfinite(" + c + ") THEN rtrim(rtrim(to_char(" + c + `, 'YYYY-MM-DD"T"HH24:MI:SS.US'), '0'), '.') || 'Z' ELSE ` + c + "::text END)"
+	case pgtype.ByteaOID:
+		return "translate(encode(" + c + ", 'base64'), E'\\n', '')"
+	}
+	return c + "::text"
+}
