@@ -95,11 +95,15 @@ func checkNotNamedStandby(ctx context.Context, reg *pgx.Conn, appName string) er
 
 // checkNotSynchronous asks PostgreSQL whether the WAL sender serving
 // backend pid is a synchronous standby candidate (sync_priority > 0),
-// which is what counts, whatever the setting's syntax.
+// which is what counts, whatever the setting's syntax. A role without
+// pg_read_all_stats (serve's least-privilege role) sees the view's
+// details as NULL: then the setting is matched against the WAL sender's
+// application_name, as before streaming.
 func checkNotSynchronous(ctx context.Context, reg querier, pid uint32) error {
 	var (
-		priority      int
-		appName, name string
+		priority *int32
+		appName  *string
+		name     string
 	)
 	err := reg.QueryRow(ctx, `SELECT sync_priority, application_name, current_setting('synchronous_standby_names')
 		FROM pg_stat_replication WHERE pid = $1`, int64(pid)).Scan(&priority, &appName, &name)
@@ -109,8 +113,18 @@ func checkNotSynchronous(ctx context.Context, reg querier, pid uint32) error {
 	if err != nil {
 		return fmt.Errorf("cdc: checking whether the replication connection is a synchronous standby: %w", err)
 	}
-	if priority > 0 {
-		return errSynchronousStandby(appName, name)
+	app := ""
+	if appName != nil {
+		app = *appName
+	}
+	switch {
+	case priority != nil && *priority > 0:
+		return errSynchronousStandby(app, name)
+	case priority == nil && appName != nil && namesStandby(name, app):
+		return errSynchronousStandby(app, name)
+	case priority == nil && appName == nil && namesStandby(name, "*"):
+		// Nothing visible but the setting: only '*' is certain to match.
+		return errSynchronousStandby(app, name)
 	}
 	return nil
 }
