@@ -22,8 +22,9 @@ import (
 // live events, on /ws and /events: never silence.
 func TestCursorsFromNowhereResync(t *testing.T) {
 	db, s := startMode(t, "logical")
-	exec1(t, db, `INSERT INTO tickets (title) VALUES ('first')`)
 	c := dial(t, s, "")
+	c.next(20*time.Second, "stats:updated") // subscribed: no event can slip by
+	exec1(t, db, `INSERT INTO tickets (title) VALUES ('first')`)
 	first := c.next(20 * time.Second)
 	id, err := rowcast.ParseEventID(first.ID)
 	if err != nil {
@@ -134,6 +135,7 @@ func TestHostileEventNames(t *testing.T) {
 func TestEventNameSeriesBounded(t *testing.T) {
 	db, s := startMode(t, "logical")
 	c := dial(t, s, "")
+	c.next(20*time.Second, "stats:updated") // subscribed: no event can slip by
 	exec1(t, db, `SELECT rowcast.broadcast('app_' || g, '{}') FROM generate_series(1, 150) g`)
 	for i := 0; i < 150; i++ {
 		c.next(20 * time.Second)
