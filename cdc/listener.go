@@ -153,16 +153,17 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 	if err := l.trunc.load(ctx, conn, l.cfg.Table); err != nil {
 		return false, err
 	}
+	var markers []rowcast.Change
 	if wasUp {
 		// Whatever was committed while no LISTEN was active is lost.
-		err := l.apply(ctx, sink, rowcast.Change{Op: rowcast.OpResync, CaptureTime: time.Now(),
+		markers = append(markers, rowcast.Change{Op: rowcast.OpResync, CaptureTime: time.Now(),
 			Reason: ReasonListenerReconnected})
-		if err != nil {
-			return true, err
-		}
 	}
-	if err := l.apply(ctx, sink, rowcast.Change{Op: rowcast.OpStart, CaptureTime: time.Now(),
-		ID: rowcast.EventID{Epoch: l.epoch}, Horizon: rowcast.EventID{Epoch: l.epoch}}); err != nil {
+	// One batch: between a resync and the start marker the hub has no
+	// cursor to give a snapshot.
+	markers = append(markers, rowcast.Change{Op: rowcast.OpStart, CaptureTime: time.Now(),
+		ID: rowcast.EventID{Epoch: l.epoch}, Horizon: rowcast.EventID{Epoch: l.epoch}})
+	if err := l.apply(ctx, sink, markers...); err != nil {
 		return true, err
 	}
 	l.connected.Store(true)

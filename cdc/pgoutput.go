@@ -198,6 +198,7 @@ func (st *stream) copyData(ctx context.Context, data []byte) error {
 		if pkm.ServerWALEnd > st.serverEnd {
 			st.serverEnd = pkm.ServerWALEnd
 		}
+		st.s.walSeen = max(st.s.walSeen, pkm.ServerWALEnd)
 		if pkm.ReplyRequested {
 			if st.idle() && st.ackTarget() < st.serverEnd {
 				return st.sendCaughtUp()
@@ -498,6 +499,7 @@ func (st *stream) apply(ctx context.Context, commitEnd pglogrepl.LSN) error {
 	if commitEnd > st.s.handedOn {
 		st.s.handedOn = commitEnd
 	}
+	st.s.walSeen = max(st.s.walSeen, commitEnd)
 	return nil
 }
 

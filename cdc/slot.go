@@ -76,6 +76,10 @@ type Slot struct {
 
 	// handedOn is the end of the last transaction the sink accepted.
 	handedOn pglogrepl.LSN
+	// walSeen is the furthest WAL position the server showed this
+	// process (commit ends, keepalives): a server whose WAL ends before
+	// it went back in time.
+	walSeen pglogrepl.LSN
 	// history is the WAL history (rowcast.HistoryEpoch) of the last
 	// session's server; a session on another one makes clients resync.
 	// epoch is what IDs carry: the history, or after the server went back
@@ -257,17 +261,17 @@ func (s *Slot) session(ctx context.Context, sink rowcast.Sink) (streamed bool, e
 	// the database went back in time on the same timeline (a file-level
 	// snapshot restored without recovery). Its positions mean other
 	// changes now.
-	rewound := history == s.history && sys.XLogPos < pglogrepl.LSN(s.receivedLSN.Load())
+	rewound := history == s.history && sys.XLogPos < s.walSeen
 	if s.history != 0 && (history != s.history || rewound) {
 		s.log.Warn("the database's WAL history changed (failover, point-in-time or snapshot restore, or another server behind the same address): changes made on the old one after the new one forked are not sent, and clients resync",
 			"system_id", sys.SystemID, "timeline", sys.Timeline, "wal_end", sys.XLogPos.String(),
-			"received", pglogrepl.LSN(s.receivedLSN.Load()).String())
+			"seen", s.walSeen.String())
 		if s.resync == nil {
 			s.resync = &rowcast.Change{Op: rowcast.OpResync, Reason: ReasonHistoryChanged, CaptureTime: time.Now()}
 		}
 		// Positions of the old history mean nothing on this one; the
 		// flush position in particular must not be reported to it.
-		s.handedOn = start
+		s.handedOn, s.walSeen = start, start
 		s.receivedLSN.Store(uint64(start))
 		s.flushedLSN.Store(uint64(start))
 	}
@@ -284,15 +288,6 @@ func (s *Slot) session(ctx context.Context, sink rowcast.Sink) (streamed bool, e
 	}
 	s.raiseFlushed(start)
 
-	if s.resync != nil {
-		if !s.resync.ID.IsZero() {
-			s.resync.ID.Epoch = epoch
-		}
-		if err := sink.Apply(ctx, []rowcast.Change{*s.resync}); err != nil {
-			return true, fmt.Errorf("cdc: handing the resync marker to the sink: %w", err)
-		}
-		s.resync = nil
-	}
 	// Every change of this session has an ID at or after the start
 	// position; the hub's replay window needs that promise after a restart.
 	// No ID handed out before can be past the server's WAL position now:
@@ -303,10 +298,21 @@ func (s *Slot) session(ctx context.Context, sink rowcast.Sink) (streamed bool, e
 	} else {
 		s.log.Debug("reading the WAL position failed; cursors are not checked against it", "err", err)
 	}
-	if err := sink.Apply(ctx, []rowcast.Change{{Op: rowcast.OpStart, CaptureTime: time.Now(),
-		ID: rowcast.EventID{Epoch: epoch, Pos: uint64(start)}, Horizon: horizon}}); err != nil {
+	// The resync marker, if any, and the start marker in one batch:
+	// between the two the hub has no cursor to give a snapshot.
+	var markers []rowcast.Change
+	if s.resync != nil {
+		if !s.resync.ID.IsZero() {
+			s.resync.ID.Epoch = epoch
+		}
+		markers = append(markers, *s.resync)
+	}
+	markers = append(markers, rowcast.Change{Op: rowcast.OpStart, CaptureTime: time.Now(),
+		ID: rowcast.EventID{Epoch: epoch, Pos: uint64(start)}, Horizon: horizon})
+	if err := sink.Apply(ctx, markers); err != nil {
 		return true, fmt.Errorf("cdc: handing the start marker to the sink: %w", err)
 	}
+	s.resync = nil
 	// Ready only now: a client resuming after a restart needs the start
 	// marker in the hub before it can be told what it missed.
 	s.connected.Store(true)
