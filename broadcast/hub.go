@@ -26,6 +26,13 @@ type HubConfig struct {
 	QueueSize int
 	Observer  Observer
 	Logger    *slog.Logger
+	// AwaitCapture is how long a snapshot's cursor and a resuming client
+	// (a Socket.IO recovery; /ws and /events answer 503 before) wait for
+	// capture's first start marker when rowcast has just started (0: not
+	// at all). Before it the window can promise nothing: a snapshot would
+	// have no cursor, so the changes between its rows and the client's
+	// connection would be missed, and a resume would get resync.
+	AwaitCapture time.Duration
 }
 
 // ErrShuttingDown is returned by Subscribe once the hub is shut down.
@@ -51,8 +58,10 @@ type Hub struct {
 	// only from then on: in notify mode a count taken before LISTEN
 	// would miss every change committed in between, for good.
 	started bool
-	closed  bool
-	done    chan struct{} // closed by Shutdown
+	// startedCh is closed with the first start marker.
+	startedCh chan struct{}
+	closed    bool
+	done      chan struct{} // closed by Shutdown
 }
 
 // NewHub makes a hub; call Run to maintain stats and expire the window.
@@ -70,14 +79,15 @@ func NewHub(cfg HubConfig) *Hub {
 		cfg.QueueSize = 1024
 	}
 	return &Hub{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		obs:      cfg.Observer,
-		reload:   make(chan struct{}, 1),
-		sessions: map[*Session]struct{}{},
-		win:      newWindow(cfg.WindowSize, cfg.WindowAge),
-		stats:    newStatsState(cfg.StatsColumns),
-		done:     make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		obs:       cfg.Observer,
+		reload:    make(chan struct{}, 1),
+		sessions:  map[*Session]struct{}{},
+		startedCh: make(chan struct{}),
+		win:       newWindow(cfg.WindowSize, cfg.WindowAge),
+		stats:     newStatsState(cfg.StatsColumns),
+		done:      make(chan struct{}),
 	}
 }
 
@@ -97,6 +107,7 @@ func (h *Hub) Apply(ctx context.Context, changes []rowcast.Change) error {
 			h.horizon = c.Horizon
 			if !h.started {
 				h.started = true
+				close(h.startedCh)
 				h.wakeStats()
 			}
 			continue
@@ -283,6 +294,9 @@ func (h *Hub) dropSlow(s *Session) {
 // of another epoch, or ahead of every event that exists (a client must
 // never be left waiting, silently, for an id that will not come).
 func (h *Hub) Subscribe(s *Session, lastEventID string) (Subscription, error) {
+	if lastEventID != "" {
+		h.awaitCapture()
+	}
 	now := time.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -380,6 +394,7 @@ func (h *Hub) Clients() int {
 // Cursor is the ID of the last event handled (for a snapshot's lastEventId)
 // and the current stats payload, if loaded.
 func (h *Hub) Cursor() (id string, stats []byte) {
+	h.awaitCapture()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	// The later of the window's promise and the last event: after a resync
@@ -396,6 +411,21 @@ func (h *Hub) Cursor() (id string, stats []byte) {
 		stats = h.stats.payload()
 	}
 	return id, stats
+}
+
+// awaitCapture waits, at most AwaitCapture, for capture's first start
+// marker (at once after it, and on shutdown).
+func (h *Hub) awaitCapture() {
+	if h.cfg.AwaitCapture <= 0 {
+		return
+	}
+	t := time.NewTimer(h.cfg.AwaitCapture)
+	defer t.Stop()
+	select {
+	case <-h.startedCh:
+	case <-h.done:
+	case <-t.C:
+	}
 }
 
 // Shutdown closes every session with 1001 and refuses new ones. Calling

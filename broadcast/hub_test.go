@@ -554,3 +554,33 @@ func TestResyncStartsANewStream(t *testing.T) {
 		t.Errorf("got %s, want the change after the resync too", names(got))
 	}
 }
+
+// TestResumeWaitsForCapture: a client resuming from a rowcast that has
+// just started waits for capture's start marker, then resumes, where it
+// used to be told to resync; a snapshot's cursor waits the same way.
+func TestResumeWaitsForCapture(t *testing.T) {
+	h := NewHub(HubConfig{Names: NamesFor("ticket", ProfileColon), WindowSize: 100, AwaitCapture: time.Minute})
+	ctx := context.Background()
+	subc := make(chan Subscription, 1)
+	curc := make(chan string, 1)
+	go func() {
+		sub, _ := h.Subscribe(NewSession("ws", Identity{}, Scope{All: true}, nil, 16, nil), rowcast.EventID{Pos: 50}.String())
+		subc <- sub
+	}()
+	go func() { id, _ := h.Cursor(); curc <- id }()
+	// Not answered before capture starts (a wait that proves absence).
+	select {
+	case <-subc:
+		t.Fatal("resume answered before capture started")
+	case <-curc:
+		t.Fatal("cursor given before capture started")
+	case <-time.After(50 * time.Millisecond):
+	}
+	h.Apply(ctx, []rowcast.Change{{Op: rowcast.OpStart, ID: rowcast.EventID{Pos: 10}, Horizon: rowcast.EventID{Pos: 100}}})
+	if sub := <-subc; sub.Resync != nil || !sub.HasCursor {
+		t.Errorf("resume after the start marker: %+v, want a replay", sub)
+	}
+	if id := <-curc; id != (rowcast.EventID{Pos: 10}).String() {
+		t.Errorf("cursor %q, want the start marker's", id)
+	}
+}

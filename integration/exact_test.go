@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -660,4 +661,63 @@ func TestWALRewindResyncs(t *testing.T) {
 		}
 	}
 	waitStats(t, c, db)
+}
+
+// TestResumeRightAfterRestart: a dashboard that loads a snapshot from a
+// rowcast started a moment ago, before capture streams, waits for capture
+// instead of getting a snapshot without a cursor (the changes between its
+// rows and its connection would be missed), and a client resuming then
+// (told to retry in a moment while capture starts) gets what it missed,
+// not a resync. The proxy holds the new replication connection meanwhile.
+func TestResumeRightAfterRestart(t *testing.T) {
+	_, db, via, p := proxiedCluster(t, nil)
+	env := []string{"ROWCAST_CAPTURE=logical"}
+	setup(t, db, env...)
+	s := startServer(t, via, env...)
+	c := dial(t, s, "")
+	c.next(5*time.Second, "stats:updated")
+	exec1(t, db, `INSERT INTO tickets (title) VALUES ('one'), ('two')`)
+	c.next(10*time.Second, "ticket:created")
+	last := c.next(10*time.Second, "ticket:created")
+	s.stop(syscall.SIGKILL)
+
+	p.Hold(func(params map[string]string) bool { return params["replication"] == "database" })
+	s = startServerAt(t, s.addr, via, "/healthz", env...)
+	exec1(t, db, `INSERT INTO tickets (title) VALUES ('three')`)
+	snap := make(chan string, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", s.base+"/api/snapshot", nil)
+		req.Header.Set("Authorization", "Bearer "+token(t, nil))
+		var doc struct {
+			LastEventID string `json:"lastEventId"`
+		}
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			json.NewDecoder(resp.Body).Decode(&doc)
+			resp.Body.Close()
+		}
+		snap <- doc.LastEventID
+	}()
+	waitProgress(t, "the replication connection to reach the proxy", patient(10*time.Second), func() (bool, int64) {
+		return p.Held() == 1, 0
+	})
+	p.Release()
+	if cursor := <-snap; cursor == "" {
+		t.Errorf("a snapshot loaded while capture started has no cursor")
+	}
+	var r *client
+	for deadline := time.Now().Add(patient(10 * time.Second)); r == nil; {
+		conn, resp, err := dialRaw(s, "lastEventId="+url.QueryEscape(last.ID), http.Header{"Authorization": {"Bearer " + token(t, nil)}})
+		switch {
+		case err == nil:
+			conn.Close()
+			r = dial(t, s, "lastEventId="+url.QueryEscape(last.ID))
+		case resp != nil && resp.StatusCode == http.StatusServiceUnavailable && time.Now().Before(deadline):
+			time.Sleep(100 * time.Millisecond) // Retry-After, in short
+		default:
+			t.Fatalf("resume: %v", err)
+		}
+	}
+	if m := r.next(10 * time.Second); m.Event != "ticket:created" || ticketOf(t, m)["title"] != "three" {
+		t.Fatalf("the resumed client got %s %s, want the change made while rowcast was down", m.Event, m.Data)
+	}
 }

@@ -109,6 +109,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 		QueueSize:     cfg.QueueSize,
 		Observer:      m,
 		Logger:        log,
+		// A restarted rowcast answers resumes and snapshots once capture
+		// has started (normally within a second), rather than with a
+		// resync or a snapshot without a cursor.
+		AwaitCapture: 10 * time.Second,
 	})
 	var source rowcast.Source
 	if mode == "logical" {
