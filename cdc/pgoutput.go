@@ -103,7 +103,18 @@ type stream struct {
 	// nextSyncCheck is when to ask again whether the WAL sender has
 	// become a synchronous standby (see syncrep.go).
 	nextSyncCheck time.Time
+	// lastStatus is when the last standby status update was sent.
+	lastStatus time.Time
 }
+
+// ackEvery is the least time between two status updates sent because the
+// flush position moved. The slot's position is where PostgreSQL starts
+// again after rowcast restarts, and what it keeps WAL for: reported as
+// soon as it moves, both stay within the replay window. Reported only
+// every StandbyTimeout, a connection that fails more often than that
+// (a flapping network) would never move it, and a restarted rowcast
+// would get the whole history since again, TRUNCATEs included.
+const ackEvery = time.Second
 
 // querier is what the stream reads from the regular connection (a row's
 // key or unchanged TOAST values when the WAL lacks them, and whether it is
@@ -143,7 +154,7 @@ func (st *stream) run(ctx context.Context) error {
 			}
 			st.nextSyncCheck = time.Now().Add(syncCheckEvery)
 		}
-		if !time.Now().Before(st.nextStatus) {
+		if !time.Now().Before(st.nextStatus) || st.ackDue() {
 			if err := st.sendStatus(st.idle()); err != nil {
 				return err
 			}
@@ -241,6 +252,12 @@ func (st *stream) ackTarget() pglogrepl.LSN {
 	return target
 }
 
+// ackDue reports whether the flush position has moved since the last
+// status update, which is at least ackEvery old.
+func (st *stream) ackDue() bool {
+	return time.Since(st.lastStatus) >= ackEvery && st.ackTarget() > pglogrepl.LSN(st.s.flushedLSN.Load())
+}
+
 func (st *stream) sendStatus(requestReply bool) error {
 	flush := st.s.raiseFlushed(st.ackTarget())
 	write := max(pglogrepl.LSN(st.s.receivedLSN.Load()), flush)
@@ -254,7 +271,8 @@ func (st *stream) sendStatus(requestReply bool) error {
 		WALApplyPosition: flush,
 		ReplyRequested:   requestReply,
 	})
-	st.nextStatus = time.Now().Add(st.s.cfg.StandbyTimeout)
+	st.lastStatus = time.Now()
+	st.nextStatus = st.lastStatus.Add(st.s.cfg.StandbyTimeout)
 	if err != nil {
 		return fmt.Errorf("cdc: sending standby status: %w", err)
 	}
