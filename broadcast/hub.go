@@ -47,8 +47,10 @@ type Hub struct {
 	obs    Observer
 	reload chan struct{}
 
-	mu       sync.Mutex
-	sessions map[*Session]struct{}
+	mu sync.Mutex
+	// sessions maps each subscribed session to the cursor it resumed
+	// from (zero for a fresh start).
+	sessions map[*Session]rowcast.EventID
 	win      *window
 	stats    *statsState
 	lastID   rowcast.EventID
@@ -83,7 +85,7 @@ func NewHub(cfg HubConfig) *Hub {
 		log:       cfg.Logger,
 		obs:       cfg.Observer,
 		reload:    make(chan struct{}, 1),
-		sessions:  map[*Session]struct{}{},
+		sessions:  map[*Session]rowcast.EventID{},
 		startedCh: make(chan struct{}),
 		win:       newWindow(cfg.WindowSize, cfg.WindowAge),
 		stats:     newStatsState(cfg.StatsColumns),
@@ -135,7 +137,11 @@ func (h *Hub) Apply(ctx context.Context, changes []rowcast.Change) error {
 				h.win.start(c.ID)
 			}
 			h.stats.invalidate()
-			h.fanout(ResyncEvent(c.Reason, now))
+			if c.Op == rowcast.OpTruncate {
+				h.fanoutTruncate(ResyncEvent(c.Reason, now), c.ID)
+			} else {
+				h.fanout(ResyncEvent(c.Reason, now))
+			}
 			h.wakeStats()
 			continue
 		}
@@ -281,6 +287,24 @@ func (h *Hub) fanout(ev *Event) {
 	}
 }
 
+// fanoutTruncate tells sessions to resync after a TRUNCATE at id, except
+// those that resumed from a cursor at or after it: what they have is from
+// after it. That is a TRUNCATE sent again by the slot after rowcast
+// restarted (it resends the transactions its replay window held), which
+// is no news to a client that had it. Called with h.mu held.
+func (h *Hub) fanoutTruncate(ev *Event, id rowcast.EventID) {
+	for s, cur := range h.sessions {
+		if !id.IsZero() && !cur.IsZero() && cur.SameEpoch(id) && !cur.Less(id) {
+			continue
+		}
+		if !s.Offer(ev) {
+			h.dropSlow(s)
+			continue
+		}
+		h.obs.EventQueued(ev.Name, s.Transport, 1)
+	}
+}
+
 func (h *Hub) dropSlow(s *Session) {
 	delete(h.sessions, s)
 	s.drop(CloseSlowConsumer, "slow consumer")
@@ -334,7 +358,7 @@ func (h *Hub) Subscribe(s *Session, lastEventID string) (Subscription, error) {
 	if h.stats.loaded && s.scope.All {
 		sub.Stats = h.stats.event(now)
 	}
-	h.sessions[s] = struct{}{}
+	h.sessions[s] = sub.Cursor
 	return sub, nil
 }
 

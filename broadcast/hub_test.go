@@ -584,3 +584,26 @@ func TestResumeWaitsForCapture(t *testing.T) {
 		t.Errorf("cursor %q, want the start marker's", id)
 	}
 }
+
+// TestTruncateSentAgain: after a restart the slot sends again the
+// transactions the window held, a TRUNCATE among them; a client that
+// resumed from after it is not told to resync, one from before it is.
+func TestTruncateSentAgain(t *testing.T) {
+	h := newTestHub(loaded, 100)
+	ctx := context.Background()
+	h.Apply(ctx, []rowcast.Change{{Op: rowcast.OpStart, ID: rowcast.EventID{Pos: 10}, Horizon: rowcast.EventID{Pos: 100}}})
+	after := NewSession("ws", Identity{}, Scope{All: true}, nil, 16, nil)
+	before := NewSession("ws", Identity{}, Scope{All: true}, nil, 16, nil)
+	fresh := NewSession("ws", Identity{}, Scope{All: true}, nil, 16, nil)
+	h.Subscribe(after, rowcast.EventID{Pos: 20, Index: 1}.String())
+	h.Subscribe(before, rowcast.EventID{Pos: 10}.String())
+	h.Subscribe(fresh, "")
+	insert := change(rowcast.OpInsert, 20, 2, row("id", "1", "status", "open"), nil)
+	insert.ID.Index = 2
+	h.Apply(ctx, []rowcast.Change{{Op: rowcast.OpTruncate, ID: rowcast.EventID{Pos: 20}, Reason: "truncate"}, insert})
+	for s, want := range map[*Session]string{after: "ticket:created", before: "resync ticket:created", fresh: "resync ticket:created"} {
+		if got := names(drain(s)); got != want {
+			t.Errorf("got %s, want %s", got, want)
+		}
+	}
+}
