@@ -609,6 +609,28 @@ func (c *Cluster) Restart(ctx context.Context, mode string) error {
 	return c.StartAgain(ctx)
 }
 
+// RunTool runs a server tool of the bin dir (pg_resetwal, pg_controldata)
+// as the server's user, in the cluster's directory, and returns its
+// combined output. Tools that change the data directory need the server
+// stopped.
+func (c *Cluster) RunTool(ctx context.Context, name string, args ...string) ([]byte, error) {
+	return c.run(ctx, name, args...)
+}
+
+// DataOwner is the uid and gid that own the data directory, for files a
+// test puts into it.
+func (c *Cluster) DataOwner() (uid, gid int, err error) {
+	fi, err := os.Stat(c.dataDir)
+	if err != nil {
+		return 0, 0, fmt.Errorf("pgcluster: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return os.Getuid(), os.Getgid(), nil
+	}
+	return int(st.Uid), int(st.Gid), nil
+}
+
 // Psql runs sql (one or more statements) with the psql binary against
 // database db, with -X -q -v ON_ERROR_STOP=1 -At, and returns its output
 // without the trailing newline.
