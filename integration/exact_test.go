@@ -721,3 +721,74 @@ func TestResumeRightAfterRestart(t *testing.T) {
 		t.Fatalf("the resumed client got %s %s, want the change made while rowcast was down", m.Event, m.Data)
 	}
 }
+
+// TestStatsAcrossXidWraparound: the stats stay exact when the count is
+// taken just before the 32-bit transaction id wraps and the changes come
+// after (logical replication sends 32-bit xids; notify 64-bit ones).
+// pg_resetwal puts the cluster's next transaction id 2,000 short of 2^32.
+func TestStatsAcrossXidWraparound(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		c := pgtest.OwnCluster(t, pgcluster.Options{})
+		ctx := context.Background()
+		// Every row must be frozen, or a jump of 2^32 - 2000 xids would
+		// put the xids that wrote it in the future (the catalogs too).
+		for _, db := range []string{"postgres", "template1"} {
+			exec1(t, c.URL(db), `VACUUM FREEZE`)
+		}
+		if err := c.Stop(ctx, "fast"); err != nil {
+			t.Fatal(err)
+		}
+		const next = 1<<32 - 2000
+		// The commit log segment of the new xid must exist (see
+		// pg_resetwal's documentation): 32 pages of 8 KB, 4 xids a byte.
+		seg := filepath.Join(c.DataDir(), "pg_xact", fmt.Sprintf("%04X", next/(8192*4*32)))
+		if err := os.WriteFile(seg, make([]byte, 8192*32), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		uid, gid, err := c.DataOwner()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(seg, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := c.RunTool(ctx, "pg_resetwal", "-x", fmt.Sprint(next), "-u", fmt.Sprint(next), "-D", c.DataDir()); err != nil {
+			t.Fatalf("pg_resetwal: %v\n%s", err, out)
+		}
+		if err := c.StartAgain(ctx); err != nil {
+			t.Fatal(err)
+		}
+		db, err := c.CreateDatabase(ctx, "wrap")
+		if err != nil {
+			t.Fatal(err)
+		}
+		exec1(t, db, rsql.Tickets)
+		exec1(t, db, `CREATE PROCEDURE burn(n int) LANGUAGE plpgsql AS $$
+			BEGIN FOR i IN 1..n LOOP PERFORM txid_current(); COMMIT; END LOOP; END $$`)
+		env := []string{"ROWCAST_CAPTURE=" + mode}
+		setup(t, db, env...)
+		s := startServer(t, db, env...)
+		cl := dial(t, s, "")
+		conn := connectDB(t, db)
+		xid := func() uint64 {
+			var x uint64
+			if err := conn.QueryRow(ctx, `SELECT txid_current()`).Scan(&x); err != nil {
+				t.Fatal(err)
+			}
+			return x
+		}
+		exec1(t, db, `INSERT INTO tickets (title, status) VALUES ('a', 'open'), ('b', 'open'), ('c', 'closed')`)
+		waitStats(t, cl, db)
+		if x := xid(); x >= 1<<32 {
+			t.Fatalf("xid %d: the count should come before the wraparound", x)
+		}
+		exec1(t, db, `CALL burn(2500)`)
+		if x := xid(); x < 1<<32 {
+			t.Fatalf("xid %d: the changes should come after the wraparound", x)
+		}
+		exec1(t, db, `INSERT INTO tickets (title, status) VALUES ('d', 'open')`)
+		exec1(t, db, `UPDATE tickets SET status = 'closed' WHERE title = 'a'`)
+		exec1(t, db, `DELETE FROM tickets WHERE title = 'b'`)
+		waitStats(t, cl, db)
+	})
+}
