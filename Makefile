@@ -1,6 +1,6 @@
 GO ?= go
 
-.PHONY: all test build image demo bench fmt vet fuzz
+.PHONY: all test build image demo bench fmt vet fuzz chaos
 
 all: build
 
@@ -9,7 +9,7 @@ LOAD_TESTS = TestResumeUnderLoad|TestLargeTransaction
 
 test:
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 	$(GO) test -count=1 -timeout 20m -run '$(LOAD_TESTS)' ./integration/
 	$(MAKE) fuzz FUZZTIME=$(CI_FUZZTIME)
 
@@ -32,6 +32,18 @@ fuzz:
 
 build:
 	$(GO) build -o bin/rowcast ./cmd/rowcast
+
+# The fault-injection oracle test (integration/chaos_test.go) at full
+# length: CHAOS_DURATION per capture mode, about twice that plus 5 minutes
+# in all. Its figures go to out/chaos.json and replace the generated
+# section of RELIABILITY.md. "make test" runs it for 60s per mode.
+CHAOS_DURATION ?= 20m
+
+chaos:
+	mkdir -p out
+	ROWCAST_CHAOS_DURATION=$(CHAOS_DURATION) ROWCAST_CHAOS_REPORT=$(CURDIR)/out/chaos.json \
+		ROWCAST_CHAOS_MARKDOWN=$(CURDIR)/RELIABILITY.md \
+		$(GO) test -count=1 -timeout 120m -run '^TestChaos$$' -v ./integration/
 
 # The container image (static binary on an empty base, non-root), built
 # offline with podman; see build/image.sh and README "Run it in a container".
