@@ -471,6 +471,9 @@ func (h *Hub) Shutdown() {
 // subscribed (and so are not closed by Shutdown) end on it.
 func (h *Hub) Done() <-chan struct{} { return h.done }
 
+// countTimeout bounds one count of the table.
+const countTimeout = 2 * time.Minute
+
 // Run loads and maintains stats, sends stats:updated at most once per
 // StatsInterval, and expires the replay window, until ctx ends.
 func (h *Hub) Run(ctx context.Context) error {
@@ -487,7 +490,11 @@ func (h *Hub) Run(ctx context.Context) error {
 		}
 		h.mu.Unlock()
 		if need && h.cfg.Counts != nil {
-			counts, snap, err := h.cfg.Counts(ctx)
+			// Bounded: a count stuck on a dead connection would hold up
+			// the window's expiry and every later count.
+			cctx, cancel := context.WithTimeout(ctx, countTimeout)
+			counts, snap, err := h.cfg.Counts(cctx)
+			cancel()
 			if err != nil && ctx.Err() == nil {
 				h.log.Error("counting rows for stats failed; retrying", "err", err)
 				retry = time.Now().Add(2 * time.Second)

@@ -137,6 +137,9 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 	}
 	// Named so operators (and tests) can tell the listener's session apart.
 	cc.RuntimeParams["application_name"] = "rowcast listener"
+	if cc.ConnectTimeout == 0 {
+		cc.ConnectTimeout = connectTimeout
+	}
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
 		return false, fmt.Errorf("connect: %w", err)
@@ -170,7 +173,21 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 	l.log.Info("listening", "channel", l.cfg.Channel, "table", l.cfg.Table.String())
 	var asm assembly
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		wctx, cancel := context.WithTimeout(ctx, listenerIdle)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		if err != nil && ctx.Err() == nil && wctx.Err() != nil && !conn.IsClosed() {
+			// Quiet for a while: is the server still there? A network
+			// that drops everything would otherwise leave the listener
+			// waiting for ever, and clients without a word.
+			pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+			err = conn.Ping(pctx)
+			cancel()
+			if err == nil {
+				continue
+			}
+			return true, fmt.Errorf("PostgreSQL did not answer a ping within %v after %v without a notification (the network may drop the connection): %w", pingTimeout, listenerIdle, err)
+		}
 		if err != nil {
 			return true, fmt.Errorf("wait for notification: %w", err)
 		}

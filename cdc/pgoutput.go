@@ -103,8 +103,9 @@ type stream struct {
 	// nextSyncCheck is when to ask again whether the WAL sender has
 	// become a synchronous standby (see syncrep.go).
 	nextSyncCheck time.Time
-	// lastStatus is when the last standby status update was sent.
-	lastStatus time.Time
+	// lastStatus is when the last standby status update was sent;
+	// lastHeard when the last message arrived (see liveness.go).
+	lastStatus, lastHeard time.Time
 }
 
 // ackEvery is the least time between two status updates sent because the
@@ -143,9 +144,17 @@ func newStream(s *Slot, repl *pgconn.PgConn, reg querier, sink rowcast.Sink) *st
 func (st *stream) run(ctx context.Context) error {
 	st.nextStatus = time.Now().Add(st.s.cfg.StandbyTimeout)
 	st.nextSyncCheck = time.Now().Add(syncCheckEvery)
+	st.lastHeard = time.Now()
+	silence := streamSilence(st.s.cfg.StandbyTimeout)
 	for {
+		if time.Since(st.lastHeard) > silence {
+			return fmt.Errorf("cdc: nothing from PostgreSQL for %v, though every status update asks for a reply (the network may drop the connection)", silence)
+		}
 		if !time.Now().Before(st.nextSyncCheck) {
-			if err := checkNotSynchronous(ctx, st.reg, st.repl.PID()); err != nil {
+			cctx, cancel := context.WithTimeout(ctx, pingTimeout)
+			err := checkNotSynchronous(cctx, st.reg, st.repl.PID())
+			cancel()
+			if err != nil {
 				if ctx.Err() != nil {
 					st.finish()
 					return nil
@@ -154,8 +163,10 @@ func (st *stream) run(ctx context.Context) error {
 			}
 			st.nextSyncCheck = time.Now().Add(syncCheckEvery)
 		}
-		if !time.Now().Before(st.nextStatus) || st.ackDue() {
-			if err := st.sendStatus(st.idle()); err != nil {
+		if periodic := !time.Now().Before(st.nextStatus); periodic || st.ackDue() {
+			// A periodic update asks for a reply: the keepalive that
+			// answers shows the connection is alive.
+			if err := st.sendStatus(periodic || st.idle()); err != nil {
 				return err
 			}
 		}
@@ -172,6 +183,7 @@ func (st *stream) run(ctx context.Context) error {
 			}
 			return fmt.Errorf("cdc: receiving from the replication connection: %w", err)
 		}
+		st.lastHeard = time.Now()
 		switch msg := raw.(type) {
 		case *pgproto3.CopyData:
 			if err := st.copyData(ctx, msg.Data); err != nil {
@@ -794,6 +806,8 @@ func (rel *relation) oldRow(kind uint8, vals []json.RawMessage) rowcast.Row {
 // fall back to the replica identity.
 func (st *stream) keyOf(ctx context.Context, rel *relation, vals []json.RawMessage) (rowcast.Row, error) {
 	if !rel.keyKnown {
+		ctx, cancel := context.WithTimeout(ctx, pingTimeout)
+		defer cancel()
 		rows, err := st.reg.Query(ctx, `
 			SELECT a.attname
 			FROM pg_index i
@@ -867,6 +881,8 @@ func (st *stream) fetchUnchanged(ctx context.Context, rel *relation, t *pglogrep
 	// The simple protocol returns values in text format from the types'
 	// output functions, exactly like pgoutput, and sends the key as
 	// untyped literals that PostgreSQL casts to the column types.
+	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
 	rows, err := st.reg.Query(ctx, q, append([]any{pgx.QueryExecModeSimpleProtocol}, args...)...)
 	if err != nil {
 		return fmt.Errorf("cdc: reading unchanged TOAST values of %s.%s: %w", rel.schema, rel.table, err)

@@ -330,6 +330,9 @@ func (s *Slot) connectRegular(ctx context.Context) (*pgx.Conn, error) {
 		return nil, fatalf("cdc: parsing the connection string: %w", err)
 	}
 	setSessionParams(cfg.RuntimeParams)
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = connectTimeout
+	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, classify(fmt.Errorf("cdc: connecting to PostgreSQL: %w", err))
@@ -525,6 +528,9 @@ func (s *Slot) startReplication(ctx context.Context, reg *pgx.Conn, start pglogr
 	}
 	setSessionParams(cfg.RuntimeParams)
 	cfg.RuntimeParams["replication"] = "database"
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = connectTimeout
+	}
 
 	for attempt := 0; ; attempt++ {
 		repl, err := pgconn.ConnectConfig(ctx, cfg)

@@ -747,6 +747,11 @@ var chaosFaults = []string{"kill -9 and restart", "PostgreSQL restart (fast)", "
 // change) must reach the monitor client: the time it takes is the
 // recovery. Now and then a TRUNCATE is written between faults.
 func (e *chaosEnv) faults(ctx context.Context, deadline time.Time, monitor *chaosClient, st *writerStats) {
+	// Long runs also black-hole the connection for longer than capture
+	// waits for the server (see cdc/liveness.go): it must give up,
+	// reconnect once the network is back, and lose nothing (logical) or
+	// say so (notify).
+	long := time.Until(deadline) >= 10*time.Minute
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	probe := 0
 	nextTruncate := time.Now().Add(time.Duration(20+rng.IntN(20)) * time.Second)
@@ -758,7 +763,11 @@ func (e *chaosEnv) faults(ctx context.Context, deadline time.Time, monitor *chao
 			e.truncate(ctx, st)
 			nextTruncate = time.Now().Add(time.Duration(30+rng.IntN(30)) * time.Second)
 		}
-		kind := chaosFaults[rng.IntN(len(chaosFaults))]
+		faults := chaosFaults
+		if long {
+			faults = append(faults[:len(faults):len(faults)], "black hole for 40s")
+		}
+		kind := faults[rng.IntN(len(faults))]
 		ended, err := e.inject(ctx, kind, rng)
 		if err != nil {
 			e.violation("fault %q could not be injected: %v", kind, err)
@@ -895,6 +904,10 @@ func (e *chaosEnv) inject(ctx context.Context, kind string, rng *rand.Rand) (end
 		}
 	case "connection cut":
 		e.proxy.Cut()
+	case "black hole for 40s":
+		e.proxy.Blackhole()
+		sleepCtx(ctx, 40*time.Second)
+		e.proxy.Heal()
 	case "black hole, then healed", "black hole, then cut":
 		e.proxy.Blackhole()
 		sleepCtx(ctx, time.Duration(500+rng.IntN(7500))*time.Millisecond)

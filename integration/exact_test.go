@@ -792,3 +792,36 @@ func TestStatsAcrossXidWraparound(t *testing.T) {
 		waitStats(t, cl, db)
 	})
 }
+
+// TestBlackHoleDetected: when the network between rowcast and PostgreSQL
+// silently drops everything and does not recover (a lost NAT entry, a
+// dead link), capture notices within a bound and says so
+// (rowcast_capture_connected 0, /readyz 503) instead of listening to
+// nothing for ever; once the network is back it reconnects, and a client
+// gets the change made meanwhile (logical) or a resync (notify).
+func TestBlackHoleDetected(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		_, db, via, p := proxiedCluster(t, nil)
+		env := []string{"ROWCAST_CAPTURE=" + mode}
+		setup(t, db, env...)
+		s := startServer(t, via, env...)
+		c := dial(t, s, "")
+		c.next(5*time.Second, "stats:updated")
+		p.Blackhole()
+		start := time.Now()
+		for deadline := start.Add(patient(time.Minute)); metric(t, s, "rowcast_capture_connected") != 0; time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("capture still says it is connected %v into a black hole", time.Since(start).Round(time.Second))
+			}
+		}
+		t.Logf("%s capture noticed the black hole after %v", mode, time.Since(start).Round(time.Second))
+		exec1(t, db, `INSERT INTO tickets (title) VALUES ('during the black hole')`)
+		p.CutAndHeal()
+		s.waitReady(30 * time.Second)
+		want := "ticket:created"
+		if mode == "notify" {
+			want = "resync"
+		}
+		c.next(30*time.Second, want)
+	})
+}

@@ -60,6 +60,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 		pc.ConnConfig.RuntimeParams[k] = v
 	}
 	pc.MaxConns = 4
+	if pc.ConnConfig.ConnectTimeout == 0 {
+		// A network that drops packets must not hold a snapshot, a
+		// count or the metrics poll for minutes.
+		pc.ConnConfig.ConnectTimeout = 10 * time.Second
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return fmt.Errorf("DATABASE_URL: %w", err)
