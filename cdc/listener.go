@@ -325,8 +325,8 @@ func (a *assembly) reset() {
 	*a = assembly{buf: buf}
 }
 
-// Resync and truncate reasons of notify capture. They reach every client,
-// so they are fixed texts.
+// Resync and truncate reasons. They reach every client, so they are fixed
+// texts, the same in both capture modes.
 const (
 	ReasonListenerReconnected = "capture reconnected; changes made meanwhile were not captured"
 	ReasonTableTruncated      = "table truncated"

@@ -391,7 +391,7 @@ func (st *stream) handle(ctx context.Context, walData []byte) error {
 				st.ignore(rowcast.IgnoredBadMessage, rel)
 				continue
 			}
-			if err := st.add(ctx, rowcast.Change{Op: rowcast.OpTruncate, Schema: rel.schema, Table: rel.table, Reason: ReasonTruncate}); err != nil {
+			if err := st.add(ctx, rowcast.Change{Op: rowcast.OpTruncate, Schema: rel.schema, Table: rel.table, Reason: ReasonTableTruncated}); err != nil {
 				return err
 			}
 		}
@@ -481,9 +481,6 @@ func tupleLen(b []byte) (int, bool) {
 	}
 	return p, true
 }
-
-// ReasonTruncate is the reason of the OpTruncate logical capture hands on.
-const ReasonTruncate = "truncate"
 
 // ignore counts a change of rel that is not handed on.
 func (st *stream) ignore(reason string, rel *relation) {

@@ -626,7 +626,7 @@ func TestSlotTruncate(t *testing.T) {
 	slotExec(t, conn, `INSERT INTO tickets(id, title) VALUES (2, 'y')`)
 	waitForTicket(t, sink, rowcast.OpInsert, 2)
 	got := sink.snapshot()
-	if len(got) != 3 || got[1].Op != rowcast.OpTruncate || got[1].Table != "tickets" || got[1].Schema != "public" || got[1].Reason != "truncate" {
+	if len(got) != 3 || got[1].Op != rowcast.OpTruncate || got[1].Table != "tickets" || got[1].Schema != "public" || got[1].Reason != ReasonTableTruncated {
 		t.Fatalf("changes = %+v", got)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"rowcast"
+	"rowcast/cdc"
 	"rowcast/integration/harness"
 	"rowcast/integration/pgcluster"
 )
@@ -322,7 +323,7 @@ func statsEqual(got, want map[string]any) bool {
 }
 
 func truncateResync(reason string) bool {
-	return reason == "truncate" || reason == "table truncated" || strings.Contains(reason, "older than the replay window")
+	return reason == cdc.ReasonTableTruncated || strings.Contains(reason, "older than the replay window")
 }
 
 // startRowcast starts rowcast on its fixed address; ready waits for
