@@ -825,3 +825,42 @@ func TestBlackHoleDetected(t *testing.T) {
 		c.next(30*time.Second, want)
 	})
 }
+
+// TestSnapshotCursorAfterTruncate: after a TRUNCATE the snapshot still
+// carries a cursor (it had none, so a client that refetched as told and
+// connected without an id missed the changes made in between), and a
+// client connecting with it gets exactly the change made after its
+// snapshot, not a resync.
+func TestSnapshotCursorAfterTruncate(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		db, s := startMode(t, mode)
+		c := dial(t, s, "")
+		c.next(5*time.Second, "stats:updated")
+		exec1(t, db, `INSERT INTO tickets (title) VALUES ('before')`)
+		c.next(10*time.Second, "ticket:created")
+		exec1(t, db, `TRUNCATE tickets`)
+		if m := c.next(10*time.Second, "resync"); !strings.Contains(string(m.Data), "truncate") {
+			t.Fatalf("resync after TRUNCATE: %s", m.Data)
+		}
+
+		status, body := httpGet(t, s.base+"/api/snapshot", http.Header{"Authorization": {"Bearer " + token(t, nil)}})
+		var snap struct {
+			Tickets     []json.RawMessage `json:"tickets"`
+			LastEventID string            `json:"lastEventId"`
+		}
+		if status != http.StatusOK || json.Unmarshal(body, &snap) != nil {
+			t.Fatalf("snapshot: %d %s", status, body)
+		}
+		if len(snap.Tickets) != 0 || snap.LastEventID == "" {
+			t.Fatalf("snapshot after TRUNCATE: %d tickets, lastEventId %q; want none and a cursor", len(snap.Tickets), snap.LastEventID)
+		}
+
+		exec1(t, db, `INSERT INTO tickets (title) VALUES ('after')`)
+		r := dial(t, s, "lastEventId="+url.QueryEscape(snap.LastEventID))
+		m := r.next(10*time.Second, "ticket:created", "resync")
+		if m.Event != "ticket:created" || ticketOf(t, m)["title"] != "after" {
+			t.Fatalf("a client resuming from the snapshot's cursor got %s %s, want the insert made after it", m.Event, m.Data)
+		}
+		r.expectNone(300 * time.Millisecond)
+	})
+}
