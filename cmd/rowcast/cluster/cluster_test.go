@@ -1,0 +1,215 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"rowcast"
+	"rowcast/integration/natscluster"
+)
+
+// recorder is a sink that keeps what it is handed.
+type recorder struct {
+	mu      sync.Mutex
+	changes []rowcast.Change
+}
+
+func (r *recorder) Apply(_ context.Context, cs []rowcast.Change) error {
+	r.mu.Lock()
+	r.changes = append(r.changes, cs...)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *recorder) rows() []rowcast.EventID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []rowcast.EventID
+	for _, c := range r.changes {
+		if isChange(&c) {
+			out = append(out, c.ID)
+		}
+	}
+	return out
+}
+
+const epoch = rowcast.HistoryFlag | 42
+
+func change(pos uint64) rowcast.Change {
+	return rowcast.Change{Op: rowcast.OpInsert, Schema: "public", Table: "tickets",
+		ID:  rowcast.EventID{Epoch: epoch, Pos: pos},
+		Key: rowcast.Row{{Name: "id", Value: json.RawMessage(fmt.Sprint(pos))}},
+		Row: rowcast.Row{{Name: "id", Value: json.RawMessage(fmt.Sprint(pos))}}, CaptureTime: time.Now()}
+}
+
+func batch(from, to uint64) []rowcast.Change {
+	var out []rowcast.Change
+	for p := from; p < to; p++ {
+		out = append(out, change(p))
+	}
+	return out
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func dial(t *testing.T, nc *natscluster.Cluster, replicas int) *Conn {
+	t.Helper()
+	conn, err := Dial(NATSConfig{URLs: []string{nc.URLs()}, Stream: "T", Replicas: replicas,
+		MaxAge: time.Hour, Duplicates: time.Minute, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := conn.EnsureStream(ctx)
+		cancel()
+		if err == nil {
+			return conn
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// consumeAll runs a consumer into a recorder until the test ends.
+func consumeAll(t *testing.T, conn *Conn) (*recorder, *Consumer) {
+	rec := &recorder{}
+	c := NewConsumer(conn, rec, nil, quiet())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return rec, c
+}
+
+func waitRows(t *testing.T, rec *recorder, n int) []rowcast.EventID {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		rows := rec.rows()
+		if len(rows) >= n {
+			return rows
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer has %d changes, want %d", len(rows), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func checkSequence(t *testing.T, rows []rowcast.EventID, n int) {
+	t.Helper()
+	if len(rows) != n {
+		t.Fatalf("%d changes on the stream, want %d", len(rows), n)
+	}
+	for i, id := range rows {
+		if id.Pos != uint64(i+1) {
+			t.Fatalf("change %d on the stream is %d: gap, duplicate or reordering", i+1, id.Pos)
+		}
+	}
+}
+
+// A new term replays from the slot what the stream holds already: it is
+// skipped, and what follows is stored once, in order.
+func TestPublishTermsReplay(t *testing.T) {
+	nc, err := natscluster.Start(t.TempDir(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Stop()
+	conn := dial(t, nc, 1)
+	rec, _ := consumeAll(t, conn)
+	ctx := context.Background()
+	p := NewPublisher(conn, 10*time.Second, quiet())
+	if err := p.Begin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(ctx, append([]rowcast.Change{{Op: rowcast.OpStart, ID: rowcast.EventID{Epoch: epoch, Pos: 1}}}, batch(1, 301)...)); err != nil {
+		t.Fatal(err)
+	}
+	// The next term starts from an older slot position.
+	p2 := NewPublisher(conn, 10*time.Second, quiet())
+	if err := p2.Begin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p2.Apply(ctx, append([]rowcast.Change{{Op: rowcast.OpStart, ID: rowcast.EventID{Epoch: epoch, Pos: 200}}}, batch(200, 501)...)); err != nil {
+		t.Fatal(err)
+	}
+	// A publisher that did not Begin (a zombie of an old term) is refused:
+	// it expects another last message.
+	if err := p.Apply(ctx, batch(501, 502)); err == nil {
+		t.Fatal("a publisher of an old term published after a newer one")
+	}
+	checkSequence(t, waitRows(t, rec, 500), 500)
+}
+
+// One of three NATS servers (the stream's leader) is killed while a
+// publisher publishes: each failed batch is published again by a new term,
+// as a new capturer would, and the stream holds every change once, in
+// order.
+func TestPublishAcrossServerKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-server NATS cluster")
+	}
+	nc, err := natscluster.Start(t.TempDir(), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Stop()
+	conn := dial(t, nc, 3)
+	rec, _ := consumeAll(t, conn)
+	ctx := context.Background()
+	const total, size = 6000, 100
+	p := NewPublisher(conn, 5*time.Second, quiet())
+	begun, failures, killed := false, 0, false
+	for next := uint64(1); next <= total; {
+		if !begun {
+			if err := p.Begin(ctx); err != nil {
+				i, lerr := nc.StreamLeader("T")
+				t.Logf("begin: %v (leader %d %v)", err, i, lerr)
+				failures++
+				time.Sleep(200 * time.Millisecond)
+				continue
+			}
+			begun = true
+		}
+		if next > total/3 && !killed {
+			i, err := nc.StreamLeader("T")
+			if err == nil {
+				nc.Kill(i)
+				killed = true
+				t.Logf("killed NATS server %d (the stream leader) after %d changes", i+1, next-1)
+			}
+		}
+		// A new term replays from an older position, like the slot.
+		from := next
+		if failures > 0 && from > 50 {
+			from -= 50
+		}
+		if err := p.Apply(ctx, batch(from, min(next+size, total+1))); err != nil {
+			t.Logf("publish: %v", err)
+			failures++
+			begun = false
+			if failures > 200 {
+				t.Fatalf("publishing keeps failing: %v", err)
+			}
+			continue
+		}
+		next = min(next+size, total+1)
+	}
+	t.Logf("%d failed batches or terms", failures)
+	if !killed {
+		t.Fatal("no stream leader found to kill")
+	}
+	checkSequence(t, waitRows(t, rec, total), total)
+}
