@@ -314,7 +314,7 @@ func nonDefault() map[string]string {
 		"sio-connect-timeout":   "1s",
 		"sio-max-pending":       "5",
 		"close-on-token-expiry": "false",
-		"nats-url": "nats://127.0.0.1:4222", "nats-stream": "DESK", "nats-replicas": "3",
+		"nats-url":              "nats://127.0.0.1:4222", "nats-stream": "DESK", "nats-replicas": "3",
 		"nats-creds": "/etc/rowcast/nats.creds", "nats-user": "rowcast", "nats-password": "pw",
 		"nats-token": "tok", "nats-tls-ca": "/etc/ca.pem", "nats-tls-cert": "/etc/c.pem",
 		"nats-tls-key": "/etc/k.pem", "nats-publish-timeout": "2s", "nats-max-age": "2h",
