@@ -435,3 +435,56 @@ func TestClusterNATSUnreachable(t *testing.T) {
 	}
 	slotCaughtUp(t, db)
 }
+
+// TestClusterNotifyTakeover: in notify mode NOTIFY cannot replay what was
+// committed while no node listened, so a leader change is a resync: the
+// surviving node's client stays connected, gets exactly one resync, and
+// then every change committed after the takeover.
+func TestClusterNotifyTakeover(t *testing.T) {
+	nc := startNATS(t)
+	db := newDatabase(t)
+	env := clusterEnv(db, nc, "ROWCAST_CAPTURE=notify")
+	nodes := startNodes(t, db, env, 2)
+	dead := waitLeader(t, nodes, -1)
+	other := 1 - dead
+	v := newViewer(t, nodes[other], "")
+	if err := v.connect(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if n := legacyWriters(ctx, t, db, 1, 20, 0); n != 20 {
+		t.Fatalf("%d changes committed", n)
+	}
+	waitProgress(t, "the first changes", patient(10*time.Second), func() (bool, int64) {
+		n, _, err := v.state()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n == 20, int64(n)
+	})
+	nodes[dead].stop(syscall.SIGKILL)
+	waitLeader(t, nodes, dead)
+	waitProgress(t, "the resync", patient(10*time.Second), func() (bool, int64) {
+		_, resyncs, _ := v.state()
+		return resyncs > 0, int64(resyncs)
+	})
+	if n := legacyWriters(ctx, t, db, 1, 20, 0); n != 20 {
+		t.Fatalf("%d changes committed", n)
+	}
+	waitProgress(t, "the changes after the takeover", patient(10*time.Second), func() (bool, int64) {
+		n, _, err := v.state()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 40 {
+			t.Fatalf("%d events for 40 changes", n)
+		}
+		return n == 40, int64(n)
+	})
+	if _, resyncs, _ := v.state(); resyncs != 1 {
+		t.Fatalf("%d resyncs, want 1", resyncs)
+	}
+	if !v.connected() {
+		t.Fatal("the surviving node's client was disconnected")
+	}
+}
