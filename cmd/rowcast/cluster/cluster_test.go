@@ -213,3 +213,98 @@ func TestPublishAcrossServerKill(t *testing.T) {
 	}
 	checkSequence(t, waitRows(t, rec, total), total)
 }
+
+// A node that starts when every message of the stream has expired (an
+// idle night) is ready at once: there is nothing to fill its window from,
+// and it must not wait for a message that will not come (it would never
+// compete for capture, and nobody would publish one).
+func TestConsumerReadyOnExpiredStream(t *testing.T) {
+	nc, err := natscluster.Start(t.TempDir(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Stop()
+	conn, err := Dial(NATSConfig{URLs: []string{nc.URLs()}, Stream: "T", Replicas: 1,
+		MaxAge: time.Second, Duplicates: 500 * time.Millisecond, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := context.Background()
+	if err := conn.EnsureStream(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p := NewPublisher(conn, 10*time.Second, quiet())
+	if err := p.Begin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(ctx, batch(1, 11)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); ; {
+		last, err := conn.LastSeq(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stream's messages did not expire")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rec, c := consumeAll(t, conn)
+	for deadline := time.Now().Add(time.Minute); !c.Ready(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the consumer of an expired stream is not ready")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A new term goes on from the stream's sequence.
+	if err := p.Begin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(ctx, batch(11, 21)); err != nil {
+		t.Fatal(err)
+	}
+	rows := waitRows(t, rec, 10)
+	if rows[0].Pos != 11 || len(rows) != 10 {
+		t.Fatalf("consumed %v", rows)
+	}
+}
+
+// The stream is input too: a message that is not a change is counted and
+// skipped, and the changes around it are handed on.
+func TestConsumerSkipsBadMessages(t *testing.T) {
+	nc, err := natscluster.Start(t.TempDir(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Stop()
+	conn := dial(t, nc, 1)
+	ctx := context.Background()
+	p := NewPublisher(conn, 10*time.Second, quiet())
+	if err := p.Begin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(ctx, batch(1, 6)); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"not json", `{"v":99,"op":"insert"}`, `{"v":1,"op":"insert"}`, `{"v":1,"op":"explode","id":"e1-0000000000000001"}`} {
+		if _, err := conn.js.Publish(ctx, "T.changes", []byte(bad)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Begin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(ctx, batch(6, 11)); err != nil {
+		t.Fatal(err)
+	}
+	rec, c := consumeAll(t, conn)
+	checkSequence(t, waitRows(t, rec, 10), 10)
+	if n := c.Bad(); n != 4 {
+		t.Fatalf("%d bad messages counted, want 4", n)
+	}
+}

@@ -15,7 +15,8 @@ import (
 type Feed interface {
 	// EnsureStream creates the stream when it does not exist.
 	EnsureStream(ctx context.Context) error
-	// LastSeq is the sequence of the stream's last message.
+	// LastSeq is the sequence of the stream's last message, 0 when it
+	// holds none.
 	LastSeq(ctx context.Context) (uint64, error)
 	// Consume delivers the stream's messages from sequence from (0: the
 	// first it holds) in order until ctx ends.
@@ -164,7 +165,9 @@ func (c *Consumer) consume(ctx context.Context, from, last uint64) error {
 		}
 		c.applied.Store(seq)
 		c.pending.Store(pending)
-		if !c.caughtUp.Load() && seq >= last {
+		// Caught up with what the stream held at start: its last message,
+		// or none after this one (the last may have expired meanwhile).
+		if !c.caughtUp.Load() && (seq >= last || pending == 0) {
 			c.start(ctx)
 		}
 		c.mu.Lock()

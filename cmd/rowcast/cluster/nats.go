@@ -203,7 +203,8 @@ func (c *Conn) Tail(ctx context.Context, n int, enough func(Message) bool) ([]Me
 	return out, info.State.LastSeq, nil
 }
 
-// LastSeq is the sequence of the stream's last message (0 when empty).
+// LastSeq is the sequence of the stream's last message, 0 when it holds
+// none (never had one, or all expired).
 func (c *Conn) LastSeq(ctx context.Context) (uint64, error) {
 	s, err := c.js.Stream(ctx, c.cfg.Stream)
 	if err != nil {
@@ -212,6 +213,9 @@ func (c *Conn) LastSeq(ctx context.Context) (uint64, error) {
 	info, err := s.Info(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("reading stream %q: %w", c.cfg.Stream, err)
+	}
+	if info.State.Msgs == 0 {
+		return 0, nil
 	}
 	return info.State.LastSeq, nil
 }
