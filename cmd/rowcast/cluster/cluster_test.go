@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -48,12 +49,20 @@ func change(pos uint64) rowcast.Change {
 		Row: rowcast.Row{{Name: "id", Value: json.RawMessage(fmt.Sprint(pos))}}, CaptureTime: time.Now()}
 }
 
-func batch(from, to uint64) []rowcast.Change {
+func changes(from, to uint64) []rowcast.Change {
 	var out []rowcast.Change
 	for p := from; p < to; p++ {
 		out = append(out, change(p))
 	}
 	return out
+}
+
+// apply publishes and waits for the stream's acknowledgement.
+func apply(ctx context.Context, p *Publisher, cs []rowcast.Change) error {
+	if err := p.Apply(ctx, cs); err != nil {
+		return err
+	}
+	return p.Flush(ctx)
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -131,23 +140,23 @@ func TestPublishTermsReplay(t *testing.T) {
 	rec, _ := consumeAll(t, conn)
 	ctx := context.Background()
 	p := NewPublisher(conn, 10*time.Second, quiet())
-	if err := p.Begin(ctx); err != nil {
+	if err := p.Begin(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Apply(ctx, append([]rowcast.Change{{Op: rowcast.OpStart, ID: rowcast.EventID{Epoch: epoch, Pos: 1}}}, batch(1, 301)...)); err != nil {
+	if err := apply(ctx, p, append([]rowcast.Change{{Op: rowcast.OpStart, ID: rowcast.EventID{Epoch: epoch, Pos: 1}}}, changes(1, 301)...)); err != nil {
 		t.Fatal(err)
 	}
 	// The next term starts from an older slot position.
 	p2 := NewPublisher(conn, 10*time.Second, quiet())
-	if err := p2.Begin(ctx); err != nil {
+	if err := p2.Begin(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := p2.Apply(ctx, append([]rowcast.Change{{Op: rowcast.OpStart, ID: rowcast.EventID{Epoch: epoch, Pos: 200}}}, batch(200, 501)...)); err != nil {
+	if err := apply(ctx, p2, append([]rowcast.Change{{Op: rowcast.OpStart, ID: rowcast.EventID{Epoch: epoch, Pos: 200}}}, changes(200, 501)...)); err != nil {
 		t.Fatal(err)
 	}
 	// A publisher that did not Begin (a zombie of an old term) is refused:
 	// it expects another last message.
-	if err := p.Apply(ctx, batch(501, 502)); err == nil {
+	if err := apply(ctx, p, changes(501, 502)); err == nil {
 		t.Fatal("a publisher of an old term published after a newer one")
 	}
 	checkSequence(t, waitRows(t, rec, 500), 500)
@@ -174,7 +183,7 @@ func TestPublishAcrossServerKill(t *testing.T) {
 	begun, failures, killed := false, 0, false
 	for next := uint64(1); next <= total; {
 		if !begun {
-			if err := p.Begin(ctx); err != nil {
+			if err := p.Begin(ctx, nil); err != nil {
 				i, lerr := nc.StreamLeader("T")
 				t.Logf("begin: %v (leader %d %v)", err, i, lerr)
 				failures++
@@ -196,7 +205,7 @@ func TestPublishAcrossServerKill(t *testing.T) {
 		if failures > 0 && from > 50 {
 			from -= 50
 		}
-		if err := p.Apply(ctx, batch(from, min(next+size, total+1))); err != nil {
+		if err := apply(ctx, p, changes(from, min(next+size, total+1))); err != nil {
 			t.Logf("publish: %v", err)
 			failures++
 			begun = false
@@ -235,10 +244,10 @@ func TestConsumerReadyOnExpiredStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := NewPublisher(conn, 10*time.Second, quiet())
-	if err := p.Begin(ctx); err != nil {
+	if err := p.Begin(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Apply(ctx, batch(1, 11)); err != nil {
+	if err := apply(ctx, p, changes(1, 11)); err != nil {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(time.Minute); ; {
@@ -262,10 +271,10 @@ func TestConsumerReadyOnExpiredStream(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	// A new term goes on from the stream's sequence.
-	if err := p.Begin(ctx); err != nil {
+	if err := p.Begin(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Apply(ctx, batch(11, 21)); err != nil {
+	if err := apply(ctx, p, changes(11, 21)); err != nil {
 		t.Fatal(err)
 	}
 	rows := waitRows(t, rec, 10)
@@ -285,10 +294,10 @@ func TestConsumerSkipsBadMessages(t *testing.T) {
 	conn := dial(t, nc, 1)
 	ctx := context.Background()
 	p := NewPublisher(conn, 10*time.Second, quiet())
-	if err := p.Begin(ctx); err != nil {
+	if err := p.Begin(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Apply(ctx, batch(1, 6)); err != nil {
+	if err := apply(ctx, p, changes(1, 6)); err != nil {
 		t.Fatal(err)
 	}
 	for _, bad := range []string{"not json", `{"v":99,"op":"insert"}`, `{"v":1,"op":"insert"}`, `{"v":1,"op":"explode","id":"e1-0000000000000001"}`} {
@@ -296,15 +305,100 @@ func TestConsumerSkipsBadMessages(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := p.Begin(ctx); err != nil {
+	if err := p.Begin(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Apply(ctx, batch(6, 11)); err != nil {
+	if err := apply(ctx, p, changes(6, 11)); err != nil {
 		t.Fatal(err)
 	}
 	rec, c := consumeAll(t, conn)
 	checkSequence(t, waitRows(t, rec, 10), 10)
 	if n := c.Bad(); n != 4 {
 		t.Fatalf("%d bad messages counted, want 4", n)
+	}
+}
+
+// fakeLog acknowledges a batch when the test says so.
+type fakeLog struct{ batches []*fakePending }
+
+type fakePending struct {
+	done chan struct{}
+	err  error
+}
+
+func (f *fakePending) Poll() (bool, error) {
+	select {
+	case <-f.done:
+		return true, f.err
+	default:
+		return false, nil
+	}
+}
+
+func (f *fakePending) Wait(ctx context.Context) error {
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+func (l *fakeLog) Publish(_ context.Context, msgs []Message, _ uint64) (Pending, error) {
+	p := &fakePending{done: make(chan struct{})}
+	l.batches = append(l.batches, p)
+	return p, nil
+}
+
+func (l *fakeLog) Tail(context.Context, int, func(Message) bool) ([]Message, uint64, error) {
+	return nil, 0, nil
+}
+
+// The slot is held at the oldest change the stream has not acknowledged;
+// a batch not acknowledged in time ends the term.
+func TestPublisherHoldsTheSlot(t *testing.T) {
+	ctx := context.Background()
+	log := &fakeLog{}
+	p := NewPublisher(log, time.Hour, quiet())
+	var failed error
+	if err := p.Begin(ctx, func(err error) { failed = err }); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p.Oldest(); ok {
+		t.Fatal("an idle publisher holds the slot")
+	}
+	for _, b := range [][2]uint64{{1, 4}, {4, 8}} {
+		if err := p.Apply(ctx, changes(b[0], b[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if id, ok := p.Oldest(); !ok || id.Pos != 1 {
+		t.Fatalf("oldest %v %v, want change 1", id, ok)
+	}
+	close(log.batches[0].done)
+	if id, ok := p.Oldest(); !ok || id.Pos != 4 {
+		t.Fatalf("oldest %v %v after the first batch, want change 4", id, ok)
+	}
+	close(log.batches[1].done)
+	if _, ok := p.Oldest(); ok {
+		t.Fatal("the slot is held after every batch was acknowledged")
+	}
+
+	short := NewPublisher(log, time.Millisecond, quiet())
+	if err := short.Begin(ctx, func(err error) { failed = err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := short.Apply(ctx, changes(8, 9)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	if err := short.Check(); !errors.Is(err, ErrPublishTimeout) || !errors.Is(failed, ErrPublishTimeout) {
+		t.Fatalf("overdue batch: %v, fail told %v", err, failed)
+	}
+	if err := short.Apply(ctx, changes(9, 10)); err == nil {
+		t.Fatal("a failed term published again")
+	}
+	if id, ok := short.Oldest(); !ok || id.Pos != 8 {
+		t.Fatalf("oldest %v %v after a failure, want change 8: the slot must keep it", id, ok)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -239,16 +240,34 @@ func Term(pub *Publisher, source rowcast.Source, notify bool) func(ctx context.C
 	return func(ctx context.Context) error {
 		ctx, stop := context.WithCancelCause(ctx)
 		defer stop(nil)
-		if err := pub.Begin(ctx); err != nil {
+		if err := pub.Begin(ctx, stop); err != nil {
 			return &PublishError{err: err}
 		}
+		// A capturer with nothing more to publish still steps down when
+		// the stream fails or stops acknowledging what it published.
+		var checks sync.WaitGroup
+		defer func() { stop(nil); checks.Wait() }()
+		checks.Add(1)
+		go func() {
+			defer checks.Done()
+			t := time.NewTicker(checkEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					_ = pub.Check()
+				}
+			}
+		}()
 		if notify {
 			err := pub.Apply(ctx, []rowcast.Change{{Op: rowcast.OpResync, Reason: ReasonTakeover, CaptureTime: time.Now()}})
 			if err != nil {
 				return err
 			}
 		}
-		err := source.Run(ctx, stepDownSink{pub, stop})
+		err := source.Run(ctx, pub)
 		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 			return cause
 		}
@@ -263,17 +282,5 @@ func Term(pub *Publisher, source rowcast.Source, notify bool) func(ctx context.C
 // in notify mode.
 const ReasonTakeover = "capture moved to another node (notify mode cannot replay what was missed): refetch your data"
 
-// stepDownSink ends the term on the first batch the stream does not take:
-// a capturer that cannot publish must let another node try.
-type stepDownSink struct {
-	pub  *Publisher
-	stop context.CancelCauseFunc
-}
-
-func (s stepDownSink) Apply(ctx context.Context, changes []rowcast.Change) error {
-	err := s.pub.Apply(ctx, changes)
-	if err != nil {
-		s.stop(err)
-	}
-	return err
-}
+// checkEvery is how often a term checks its publisher's acknowledgements.
+const checkEvery = 250 * time.Millisecond

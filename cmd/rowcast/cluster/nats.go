@@ -136,41 +136,74 @@ type Message struct {
 	Data []byte
 }
 
-// Publish stores msgs in the stream in order, the first right after
-// sequence after (the stream's last message), and returns once the stream
-// has acknowledged all of them, with the last one's sequence. Each
-// message expects the stream's last sequence to be the one before its own,
-// which the stream leader checks before it replicates the message: one
+// Publish sends msgs to the stream in order, the first right after
+// sequence after (the stream's last message), without waiting: the
+// returned Pending tells when the stream has acknowledged all of them.
+// Each message expects the stream's last sequence to be the one before its
+// own, which the stream leader checks before it replicates the message: one
 // lost in a leader election stops the ones after it instead of letting
 // them in ahead of it. (An expected last message id is checked only when
 // replicas apply a message, and a mismatch there stops the replica.)
-func (c *Conn) Publish(ctx context.Context, msgs []Message, after uint64) (uint64, error) {
-	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
+func (c *Conn) Publish(ctx context.Context, msgs []Message, after uint64) (Pending, error) {
+	p := &natsPending{msgs: msgs, after: after, futures: make([]jetstream.PubAckFuture, 0, len(msgs))}
 	for i, m := range msgs {
 		f, err := c.js.PublishMsgAsync(&nats.Msg{Subject: c.subject, Data: m.Data},
 			jetstream.WithMsgID(m.ID), jetstream.WithExpectLastSequence(after+uint64(i)))
 		if err != nil {
-			return 0, fmt.Errorf("publishing change %s: %w", m.ID, err)
+			return nil, fmt.Errorf("publishing change %s: %w", m.ID, err)
 		}
-		futures = append(futures, f)
+		p.futures = append(p.futures, f)
 	}
-	var last uint64
-	for i, f := range futures {
+	return p, nil
+}
+
+// natsPending is a batch on its way; used by one goroutine at a time.
+type natsPending struct {
+	msgs    []Message
+	after   uint64
+	futures []jetstream.PubAckFuture
+	acked   int // futures acknowledged so far
+	err     error
+}
+
+func (p *natsPending) Poll() (bool, error) {
+	for p.err == nil && p.acked < len(p.futures) {
+		f := p.futures[p.acked]
 		select {
 		case ack := <-f.Ok():
-			if ack.Duplicate || ack.Sequence != after+uint64(i)+1 {
-				// The publisher skips what it knows the stream holds:
-				// another node published it.
-				return 0, fmt.Errorf("publishing change %s: the stream holds it already at %d (another node publishes?)", msgs[i].ID, ack.Sequence)
-			}
-			last = ack.Sequence
+			p.ack(ack)
 		case err := <-f.Err():
-			return 0, fmt.Errorf("publishing change %s: %w", msgs[i].ID, err)
-		case <-ctx.Done():
-			return 0, fmt.Errorf("publishing change %s: no acknowledgement from JetStream: %w", msgs[i].ID, context.Cause(ctx))
+			p.err = fmt.Errorf("publishing change %s: %w", p.msgs[p.acked].ID, err)
+		default:
+			return false, nil
 		}
 	}
-	return last, nil
+	return true, p.err
+}
+
+func (p *natsPending) Wait(ctx context.Context) error {
+	for p.err == nil && p.acked < len(p.futures) {
+		f := p.futures[p.acked]
+		select {
+		case ack := <-f.Ok():
+			p.ack(ack)
+		case err := <-f.Err():
+			p.err = fmt.Errorf("publishing change %s: %w", p.msgs[p.acked].ID, err)
+		case <-ctx.Done():
+			return fmt.Errorf("publishing change %s: no acknowledgement from JetStream: %w", p.msgs[p.acked].ID, context.Cause(ctx))
+		}
+	}
+	return p.err
+}
+
+func (p *natsPending) ack(ack *jetstream.PubAck) {
+	if want := p.after + uint64(p.acked) + 1; ack.Duplicate || ack.Sequence != want {
+		// The publisher skips what it knows the stream holds: another
+		// node published it.
+		p.err = fmt.Errorf("publishing change %s: the stream holds it already at %d (another node publishes?)", p.msgs[p.acked].ID, ack.Sequence)
+		return
+	}
+	p.acked++
 }
 
 // Tail returns the last messages of the stream, newest first, at most n,
