@@ -1,6 +1,6 @@
 GO ?= go
 
-.PHONY: all test build image demo bench fmt vet fuzz chaos
+.PHONY: all test build image demo bench fmt vet fuzz chaos failover
 
 all: build
 
@@ -44,6 +44,18 @@ chaos:
 	ROWCAST_CHAOS_DURATION=$(CHAOS_DURATION) ROWCAST_CHAOS_REPORT=$(CURDIR)/out/chaos.json \
 		ROWCAST_CHAOS_MARKDOWN=$(CURDIR)/RELIABILITY.md \
 		$(GO) test -count=1 -timeout 120m -run '^TestChaos$$' -v ./integration/
+
+# Cluster-mode failover measured (integration/cluster_test.go): the
+# capturing node of three is killed with SIGKILL FAILOVERS times while
+# writers commit; every client is checked against the table, and the time
+# until another node captures goes to out/failover.json (its distribution
+# is in README.md, "Running more than one node"). "make test" runs it with 2 kills.
+FAILOVERS ?= 25
+
+failover:
+	mkdir -p out
+	ROWCAST_TEST_FAILOVERS=$(FAILOVERS) ROWCAST_TEST_FAILOVER_OUT=$(CURDIR)/out/failover.json \
+		$(GO) test -count=1 -timeout 60m -run '^TestClusterLeaderKill$$' -v ./integration/
 
 # The container image (static binary on an empty base, non-root), built
 # offline with podman; see build/image.sh and README "Run it in a container".

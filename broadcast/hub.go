@@ -33,6 +33,11 @@ type HubConfig struct {
 	// have no cursor, so the changes between its rows and the client's
 	// connection would be missed, and a resume would get resync.
 	AwaitCapture time.Duration
+	// CatchUp, when set, waits until the hub has every change its source
+	// holds now (a cluster node: what the stream holds). A client that
+	// resumes from an id ahead of the hub waits for it, rather than being
+	// told to resync: it comes from a node further ahead.
+	CatchUp func(ctx context.Context) error
 }
 
 // ErrShuttingDown is returned by Subscribe once the hub is shut down.
@@ -105,7 +110,11 @@ func (h *Hub) Apply(ctx context.Context, changes []rowcast.Change) error {
 	for i := range changes {
 		c := &changes[i]
 		if c.Op == rowcast.OpStart {
-			h.win.start(c.ID)
+			if !c.ID.IsZero() {
+				// A marker without a position (a cluster node that has
+				// filled its window from the stream) promises nothing.
+				h.win.start(c.ID)
+			}
 			h.horizon = c.Horizon
 			if !h.started {
 				h.started = true
@@ -320,6 +329,7 @@ func (h *Hub) dropSlow(s *Session) {
 func (h *Hub) Subscribe(s *Session, lastEventID string) (Subscription, error) {
 	if lastEventID != "" {
 		h.awaitCapture()
+		h.catchUp(lastEventID)
 	}
 	now := time.Now()
 	h.mu.Lock()
@@ -435,6 +445,32 @@ func (h *Hub) Cursor() (id string, stats []byte) {
 		stats = h.stats.payload()
 	}
 	return id, stats
+}
+
+// catchUpTimeout bounds how long a resume waits for the hub to catch up.
+const catchUpTimeout = 5 * time.Second
+
+// catchUp waits, when the cursor is ahead of the hub, for the changes the
+// source already holds (see HubConfig.CatchUp).
+func (h *Hub) catchUp(lastEventID string) {
+	if h.cfg.CatchUp == nil {
+		return
+	}
+	id, err := rowcast.ParseEventID(lastEventID)
+	if err != nil {
+		return
+	}
+	h.mu.Lock()
+	ahead := h.ahead(id)
+	h.mu.Unlock()
+	if !ahead {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), catchUpTimeout)
+	defer cancel()
+	if err := h.cfg.CatchUp(ctx); err != nil {
+		h.log.Debug("catching up for a resume failed", "err", err)
+	}
 }
 
 // awaitCapture waits, at most AwaitCapture, for capture's first start

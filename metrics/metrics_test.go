@@ -122,6 +122,11 @@ func everything(t *testing.T, mode string) (*prometheus.Registry, *fakeDB, *metr
 		return rowcast.CaptureStatus{Mode: mode, Connected: true, Reconnects: 2,
 			ReceivedLSN: 0x1_6B374D48, FlushedLSN: 0x1_6B374D00, SlotRecreations: 1}
 	})
+	cl := metrics.NewCluster(reg, func() metrics.ClusterStatus {
+		return metrics.ClusterStatus{Connected: true, Ready: true, Lag: 3, Bad: 1}
+	})
+	cl.Leading(true)
+	cl.Published(10, 2*time.Millisecond, nil)
 	db := &fakeDB{logical: slotRow(true, 1024.0, 4096.0, 6094801664.0, "reserved", 3e9, true), usage: 0.25}
 	p := metrics.NewDBPoller(reg, db, "rowcast", func() string { return mode }, 0)
 	if err := p.Poll(context.Background()); err != nil {

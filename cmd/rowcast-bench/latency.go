@@ -143,6 +143,16 @@ func (b *bench) scenarioLatency(ctx context.Context) error {
 }
 
 func (b *bench) latencyPoint(ctx context.Context, rc *rowcastProc, cs *clientSet, w *rateWriters, pt latencyPoint, settled bool) error {
+	res, err := b.measureLatency(ctx, rc, cs, w, pt, settled)
+	if err != nil {
+		return err
+	}
+	b.res.latency.add(pt.key(), map[string]string{"mode": rc.mode}, res)
+	return nil
+}
+
+// measureLatency measures one point of commit → client latency.
+func (b *bench) measureLatency(ctx context.Context, rc *rowcastProc, cs *clientSet, w *rateWriters, pt latencyPoint, settled bool) (latencyResult, error) {
 	d := b.latencyDuration()
 	n := int64(math.Round(pt.rate * d.Seconds()))
 	base := w.seq.Load()
@@ -163,7 +173,7 @@ func (b *bench) latencyPoint(ctx context.Context, rc *rowcastProc, cs *clientSet
 	stopSampling()
 	maxLag := <-sendLag
 	if err := run.err(); err != nil {
-		return err
+		return latencyResult{}, err
 	}
 	committed := run.committed()
 	expect := committed * int64(len(cs.clients))
@@ -216,10 +226,9 @@ func (b *bench) latencyPoint(ctx context.Context, rc *rowcastProc, cs *clientSet
 		RowcastCPUS:    cpu,
 		RowcastCPUPct:  100 * cpu / time.Since(run.start).Seconds(),
 	}
-	b.res.latency.add(pt.key(), map[string]string{"mode": rc.mode}, res)
 	b.logf("latency %g changes/s × %d clients: p50 %.2f p99 %.2f max %.1f ms, delivered %.1f%%, slow closes %d, rowcast commit→write mean %.2f ms, writers behind %d, walsender behind at most %.0f KiB, machine idle %.0f%%",
 		pt.rate, pt.clients, res.P50Ms, res.P99Ms, res.MaxMs, res.DeliveredPct, int(res.SlowCloses), res.ServerMeanMs, run.behind.Load(), maxLag/1024, idle)
-	return nil
+	return res, nil
 }
 
 // quantile of sorted values (nearest rank); NaN when empty.

@@ -33,7 +33,7 @@ import (
 )
 
 // allScenarios in the order they run.
-var allScenarios = []string{"capture", "latency", "fanout", "memory", "writers", "wire"}
+var allScenarios = []string{"capture", "latency", "fanout", "memory", "writers", "wire", "cluster"}
 
 type options struct {
 	quick     bool
@@ -175,6 +175,8 @@ func (b *bench) main(ctx context.Context) error {
 				err = b.scenarioWriters(ctx)
 			case "wire":
 				err = b.scenarioWire(ctx)
+			case "cluster":
+				err = b.scenarioCluster(ctx)
 			}
 			// Whatever a failed scenario left running.
 			b.procs.StopAll(syscall.SIGTERM, 10*time.Second)

@@ -27,6 +27,7 @@ type results struct {
 	memory      series[memoryResult]
 	writers     series[writerResult]
 	wire        series[wireResult]
+	cluster     series[clusterResult]
 
 	texts    map[string]string
 	errs     map[string]string
@@ -79,6 +80,7 @@ func newEmptyResults(b *bench) *results {
 	r.memory = newSeries[memoryResult](r, "memory")
 	r.writers = newSeries[writerResult](r, "writers")
 	r.wire = newSeries[wireResult](r, "wire")
+	r.cluster = newSeries[clusterResult](r, "cluster")
 	return r
 }
 
@@ -166,6 +168,7 @@ func (r *results) render(w io.Writer) {
 	}
 	r.renderCapture(w)
 	r.renderLatency(w)
+	r.renderCluster(w)
 	r.renderFanout(w)
 	r.renderMemory(w)
 	r.renderWriters(w)
@@ -215,6 +218,23 @@ func (r *results) renderLatency(w io.Writer) {
 		fmt.Fprintf(w, "| %s (%s) | %s | %s | %s | %s | %s | %s%% | %s | %s / %s | %s | %s | %s%% | %s%% |\n", f(m.Rate, 0), f(m.AchievedRate, 0), f(m.Clients, 0),
 			f(m.P50Ms, 2), f(m.P95Ms, 2), f(m.P99Ms, 2), f(m.MaxMs, 1), f(m.DeliveredPct, 1), f(m.SlowCloses, 0),
 			f(m.CommitP50Ms, 2), f(m.CommitP99Ms, 2), f(m.ServerMeanMs, 2), f(m.WalsenderLagKB, 0), f(m.RowcastCPUPct, 0), f(m.MachineIdlePct, 0))
+	}
+}
+
+func (r *results) renderCluster(w io.Writer) {
+	if !r.cluster.measured() {
+		return
+	}
+	fmt.Fprintf(w, "\n## Cluster mode (NATS JetStream) beside a single node\n\n")
+	fmt.Fprintf(w, "The latency scenario's method, in the same run: rowcast alone, then the same rowcast as the one node of a cluster (ROWCAST_NATS_URL) whose stream has 3 replicas on a 3-server NATS cluster running in the bench process (so rowcast's CPU is its own: capture, publish, consume, fan-out). "+
+		"CPU per change is rowcast's CPU over the point divided by the changes committed.\n\n")
+	fmt.Fprintf(w, "| changes/s (single / cluster) | clients | p50 ms single | p50 ms cluster | p50 added ms | p99 ms single / cluster | CPU µs per change single | cluster | ratio | publish→ack mean ms | delivered single / cluster |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, p := range r.cluster.points {
+		m := p.Median
+		fmt.Fprintf(w, "| %s / %s | %s | %s | %s | %s | %s / %s | %s | %s | %s | %s | %s%% / %s%% |\n",
+			f(m.SingleRate, 0), f(m.AchievedRate, 0), f(m.Clients, 0), f(m.SingleP50Ms, 2), f(m.ClusterP50Ms, 2), f(m.AddedP50Ms, 2),
+			f(m.SingleP99Ms, 2), f(m.ClusterP99Ms, 2), f(m.SingleCPUUs, 1), f(m.ClusterCPUUs, 1), f(m.CPURatio, 2), f(m.PublishMeanMs, 2),
+			f(m.SingleDelivered, 1), f(m.ClusterDelivered, 1))
 	}
 }
 
@@ -338,6 +358,16 @@ func (r *results) targets() []target {
 		add(fmt.Sprintf("commit→client p99 %s ms at %s changes/s, %s clients", latencyP99Target, f(pt.rate, 0), commas(int64(pt.clients))),
 			f(m.P99Ms, 2)+" ms ("+f(m.DeliveredPct, 1)+"% delivered)", fmt.Sprintf("%g ms", latencyP99Target.limit),
 			latencyP99Target.met(m.P99Ms) && latencyDeliveredTarget.met(m.DeliveredPct), known(m.P99Ms, m.DeliveredPct))
+	}
+	if r.cluster.measured() {
+		pt := clusterPoint
+		m := r.cluster.median(pt.key())
+		add(fmt.Sprintf("cluster mode adds to commit→client p50 %s ms at %s changes/s", clusterAddedP50Target, f(pt.rate, 0)),
+			f(m.AddedP50Ms, 2)+" ms ("+f(m.SingleP50Ms, 2)+" → "+f(m.ClusterP50Ms, 2)+")", fmt.Sprintf("%g ms", clusterAddedP50Target.limit),
+			clusterAddedP50Target.met(m.AddedP50Ms), known(m.AddedP50Ms))
+		add(fmt.Sprintf("cluster mode CPU per change %s× single node", clusterCPUTarget),
+			f(m.CPURatio, 2)+"× ("+f(m.SingleCPUUs, 1)+" → "+f(m.ClusterCPUUs, 1)+" µs)", fmt.Sprintf("%g×", clusterCPUTarget.limit),
+			clusterCPUTarget.met(m.CPURatio), known(m.CPURatio))
 	}
 	if r.fanout.measured() {
 		n := commas(int64(fanoutTargetClients))

@@ -76,6 +76,8 @@ func loadResults(t *testing.T, path string) *results {
 				err = addRun(&r.writers, p.Key, p.Labels, run)
 			case p.Scenario == "wire":
 				err = addRun(&r.wire, p.Key, p.Labels, run)
+			case p.Scenario == "cluster":
+				err = addRun(&r.cluster, p.Key, p.Labels, run)
 			default:
 				err = fmt.Errorf("unknown scenario")
 			}

@@ -35,6 +35,12 @@ type Config struct {
 	LogLevel                                                        slog.Level
 	LogFormat                                                       string
 	DebugListen                                                     string
+	// Cluster mode (NATS JetStream); off while NATSURL is empty.
+	NATSURL, NATSStream                            string
+	NATSReplicas                                   int
+	NATSCreds, NATSUser, NATSPassword, NATSToken   string
+	NATSTLSCA, NATSTLSCert, NATSTLSKey             string
+	NATSPublishTimeout, NATSMaxAge, NATSDuplicates time.Duration
 }
 
 // configSettings is the one declaration of every setting rowcast reads, in
@@ -117,6 +123,32 @@ func configSettings(c *Config) []setting {
 			"Socket.IO: most sessions waiting for an authenticated CONNECT; they hold no connection slot, and more handshakes get 503"),
 		boolean(&c.CloseOnTokenExpiry, "close-on-token-expiry", "ROWCAST_CLOSE_ON_TOKEN_EXPIRY", "true",
 			"end a stream when its token's exp passes (close code 4001; clients reconnect with a fresh token); false keeps it open"),
+		secret(&c.NATSURL, "nats-url", "ROWCAST_NATS_URL",
+			"NATS servers (comma-separated nats:// or tls:// URLs): cluster mode, several rowcast nodes sharing one capture through a JetStream stream; empty runs one node alone"),
+		str(&c.NATSStream, "nats-stream", "ROWCAST_NATS_STREAM", "ROWCAST",
+			"cluster mode: the JetStream stream (created if missing; its subject is the name and .changes); nodes of one deployment share it"),
+		integer(&c.NATSReplicas, "nats-replicas", "ROWCAST_NATS_REPLICAS", "1", 1, 5,
+			"cluster mode: the stream's replicas: 1 on a single NATS server, 3 in production (one server may fail)"),
+		str(&c.NATSCreds, "nats-creds", "ROWCAST_NATS_CREDS", "",
+			"cluster mode: NATS credentials file (JWT and NKey seed)"),
+		str(&c.NATSUser, "nats-user", "ROWCAST_NATS_USER", "",
+			"cluster mode: NATS user (with ROWCAST_NATS_PASSWORD)"),
+		secret(&c.NATSPassword, "nats-password", "ROWCAST_NATS_PASSWORD",
+			"cluster mode: NATS password"),
+		secret(&c.NATSToken, "nats-token", "ROWCAST_NATS_TOKEN",
+			"cluster mode: NATS authentication token"),
+		str(&c.NATSTLSCA, "nats-tls-ca", "ROWCAST_NATS_TLS_CA", "",
+			"cluster mode: CA bundle (PEM) that verifies the NATS servers"),
+		str(&c.NATSTLSCert, "nats-tls-cert", "ROWCAST_NATS_TLS_CERT", "",
+			"cluster mode: client certificate (PEM) for servers that ask for one"),
+		str(&c.NATSTLSKey, "nats-tls-key", "ROWCAST_NATS_TLS_KEY", "",
+			"cluster mode: the client certificate's key (PEM)"),
+		duration(&c.NATSPublishTimeout, "nats-publish-timeout", "ROWCAST_NATS_PUBLISH_TIMEOUT", "5s",
+			"cluster mode: longest wait for JetStream to acknowledge a batch; the capturing node then steps down and another takes over"),
+		duration(&c.NATSMaxAge, "nats-max-age", "ROWCAST_NATS_MAX_AGE", "1h",
+			"cluster mode: how long the stream keeps a change (at least ROWCAST_REPLAY_WINDOW_AGE): what a starting node fills its replay window from"),
+		duration(&c.NATSDuplicates, "nats-duplicates", "ROWCAST_NATS_DUPLICATES", "2m",
+			"cluster mode: the stream's deduplication window: a change published again within it (by a new capturer) is stored once"),
 	}
 }
 

@@ -72,6 +72,8 @@ func TestDefaults(t *testing.T) {
 		JWTSecret: "k", JWTCookie: "token", AuthOff: false, Origins: nil,
 		CORSCredentials: false, LiveUpdates: true,
 		LogLevel: slog.LevelInfo, LogFormat: "text", DebugListen: "",
+		NATSStream: "ROWCAST", NATSReplicas: 1, NATSPublishTimeout: 5 * time.Second,
+		NATSMaxAge: time.Hour, NATSDuplicates: 2 * time.Minute,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", cfg, want)
@@ -312,6 +314,11 @@ func nonDefault() map[string]string {
 		"sio-connect-timeout":   "1s",
 		"sio-max-pending":       "5",
 		"close-on-token-expiry": "false",
+		"nats-url":              "nats://127.0.0.1:4222", "nats-stream": "DESK", "nats-replicas": "3",
+		"nats-creds": "/etc/rowcast/nats.creds", "nats-user": "rowcast", "nats-password": "pw",
+		"nats-token": "tok", "nats-tls-ca": "/etc/ca.pem", "nats-tls-cert": "/etc/c.pem",
+		"nats-tls-key": "/etc/k.pem", "nats-publish-timeout": "2s", "nats-max-age": "2h",
+		"nats-duplicates": "1m",
 	}
 }
 

@@ -104,6 +104,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 	names := broadcast.NamesFor(res.prefix, cfg.Events)
 	m.Init(names.Own(), broadcast.DropReasons)
 	counts := cdc.CountsLoader(pool, table, cfg.StatsColumns)
+	var node *clusterNode
+	if cfg.NATSURL != "" {
+		if node, err = newClusterNode(cfg, mode, reg, log); err != nil {
+			return err
+		}
+		defer node.conn.Close()
+	}
 	hub := broadcast.NewHub(broadcast.HubConfig{
 		Names:         names,
 		StatsColumns:  cfg.StatsColumns,
@@ -118,6 +125,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 		// has started (normally within a second), rather than with a
 		// resync or a snapshot without a cursor.
 		AwaitCapture: 10 * time.Second,
+		CatchUp:      node.catchUp(),
 	})
 	var source rowcast.Source
 	if mode == "logical" {
@@ -137,6 +145,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 		})
 	}
 	metrics.RegisterCapture(reg, source.Status)
+	ready := func() bool { return source.Status().Connected }
+	run := func(ctx context.Context) error { return source.Run(ctx, hub) }
+	if node != nil {
+		ready, run = node.wire(source, hub, pc.ConnString(), mode, cfg)
+	}
 	// Slot lag, retained WAL and NOTIFY queue usage are polled from the
 	// database here, so that the capture loop knows nothing of metrics.
 	poller := metrics.NewDBPoller(reg, pool, cfg.Slot, func() string { return source.Status().Mode }, 0)
@@ -172,7 +185,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 			PingInterval: cfg.SIOPingInterval, PingTimeout: cfg.SIOPingTimeout, MaxPayload: cfg.SIOMaxPayload,
 			ConnectTimeout: cfg.SIOConnectTimeout, MaxPending: cfg.SIOMaxPending}),
 		PollInterval: cfg.PollInterval,
-		Ready:        func() bool { return source.Status().Connected },
+		Ready:        ready,
 		Recent:       cdc.RecentRows(pool, table, cfg.SnapshotOrder),
 		RecentOrder:  cdc.RecentOrder(table, cfg.SnapshotOrder),
 		Pages:        cdc.PageRows(pool, table),
@@ -201,7 +214,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 		}
 		defer stopDebug()
 	}
-	log.Info("rowcast starting", "version", version, "capture", mode, "why", why,
+	log.Info("rowcast starting", "version", version, "capture", mode, "why", why, "cluster", node != nil,
 		"table", table.String(), "events", cfg.Events, "visibility", res.visibility.String(), "listen", ln.Addr().String(), "auth", authMode, "live_updates", cfg.LiveUpdates)
 
 	captureCtx, stopCapture := context.WithCancel(context.Background())
@@ -213,7 +226,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, opts serveOptions)
 	go func() { defer wg.Done(); poller.Run(captureCtx) }()
 	go func() {
 		defer wg.Done()
-		if err := source.Run(captureCtx, hub); err != nil {
+		if err := run(captureCtx); err != nil {
 			errc <- fmt.Errorf("capture: %w", err)
 		}
 	}()

@@ -1,0 +1,404 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"rowcast"
+	"rowcast/integration/natscluster"
+)
+
+// recorder is a sink that keeps what it is handed.
+type recorder struct {
+	mu      sync.Mutex
+	changes []rowcast.Change
+}
+
+func (r *recorder) Apply(_ context.Context, cs []rowcast.Change) error {
+	r.mu.Lock()
+	r.changes = append(r.changes, cs...)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *recorder) rows() []rowcast.EventID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []rowcast.EventID
+	for _, c := range r.changes {
+		if isChange(&c) {
+			out = append(out, c.ID)
+		}
+	}
+	return out
+}
+
+const epoch = rowcast.HistoryFlag | 42
+
+func change(pos uint64) rowcast.Change {
+	return rowcast.Change{Op: rowcast.OpInsert, Schema: "public", Table: "tickets",
+		ID:  rowcast.EventID{Epoch: epoch, Pos: pos},
+		Key: rowcast.Row{{Name: "id", Value: json.RawMessage(fmt.Sprint(pos))}},
+		Row: rowcast.Row{{Name: "id", Value: json.RawMessage(fmt.Sprint(pos))}}, CaptureTime: time.Now()}
+}
+
+func changes(from, to uint64) []rowcast.Change {
+	var out []rowcast.Change
+	for p := from; p < to; p++ {
+		out = append(out, change(p))
+	}
+	return out
+}
+
+// apply publishes and waits for the stream's acknowledgement.
+func apply(ctx context.Context, p *Publisher, cs []rowcast.Change) error {
+	if err := p.Apply(ctx, cs); err != nil {
+		return err
+	}
+	return p.Flush(ctx)
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func dial(t *testing.T, nc *natscluster.Cluster, replicas int) *Conn {
+	t.Helper()
+	conn, err := Dial(NATSConfig{URLs: []string{nc.URLs()}, Stream: "T", Replicas: replicas,
+		MaxAge: time.Hour, Duplicates: time.Minute, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := conn.EnsureStream(ctx)
+		cancel()
+		if err == nil {
+			return conn
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// consumeAll runs a consumer into a recorder until the test ends.
+func consumeAll(t *testing.T, conn *Conn) (*recorder, *Consumer) {
+	rec := &recorder{}
+	c := NewConsumer(conn, rec, nil, quiet())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return rec, c
+}
+
+func waitRows(t *testing.T, rec *recorder, n int) []rowcast.EventID {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		rows := rec.rows()
+		if len(rows) >= n {
+			return rows
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer has %d changes, want %d", len(rows), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func checkSequence(t *testing.T, rows []rowcast.EventID, n int) {
+	t.Helper()
+	if len(rows) != n {
+		t.Fatalf("%d changes on the stream, want %d", len(rows), n)
+	}
+	for i, id := range rows {
+		if id.Pos != uint64(i+1) {
+			t.Fatalf("change %d on the stream is %d: gap, duplicate or reordering", i+1, id.Pos)
+		}
+	}
+}
+
+// A new term replays from the slot what the stream holds already: it is
+// skipped, and what follows is stored once, in order.
+func TestPublishTermsReplay(t *testing.T) {
+	nc, err := natscluster.Start(t.TempDir(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Stop()
+	conn := dial(t, nc, 1)
+	rec, _ := consumeAll(t, conn)
+	ctx := context.Background()
+	p := NewPublisher(conn, 10*time.Second, quiet())
+	if err := p.Begin(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(ctx, p, append([]rowcast.Change{{Op: rowcast.OpStart, ID: rowcast.EventID{Epoch: epoch, Pos: 1}}}, changes(1, 301)...)); err != nil {
+		t.Fatal(err)
+	}
+	// The next term starts from an older slot position.
+	p2 := NewPublisher(conn, 10*time.Second, quiet())
+	if err := p2.Begin(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(ctx, p2, append([]rowcast.Change{{Op: rowcast.OpStart, ID: rowcast.EventID{Epoch: epoch, Pos: 200}}}, changes(200, 501)...)); err != nil {
+		t.Fatal(err)
+	}
+	// A publisher that did not Begin (a zombie of an old term) is refused:
+	// it expects another last message.
+	if err := apply(ctx, p, changes(501, 502)); err == nil {
+		t.Fatal("a publisher of an old term published after a newer one")
+	}
+	checkSequence(t, waitRows(t, rec, 500), 500)
+}
+
+// One of three NATS servers (the stream's leader) is killed while a
+// publisher publishes: each failed batch is published again by a new term,
+// as a new capturer would, and the stream holds every change once, in
+// order.
+func TestPublishAcrossServerKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-server NATS cluster")
+	}
+	nc, err := natscluster.Start(t.TempDir(), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Stop()
+	conn := dial(t, nc, 3)
+	rec, _ := consumeAll(t, conn)
+	ctx := context.Background()
+	const total, size = 6000, 100
+	p := NewPublisher(conn, 5*time.Second, quiet())
+	begun, failures, killed := false, 0, false
+	for next := uint64(1); next <= total; {
+		if !begun {
+			if err := p.Begin(ctx, nil); err != nil {
+				i, lerr := nc.StreamLeader("T")
+				t.Logf("begin: %v (leader %d %v)", err, i, lerr)
+				failures++
+				time.Sleep(200 * time.Millisecond)
+				continue
+			}
+			begun = true
+		}
+		if next > total/3 && !killed {
+			i, err := nc.StreamLeader("T")
+			if err == nil {
+				nc.Kill(i)
+				killed = true
+				t.Logf("killed NATS server %d (the stream leader) after %d changes", i+1, next-1)
+			}
+		}
+		// A new term replays from an older position, like the slot.
+		from := next
+		if failures > 0 && from > 50 {
+			from -= 50
+		}
+		if err := apply(ctx, p, changes(from, min(next+size, total+1))); err != nil {
+			t.Logf("publish: %v", err)
+			failures++
+			begun = false
+			if failures > 200 {
+				t.Fatalf("publishing keeps failing: %v", err)
+			}
+			continue
+		}
+		next = min(next+size, total+1)
+	}
+	t.Logf("%d failed batches or terms", failures)
+	if !killed {
+		t.Fatal("no stream leader found to kill")
+	}
+	checkSequence(t, waitRows(t, rec, total), total)
+}
+
+// A node that starts when every message of the stream has expired (an
+// idle night) is ready at once: there is nothing to fill its window from,
+// and it must not wait for a message that will not come (it would never
+// compete for capture, and nobody would publish one).
+func TestConsumerReadyOnExpiredStream(t *testing.T) {
+	nc, err := natscluster.Start(t.TempDir(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Stop()
+	conn, err := Dial(NATSConfig{URLs: []string{nc.URLs()}, Stream: "T", Replicas: 1,
+		MaxAge: time.Second, Duplicates: 500 * time.Millisecond, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := context.Background()
+	if err := conn.EnsureStream(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p := NewPublisher(conn, 10*time.Second, quiet())
+	if err := p.Begin(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(ctx, p, changes(1, 11)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); ; {
+		last, err := conn.LastSeq(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stream's messages did not expire")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rec, c := consumeAll(t, conn)
+	for deadline := time.Now().Add(time.Minute); !c.Ready(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the consumer of an expired stream is not ready")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A new term goes on from the stream's sequence.
+	if err := p.Begin(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(ctx, p, changes(11, 21)); err != nil {
+		t.Fatal(err)
+	}
+	rows := waitRows(t, rec, 10)
+	if rows[0].Pos != 11 || len(rows) != 10 {
+		t.Fatalf("consumed %v", rows)
+	}
+}
+
+// The stream is input too: a message that is not a change is counted and
+// skipped, and the changes around it are handed on.
+func TestConsumerSkipsBadMessages(t *testing.T) {
+	nc, err := natscluster.Start(t.TempDir(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Stop()
+	conn := dial(t, nc, 1)
+	ctx := context.Background()
+	p := NewPublisher(conn, 10*time.Second, quiet())
+	if err := p.Begin(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(ctx, p, changes(1, 6)); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"not json", `{"v":99,"op":"insert"}`, `{"v":1,"op":"insert"}`, `{"v":1,"op":"explode","id":"e1-0000000000000001"}`} {
+		if _, err := conn.js.Publish(ctx, "T.changes", []byte(bad)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Begin(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(ctx, p, changes(6, 11)); err != nil {
+		t.Fatal(err)
+	}
+	rec, c := consumeAll(t, conn)
+	checkSequence(t, waitRows(t, rec, 10), 10)
+	if n := c.Bad(); n != 4 {
+		t.Fatalf("%d bad messages counted, want 4", n)
+	}
+}
+
+// fakeLog acknowledges a batch when the test says so.
+type fakeLog struct{ batches []*fakePending }
+
+type fakePending struct {
+	done chan struct{}
+	err  error
+}
+
+func (f *fakePending) Poll() (bool, error) {
+	select {
+	case <-f.done:
+		return true, f.err
+	default:
+		return false, nil
+	}
+}
+
+func (f *fakePending) Wait(ctx context.Context) error {
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+func (l *fakeLog) Publish(_ context.Context, msgs []Message, _ uint64) (Pending, error) {
+	p := &fakePending{done: make(chan struct{})}
+	l.batches = append(l.batches, p)
+	return p, nil
+}
+
+func (l *fakeLog) Tail(context.Context, int, func(Message) bool) ([]Message, uint64, error) {
+	return nil, 0, nil
+}
+
+// The slot is held at the oldest change the stream has not acknowledged;
+// a batch not acknowledged in time ends the term.
+func TestPublisherHoldsTheSlot(t *testing.T) {
+	ctx := context.Background()
+	log := &fakeLog{}
+	p := NewPublisher(log, time.Hour, quiet())
+	var failed error
+	if err := p.Begin(ctx, func(err error) { failed = err }); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p.Oldest(); ok {
+		t.Fatal("an idle publisher holds the slot")
+	}
+	for _, b := range [][2]uint64{{1, 4}, {4, 8}} {
+		if err := p.Apply(ctx, changes(b[0], b[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if id, ok := p.Oldest(); !ok || id.Pos != 1 {
+		t.Fatalf("oldest %v %v, want change 1", id, ok)
+	}
+	close(log.batches[0].done)
+	if id, ok := p.Oldest(); !ok || id.Pos != 4 {
+		t.Fatalf("oldest %v %v after the first batch, want change 4", id, ok)
+	}
+	close(log.batches[1].done)
+	if _, ok := p.Oldest(); ok {
+		t.Fatal("the slot is held after every batch was acknowledged")
+	}
+
+	short := NewPublisher(log, time.Millisecond, quiet())
+	if err := short.Begin(ctx, func(err error) { failed = err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := short.Apply(ctx, changes(8, 9)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	if err := short.Check(); !errors.Is(err, ErrPublishTimeout) || !errors.Is(failed, ErrPublishTimeout) {
+		t.Fatalf("overdue batch: %v, fail told %v", err, failed)
+	}
+	if err := short.Apply(ctx, changes(9, 10)); err == nil {
+		t.Fatal("a failed term published again")
+	}
+	if id, ok := short.Oldest(); !ok || id.Pos != 8 {
+		t.Fatalf("oldest %v %v after a failure, want change 8: the slot must keep it", id, ok)
+	}
+}

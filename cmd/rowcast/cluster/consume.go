@@ -1,0 +1,223 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"rowcast"
+)
+
+// Feed is the stream as every node reads it.
+type Feed interface {
+	// EnsureStream creates the stream when it does not exist.
+	EnsureStream(ctx context.Context) error
+	// LastSeq is the sequence of the stream's last message, 0 when it
+	// holds none.
+	LastSeq(ctx context.Context) (uint64, error)
+	// Consume delivers the stream's messages from sequence from (0: the
+	// first it holds) in order until ctx ends.
+	Consume(ctx context.Context, from uint64, fn func(Delivery)) error
+	// Connected reports whether the stream's servers are reachable.
+	Connected() bool
+}
+
+// ConsumerObserver is told what the consumer skips.
+type ConsumerObserver interface {
+	BadMessage()
+}
+
+// Consumer feeds a node's hub from the stream: at start the changes the
+// stream still holds (the replay window), then each as it is published.
+type Consumer struct {
+	feed Feed
+	sink rowcast.Sink
+	obs  ConsumerObserver
+	log  *slog.Logger
+
+	applied  atomic.Uint64 // sequence of the last message handed on
+	pending  atomic.Uint64 // messages after it when it was delivered
+	caughtUp atomic.Bool   // everything there was at start is handed on
+	bad      atomic.Uint64
+
+	mu       sync.Mutex
+	progress chan struct{} // closed and replaced when applied moves
+}
+
+// NewConsumer returns a consumer of feed into sink (the hub).
+func NewConsumer(feed Feed, sink rowcast.Sink, obs ConsumerObserver, log *slog.Logger) *Consumer {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Consumer{feed: feed, sink: sink, obs: obs, log: log, progress: make(chan struct{})}
+}
+
+// Ready reports whether the node serves the stream: its servers are
+// reachable and what the stream held at start is handed on.
+func (c *Consumer) Ready() bool { return c.caughtUp.Load() && c.feed.Connected() }
+
+// Lag is how many messages of the stream this node has not handed on
+// yet, as of the last one delivered.
+func (c *Consumer) Lag() uint64 { return c.pending.Load() }
+
+// Bad counts messages skipped because they could not be decoded.
+func (c *Consumer) Bad() uint64 { return c.bad.Load() }
+
+// Run consumes until ctx ends.
+func (c *Consumer) Run(ctx context.Context) error {
+	var last uint64
+	for attempt := 0; ; attempt++ {
+		err := c.feed.EnsureStream(ctx)
+		if err == nil {
+			last, err = c.feed.LastSeq(ctx)
+		}
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		c.log.Warn("the stream is not reachable yet; retrying", "err", err)
+		if !sleep(ctx, min(time.Duration(1<<min(attempt, 5))*100*time.Millisecond, 3*time.Second)) {
+			return nil
+		}
+	}
+	c.log.Info("consuming the stream", "messages_to_fill", last)
+	if last == 0 {
+		c.start(ctx)
+	}
+	for attempt := 0; ; attempt++ {
+		from := uint64(0)
+		if a := c.applied.Load(); a > 0 {
+			from = a + 1
+		}
+		began := time.Now()
+		err := c.consume(ctx, from, last)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(began) > time.Minute {
+			attempt = 0
+		}
+		c.log.Warn("consuming the stream failed; retrying", "err", err, "from", from)
+		if !sleep(ctx, min(time.Duration(1<<min(attempt, 5))*100*time.Millisecond, 3*time.Second)) {
+			return nil
+		}
+	}
+}
+
+// consume runs one consumer from sequence from until ctx ends or it fails.
+func (c *Consumer) consume(ctx context.Context, from, last uint64) error {
+	deliveries := make(chan Delivery, 1024)
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- c.feed.Consume(cctx, from, func(d Delivery) {
+			select {
+			case deliveries <- d:
+			case <-cctx.Done():
+			}
+		})
+	}()
+	batch := make([]rowcast.Change, 0, 512)
+	for {
+		var d Delivery
+		select {
+		case <-ctx.Done():
+			cancel()
+			<-errc
+			return nil
+		case err := <-errc:
+			if err == nil {
+				err = errors.New("the consumer stopped")
+			}
+			return err
+		case d = <-deliveries:
+		}
+		if d.Seq <= c.applied.Load() {
+			continue // delivered again after a reset
+		}
+		batch = batch[:0]
+		batch = c.decode(batch, d)
+		seq, pending := d.Seq, d.Pending
+	drain:
+		for len(batch) < cap(batch) {
+			select {
+			case d = <-deliveries:
+				if d.Seq <= seq {
+					continue
+				}
+				batch = c.decode(batch, d)
+				seq, pending = d.Seq, d.Pending
+			default:
+				break drain
+			}
+		}
+		if len(batch) > 0 {
+			// The hub may keep the slice: hand it a copy.
+			if err := c.sink.Apply(ctx, append([]rowcast.Change(nil), batch...)); err != nil && ctx.Err() == nil {
+				c.log.Error("the hub refused changes from the stream", "err", err)
+			}
+		}
+		c.applied.Store(seq)
+		c.pending.Store(pending)
+		// Caught up with what the stream held at start: its last message,
+		// or none after this one (the last may have expired meanwhile).
+		if !c.caughtUp.Load() && (seq >= last || pending == 0) {
+			c.start(ctx)
+		}
+		c.mu.Lock()
+		close(c.progress)
+		c.progress = make(chan struct{})
+		c.mu.Unlock()
+	}
+}
+
+// start tells the hub that what the stream held is handed on: from now
+// on it may count the table and answer resumes.
+func (c *Consumer) start(ctx context.Context) {
+	_ = c.sink.Apply(ctx, []rowcast.Change{{Op: rowcast.OpStart, CaptureTime: time.Now()}})
+	c.caughtUp.Store(true)
+	c.log.Info("the replay window is filled from the stream")
+}
+
+func (c *Consumer) decode(batch []rowcast.Change, d Delivery) []rowcast.Change {
+	ch, err := rowcast.UnmarshalChange(d.Data)
+	if err != nil {
+		c.bad.Add(1)
+		if c.obs != nil {
+			c.obs.BadMessage()
+		}
+		c.log.Warn("skipping a message of the stream that is not a change", "seq", d.Seq, "err", err)
+		return batch
+	}
+	return append(batch, ch)
+}
+
+// CatchUp waits until this node has handed on everything the stream holds
+// now, or ctx ends. A client that resumes from an id this node has not
+// handed on yet (it comes from a node further ahead) waits for it
+// rather than being told to resync.
+func (c *Consumer) CatchUp(ctx context.Context) error {
+	last, err := c.feed.LastSeq(ctx)
+	if err != nil {
+		return err
+	}
+	for {
+		c.mu.Lock()
+		ch := c.progress
+		c.mu.Unlock()
+		if c.applied.Load() >= last {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
+}
