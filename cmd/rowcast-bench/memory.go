@@ -97,6 +97,7 @@ func (b *bench) scenarioMemory(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	b.heapProfile(ctx, rc, "memory", itoa(n))
 	if closed, _ := cs.closedCount(); closed > 0 {
 		return fmt.Errorf("%d of %d idle clients were disconnected", closed, n)
 	}
