@@ -95,6 +95,8 @@ type stream struct {
 	begin pglogrepl.BeginMessage
 	index uint32
 	batch []rowcast.Change
+	// ends is decodeTuple's scratch: where each value ends in its buffer.
+	ends []int
 
 	// serverEnd is the last keepalive's ServerWALEnd: everything before it
 	// has been sent to us.
@@ -141,11 +143,21 @@ func newStream(s *Slot, repl *pgconn.PgConn, reg querier, sink rowcast.Sink) *st
 // run follows the structure of pglogrepl's demo loop: the receive deadline
 // is the next status update, and a keepalive asking for a reply gets one at
 // once.
+//
+// The deadline is the connection's read deadline, set when it moves (once
+// per status update or sync check), not a context per message: a context
+// with a deadline costs a timer, and pgconn a watcher, for every message
+// of the stream. ctx ending sets a read deadline in the past, which ends
+// the wait at once.
 func (st *stream) run(ctx context.Context) error {
 	st.nextStatus = time.Now().Add(st.s.cfg.StandbyTimeout)
 	st.nextSyncCheck = time.Now().Add(syncCheckEvery)
 	st.lastHeard = time.Now()
 	silence := streamSilence(st.s.cfg.StandbyTimeout)
+	conn := st.repl.Conn()
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
+	defer stop()
+	var deadline time.Time // the read deadline set last
 	for {
 		if time.Since(st.lastHeard) > silence {
 			return fmt.Errorf("cdc: nothing from PostgreSQL for %v, though every status update asks for a reply (the network may drop the connection)", silence)
@@ -170,15 +182,27 @@ func (st *stream) run(ctx context.Context) error {
 				return err
 			}
 		}
-		rctx, cancel := context.WithDeadline(ctx, minTime(st.nextStatus, st.nextSyncCheck))
-		raw, err := st.repl.ReceiveMessage(rctx)
-		cancel()
+		if next := minTime(st.nextStatus, st.nextSyncCheck); !next.Equal(deadline) {
+			if err := conn.SetReadDeadline(next); err != nil {
+				return fmt.Errorf("cdc: setting the replication connection's read deadline: %w", err)
+			}
+			deadline = next
+			// Looked at after setting ours: a cancellation's deadline
+			// (AfterFunc) comes after it, or the loop ends here.
+			if ctx.Err() != nil {
+				st.finish()
+				return nil
+			}
+		}
+		raw, err := st.repl.ReceiveMessage(context.Background())
 		if err != nil {
 			if ctx.Err() != nil {
 				st.finish()
 				return nil
 			}
 			if pgconn.Timeout(err) {
+				// Past the deadline: the next round sets a new one.
+				deadline = time.Time{}
 				continue
 			}
 			return fmt.Errorf("cdc: receiving from the replication connection: %w", err)
@@ -336,10 +360,12 @@ func (st *stream) finish() {
 	if err := st.repl.Frontend().Flush(); err != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
+	// The read deadline may be in the past (run's ctx ended).
+	if err := st.repl.Conn().SetReadDeadline(time.Now().Add(2 * time.Second)); err != nil {
+		return
+	}
 	for {
-		msg, err := st.repl.ReceiveMessage(ctx)
+		msg, err := st.repl.ReceiveMessage(context.Background())
 		if err != nil {
 			return
 		}
@@ -748,21 +774,41 @@ func (st *stream) decodeTuple(rel *relation, t *pglogrepl.TupleData) ([]json.Raw
 		return nil, fmt.Errorf("cdc: pgoutput protocol error: %s.%s tuple has %d columns, relation has %d",
 			rel.schema, rel.table, len(t.Columns), len(rel.cols))
 	}
+	// Every value goes into one buffer, sliced once it is complete (an
+	// append that grows the buffer would move what was sliced before):
+	// one allocation per tuple instead of one per column. The values
+	// outlive the protocol reader's buffer, so they are copies either way.
+	size := 0
+	for _, c := range t.Columns {
+		size += len(c.Data) + 8 // quotes and a few escapes
+	}
+	buf := make([]byte, 0, size)
+	ends := st.ends[:0]
+	for i, c := range t.Columns {
+		switch c.DataType {
+		case pglogrepl.TupleDataTypeNull, pglogrepl.TupleDataTypeToast:
+		case pglogrepl.TupleDataTypeText:
+			var err error
+			if buf, err = st.dec.appendDecode(buf, rel.cols[i].oid, c.Data); err != nil {
+				return nil, fmt.Errorf("cdc: decoding %s.%s.%s: %w", rel.schema, rel.table, rel.cols[i].name, err)
+			}
+		default:
+			return nil, fmt.Errorf("cdc: pgoutput protocol error: column format %q in %s.%s", c.DataType, rel.schema, rel.table)
+		}
+		ends = append(ends, len(buf))
+	}
+	st.ends = ends
 	vals := make([]json.RawMessage, len(t.Columns))
+	start := 0
 	for i, c := range t.Columns {
 		switch c.DataType {
 		case pglogrepl.TupleDataTypeNull:
 			vals[i] = json.RawMessage("null")
 		case pglogrepl.TupleDataTypeText:
-			v, err := st.dec.decode(rel.cols[i].oid, c.Data)
-			if err != nil {
-				return nil, fmt.Errorf("cdc: decoding %s.%s.%s: %w", rel.schema, rel.table, rel.cols[i].name, err)
-			}
-			vals[i] = v
-		case pglogrepl.TupleDataTypeToast:
-		default:
-			return nil, fmt.Errorf("cdc: pgoutput protocol error: column format %q in %s.%s", c.DataType, rel.schema, rel.table)
+			vals[i] = buf[start:ends[i]:ends[i]]
 		}
+		// TOAST: nil marks a value the tuple does not carry.
+		start = ends[i]
 	}
 	return vals, nil
 }
