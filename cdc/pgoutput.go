@@ -97,6 +97,9 @@ type stream struct {
 	batch []rowcast.Change
 	// ends is decodeTuple's scratch: where each value ends in its buffer.
 	ends []int
+	// committed is the end LSN of the last transaction whose changes
+	// are in batch, not handed on yet (0: none).
+	committed pglogrepl.LSN
 
 	// serverEnd is the last keepalive's ServerWALEnd: everything before it
 	// has been sent to us.
@@ -182,7 +185,16 @@ func (st *stream) run(ctx context.Context) error {
 				return err
 			}
 		}
-		if next := minTime(st.nextStatus, st.nextSyncCheck); !next.Equal(deadline) {
+		// With committed transactions not handed on yet, the receive only
+		// takes what is already buffered (a deadline in the past): the
+		// next transaction joins the batch if it is there, else the batch
+		// goes to the sink before the loop waits.
+		poll := st.committed != 0
+		next := minTime(st.nextStatus, st.nextSyncCheck)
+		if poll {
+			next = pollDeadline
+		}
+		if !next.Equal(deadline) {
 			if err := conn.SetReadDeadline(next); err != nil {
 				return fmt.Errorf("cdc: setting the replication connection's read deadline: %w", err)
 			}
@@ -201,6 +213,13 @@ func (st *stream) run(ctx context.Context) error {
 				return nil
 			}
 			if pgconn.Timeout(err) {
+				if poll {
+					// Nothing more buffered: hand on what was committed.
+					if err := st.apply(ctx); err != nil {
+						return err
+					}
+					continue
+				}
 				// Past the deadline: the next round sets a new one.
 				deadline = time.Time{}
 				continue
@@ -224,6 +243,10 @@ func (st *stream) run(ctx context.Context) error {
 		}
 	}
 }
+
+// pollDeadline is a read deadline in the past: a receive returns what is
+// buffered, or times out at once.
+var pollDeadline = time.Unix(1, 0)
 
 func minTime(a, b time.Time) time.Time {
 	if a.Before(b) {
@@ -266,7 +289,7 @@ func (st *stream) copyData(ctx context.Context, data []byte) error {
 // idle reports whether everything received has been handed on, so that
 // the flush position may follow the server's WAL end.
 func (st *stream) idle() bool {
-	return !st.inTx && len(st.batch) == 0
+	return !st.inTx && len(st.batch) == 0 && st.committed == 0
 }
 
 // ackTarget is the flush position PostgreSQL may forget WAL up to.
@@ -396,7 +419,12 @@ func (st *stream) handle(ctx context.Context, walData []byte) error {
 			return errors.New("cdc: pgoutput protocol error: COMMIT outside a transaction")
 		}
 		st.inTx = false
-		return st.apply(ctx, m.TransactionEndLSN)
+		// Handed on with the transactions right behind it (run), in one
+		// Sink.Apply, or now when the batch is full.
+		st.committed = m.TransactionEndLSN
+		if len(st.batch) >= st.s.cfg.BatchSize {
+			return st.apply(ctx)
+		}
 	case *pglogrepl.InsertMessage:
 		return st.insert(ctx, m)
 	case *pglogrepl.UpdateMessage:
@@ -537,14 +565,15 @@ func (st *stream) add(ctx context.Context, c rowcast.Change) error {
 	st.index++
 	st.batch = append(st.batch, c)
 	if len(st.batch) >= st.s.cfg.BatchSize {
-		return st.apply(ctx, 0)
+		return st.apply(ctx)
 	}
 	return nil
 }
 
-// apply hands the batch to the sink. commitEnd is the transaction's end
-// LSN when the batch ends with its commit, else 0.
-func (st *stream) apply(ctx context.Context, commitEnd pglogrepl.LSN) error {
+// apply hands the batch to the sink: the changes of the transactions
+// committed since the last call (st.committed is the last one's end LSN),
+// and those of the open transaction when the batch is full.
+func (st *stream) apply(ctx context.Context) error {
 	if len(st.batch) > 0 {
 		if err := st.sink.Apply(ctx, st.batch); err != nil {
 			return fmt.Errorf("cdc: sink did not accept %d changes (they will be resent after reconnecting): %w", len(st.batch), err)
@@ -552,6 +581,8 @@ func (st *stream) apply(ctx context.Context, commitEnd pglogrepl.LSN) error {
 		// A new slice each time: the sink may keep the one it was given.
 		st.batch = nil
 	}
+	commitEnd := st.committed
+	st.committed = 0
 	if commitEnd > st.s.handedOn {
 		st.s.handedOn = commitEnd
 	}
