@@ -46,8 +46,8 @@ type driver struct {
 	end   func(error)
 
 	ping, expiry *time.Timer
-	// runFn is run as a func value: go runFn() starts a goroutine without
-	// allocating a closure each time, as go w.run() would.
+	// runFn is w.run as a func value, made once: handing it to a writer
+	// allocates no closure each time.
 	runFn func()
 
 	mu      sync.Mutex
@@ -77,7 +77,43 @@ func (w *driver) kick(ping bool) {
 	}
 	w.running = true
 	w.mu.Unlock()
-	go w.runFn()
+	startWriter(w.runFn)
+}
+
+// Writer goroutines are reused: a writer that has finished waits a while
+// (writerLinger) for the next session that needs one, then exits. A new
+// goroutine per wake-up would get a small stack and grow it (writing goes
+// deep) every time, and give the grown stack back when it exits: with
+// many clients that each get one event at a time, allocating and copying
+// stacks cost more than the writes' own work. The pool owns the parked
+// goroutines and ends each one after writerLinger without work; while
+// parked, a goroutine belongs to no session.
+var idleWriters = make(chan func())
+
+// writerLinger is how long a finished writer waits for more work.
+const writerLinger = 2 * time.Second
+
+// startWriter runs fn in a parked writer goroutine, or a new one.
+func startWriter(fn func()) {
+	select {
+	case idleWriters <- fn:
+	default:
+		go writerLoop(fn)
+	}
+}
+
+func writerLoop(fn func()) {
+	linger := time.NewTimer(writerLinger)
+	defer linger.Stop()
+	for {
+		fn()
+		linger.Reset(writerLinger)
+		select {
+		case fn = <-idleWriters:
+		case <-linger.C:
+			return
+		}
+	}
 }
 
 func (w *driver) pingDue() { w.kick(true) }
