@@ -243,12 +243,13 @@ func (r *results) renderMemory(w io.Writer) {
 		return
 	}
 	fmt.Fprintf(w, "\n## Memory per idle authenticated connection\n\n")
-	fmt.Fprintf(w, "| idle clients | RSS per conn | Go heap in use per conn | heap alloc per conn | goroutine stacks per conn | goroutines per conn | RSS before → after |\n|--:|--:|--:|--:|--:|--:|--:|\n")
+	fmt.Fprintf(w, "| idle clients | RSS per conn | Go heap in use per conn | heap alloc per conn | goroutine stacks per conn | goroutines per conn | RSS before → after | Socket.IO: RSS / heap in use / stacks per conn | Socket.IO goroutines per conn |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, p := range r.memory.points {
 		m := p.Median
-		fmt.Fprintf(w, "| %s | %s KiB | %s KiB | %s KiB | %s KiB | %s | %s → %s MiB |\n", f(m.Clients, 0),
+		fmt.Fprintf(w, "| %s | %s KiB | %s KiB | %s KiB | %s KiB | %s | %s → %s MiB | %s / %s / %s KiB | %s |\n", f(m.Clients, 0),
 			f(m.RSSPerConn/1024, 1), f(m.HeapInusePerConn/1024, 1), f(m.HeapAllocPerConn/1024, 1),
-			f(m.StackPerConn/1024, 1), f(m.GoroutinesPerConn, 2), f(m.RSSBefore/(1<<20), 1), f(m.RSSAfter/(1<<20), 1))
+			f(m.StackPerConn/1024, 1), f(m.GoroutinesPerConn, 2), f(m.RSSBefore/(1<<20), 1), f(m.RSSAfter/(1<<20), 1),
+			f(m.SIORSSPerConn/1024, 1), f(m.SIOHeapInusePerConn/1024, 1), f(m.SIOStackPerConn/1024, 1), f(m.SIOGoroutinesPerConn, 2))
 	}
 }
 
