@@ -268,9 +268,12 @@ func (d *deliverer) send(batch []*Event, woken bool) error {
 		return nil
 	}
 	err := d.t.Write(out)
-	if err == nil {
+	if err == nil && len(out) > 0 {
+		// One clock reading for the batch, not one per event: written
+		// together, they were delivered at the same moment.
+		now := time.Now()
 		for _, ev := range out {
-			d.s.obs.Delivered(d.s.Transport, time.Since(ev.Time))
+			d.s.obs.Delivered(d.s.Transport, now.Sub(ev.Time))
 		}
 	}
 	clear(out)
