@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -210,6 +211,10 @@ func (r *Row) UnmarshalJSON(data []byte) error {
 	if i >= len(data) || data[i] != '{' {
 		return errors.New("row: want a JSON object")
 	}
+	// The values are slices of one copy of the object, not a copy each,
+	// and the column names (the same on every row) are interned: a row
+	// costs two allocations, not two per column.
+	data = bytes.Clone(data)
 	out := make(Row, 0, 12)
 	i = skipSpace(data, i+1)
 	for i < len(data) && data[i] != '}' {
@@ -220,11 +225,17 @@ func (r *Row) UnmarshalJSON(data []byte) error {
 		if end < 0 {
 			return errors.New("row: unterminated column name")
 		}
-		name := string(data[i+1 : end-1])
+		var name string
 		if needsDecoding(data[i+1 : end-1]) {
-			if err := json.Unmarshal(data[i:end], &name); err != nil {
+			// Its own variable: taking name's address would put it on the
+			// heap for every column.
+			var decoded string
+			if err := json.Unmarshal(data[i:end], &decoded); err != nil {
 				return fmt.Errorf("row: column name: %w", err)
 			}
+			name = decoded
+		} else {
+			name = columnNames.intern(data[i+1 : end-1])
 		}
 		i = skipSpace(data, end)
 		if i >= len(data) || data[i] != ':' {
@@ -235,7 +246,8 @@ func (r *Row) UnmarshalJSON(data []byte) error {
 		if vend <= i {
 			return fmt.Errorf("row: column %q: malformed value", name)
 		}
-		out = append(out, Column{Name: name, Value: json.RawMessage(append([]byte(nil), data[i:vend]...))})
+		// Capped, so that appending to one value cannot write over the next.
+		out = append(out, Column{Name: name, Value: json.RawMessage(data[i:vend:vend])})
 		i = skipSpace(data, vend)
 		if i < len(data) && data[i] == ',' {
 			i = skipSpace(data, i+1)
@@ -243,6 +255,41 @@ func (r *Row) UnmarshalJSON(data []byte) error {
 	}
 	*r = out
 	return nil
+}
+
+// columnNames interns the column names of rows decoded from JSON. Names
+// come from payloads anyone who can NOTIFY may send, so the table is
+// bounded: past maxInterned names, or for long names, a name is a string
+// of its own as before.
+var columnNames = &internTable{m: make(map[string]string)}
+
+const (
+	maxInterned       = 4096
+	maxInternedLength = 64
+)
+
+type internTable struct {
+	mu sync.RWMutex
+	m  map[string]string
+}
+
+func (t *internTable) intern(b []byte) string {
+	if len(b) > maxInternedLength {
+		return string(b)
+	}
+	t.mu.RLock()
+	s, ok := t.m[string(b)] // no allocation for the lookup
+	t.mu.RUnlock()
+	if ok {
+		return s
+	}
+	s = string(b)
+	t.mu.Lock()
+	if len(t.m) < maxInterned {
+		t.m[s] = s
+	}
+	t.mu.Unlock()
+	return s
 }
 
 // needsDecoding: escapes, or bytes that encoding/json would check as UTF-8.

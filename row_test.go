@@ -160,3 +160,14 @@ func TestCheckEventName(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkRowUnmarshal(b *testing.B) {
+	data := []byte(`{"id":1234,"title":"Printer on the third floor jams","description":"Long description with some detail.","status":"open","priority":"medium","category":"hardware","requester_email":"ann@example.com","assignee_email":"agent@example.com","created_at":"2026-11-23T02:30:31.123456Z","updated_at":"2026-11-23T02:31:00.5Z"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		var r Row
+		if err := r.UnmarshalJSON(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"rowcast"
@@ -50,6 +51,9 @@ type Session struct {
 	obs   Observer
 	// expires ends the session when the user's token expires (zero: never).
 	expires time.Time
+	// notify, when set (Start), is called instead of signalling wake, and
+	// once more when the session closes: the writer runs on demand.
+	notify atomic.Pointer[func()]
 }
 
 // SetAbort sets what Drop calls to unblock a stuck writer. Call it before
@@ -112,6 +116,10 @@ func (s *Session) Offer(ev *Event) bool {
 // queued), so that a transport can send control messages from its single
 // writer.
 func (s *Session) Wake() {
+	if n := s.notify.Load(); n != nil {
+		(*n)()
+		return
+	}
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -140,6 +148,9 @@ func (s *Session) Close(code int, reason string) {
 		s.code, s.reason = code, reason
 		s.mu.Unlock()
 		close(s.done)
+		if n := s.notify.Load(); n != nil {
+			(*n)()
+		}
 	})
 }
 
@@ -170,42 +181,8 @@ type Transport interface {
 // (never when pingEvery is 0). It returns when ctx ends, the session is
 // closed, or a write fails; Outcome says what that means.
 func (s *Session) Pump(ctx context.Context, sub Subscription, t Transport, pingEvery time.Duration) error {
-	obs := s.obs
-	cursor, hasCursor := sub.Cursor, sub.HasCursor
-	var out []*Event
-	// send writes the events of batch that the client does not have yet.
-	send := func(batch []*Event, woken bool) error {
-		out = out[:0]
-		for _, ev := range batch {
-			if ev.HasID && hasCursor && ev.ID.SameEpoch(cursor) && !cursor.Less(ev.ID) {
-				continue // already delivered (replay/live overlap after a restart)
-			}
-			if ev.HasID {
-				cursor, hasCursor = ev.ID, true
-			}
-			out = append(out, ev)
-		}
-		if len(out) == 0 && !woken {
-			return nil
-		}
-		err := t.Write(out)
-		if err == nil {
-			for _, ev := range out {
-				obs.Delivered(s.Transport, time.Since(ev.Time))
-			}
-		}
-		clear(out)
-		return err
-	}
-	first := make([]*Event, 0, len(sub.Replay)+2)
-	if sub.Resync != nil {
-		first = append(first, sub.Resync)
-	}
-	first = append(first, sub.Replay...)
-	if sub.Stats != nil {
-		first = append(first, sub.Stats)
-	}
-	if err := send(first, false); err != nil {
+	d := &deliverer{s: s, t: t, cursor: sub.Cursor, hasCursor: sub.HasCursor}
+	if err := d.send(sub.first(), false); err != nil {
 		return err
 	}
 	var batch []*Event
@@ -235,7 +212,7 @@ func (s *Session) Pump(ctx context.Context, sub Subscription, t Transport, pingE
 				return nil // dropped: do not keep writing a backlog
 			default:
 			}
-			err := send(batch, true)
+			err := d.send(batch, true)
 			clear(batch)
 			if err != nil {
 				return err
@@ -249,6 +226,62 @@ func (s *Session) Pump(ctx context.Context, sub Subscription, t Transport, pingE
 			return nil
 		}
 	}
+}
+
+// first is what a subscription sends before live events.
+func (sub Subscription) first() []*Event {
+	first := make([]*Event, 0, len(sub.Replay)+2)
+	if sub.Resync != nil {
+		first = append(first, sub.Resync)
+	}
+	first = append(first, sub.Replay...)
+	if sub.Stats != nil {
+		first = append(first, sub.Stats)
+	}
+	return first
+}
+
+// deliverer hands batches to the transport, skipping the events the
+// client has already (at or before its cursor). Writer only.
+type deliverer struct {
+	s         *Session
+	t         Transport
+	cursor    rowcast.EventID
+	hasCursor bool
+	out       []*Event
+}
+
+// send writes the events of batch that the client does not have yet;
+// woken asks for a Write even when none is left (Session.Wake).
+func (d *deliverer) send(batch []*Event, woken bool) error {
+	out := d.out[:0]
+	for _, ev := range batch {
+		if ev.HasID && d.hasCursor && ev.ID.SameEpoch(d.cursor) && !d.cursor.Less(ev.ID) {
+			continue // already delivered (replay/live overlap after a restart)
+		}
+		if ev.HasID {
+			d.cursor, d.hasCursor = ev.ID, true
+		}
+		out = append(out, ev)
+	}
+	if len(out) == 0 && !woken {
+		return nil
+	}
+	err := d.t.Write(out)
+	if err == nil && len(out) > 0 {
+		// One clock reading for the batch, not one per event: written
+		// together, they were delivered at the same moment.
+		now := time.Now()
+		for _, ev := range out {
+			d.s.obs.Delivered(d.s.Transport, now.Sub(ev.Time))
+		}
+	}
+	clear(out)
+	d.out = out[:0]
+	if cap(d.out) > 64 {
+		d.out = nil // an idle session keeps no batch memory
+	}
+	return err
 }
 
 // Subscription is what a session gets when it joins the hub.

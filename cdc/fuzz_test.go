@@ -202,6 +202,8 @@ func FuzzPgoutputStream(f *testing.F) {
 				break
 			}
 		}
+		// As run does when nothing more is buffered.
+		_ = st.apply(context.Background())
 		for _, c := range sink.changes {
 			switch c.Op {
 			case rowcast.OpMessage:
@@ -291,6 +293,14 @@ func TestPgoutputSeeds(t *testing.T) {
 		if err := st.handle(context.Background(), m); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// A commit is handed on with the transactions right behind it: here,
+	// none (as run does when nothing more is buffered).
+	if len(sink.changes) != 0 {
+		t.Fatalf("handed on before the end of the buffered messages: %+v", sink.changes)
+	}
+	if err := st.apply(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 	if len(sink.changes) != 2 || sink.changes[0].Op != rowcast.OpInsert || sink.changes[1].Event != "notification" {
 		t.Fatalf("handed on %+v", sink.changes)

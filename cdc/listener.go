@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"rowcast"
 )
@@ -172,14 +173,31 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 	l.connected.Store(true)
 	l.log.Info("listening", "channel", l.cfg.Channel, "table", l.cfg.Table.String())
 	var asm assembly
+	// The wait for each notification is bounded by the connection's read
+	// deadline, not a context: a context with a timeout costs a timer, and
+	// pgconn a watcher, for every notification. ctx ending sets a read
+	// deadline in the past, which ends the wait at once.
+	raw := conn.PgConn().Conn()
+	stop := context.AfterFunc(ctx, func() { _ = raw.SetReadDeadline(time.Now()) })
+	defer stop()
 	for {
-		wctx, cancel := context.WithTimeout(ctx, listenerIdle)
-		n, err := conn.WaitForNotification(wctx)
-		cancel()
-		if err != nil && ctx.Err() == nil && wctx.Err() != nil && !conn.IsClosed() {
+		if err := raw.SetReadDeadline(time.Now().Add(listenerIdle)); err != nil {
+			return true, fmt.Errorf("setting the listener's read deadline: %w", err)
+		}
+		// Looked at after setting ours: a cancellation's deadline
+		// (AfterFunc) comes after it, or the loop ends here.
+		if err := ctx.Err(); err != nil {
+			return true, err
+		}
+		n, err := conn.WaitForNotification(context.Background())
+		if err != nil && ctx.Err() == nil && pgconn.Timeout(err) && !conn.IsClosed() {
 			// Quiet for a while: is the server still there? A network
 			// that drops everything would otherwise leave the listener
-			// waiting for ever, and clients without a word.
+			// waiting for ever, and clients without a word. The ping
+			// bounds itself; the read deadline is past.
+			if err := raw.SetReadDeadline(time.Time{}); err != nil {
+				return true, fmt.Errorf("clearing the listener's read deadline: %w", err)
+			}
 			pctx, cancel := context.WithTimeout(ctx, pingTimeout)
 			err = conn.Ping(pctx)
 			cancel()

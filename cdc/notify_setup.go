@@ -100,6 +100,11 @@ func payloadHead(op string, t Table) string {
 // keyChangedExpr is a SQL condition that holds when an UPDATE changed the
 // primary key.
 func keyChangedExpr(key []string) string {
+	if len(key) == 1 {
+		// Cheaper than comparing row constructors.
+		id := pgx.Identifier{key[0]}.Sanitize()
+		return "OLD." + id + " IS DISTINCT FROM NEW." + id
+	}
 	olds, news := make([]string, len(key)), make([]string, len(key))
 	for i, k := range key {
 		id := pgx.Identifier{k}.Sanitize()

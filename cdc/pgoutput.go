@@ -95,6 +95,11 @@ type stream struct {
 	begin pglogrepl.BeginMessage
 	index uint32
 	batch []rowcast.Change
+	// ends is decodeTuple's scratch: where each value ends in its buffer.
+	ends []int
+	// committed is the end LSN of the last transaction whose changes
+	// are in batch, not handed on yet (0: none).
+	committed pglogrepl.LSN
 
 	// serverEnd is the last keepalive's ServerWALEnd: everything before it
 	// has been sent to us.
@@ -141,11 +146,21 @@ func newStream(s *Slot, repl *pgconn.PgConn, reg querier, sink rowcast.Sink) *st
 // run follows the structure of pglogrepl's demo loop: the receive deadline
 // is the next status update, and a keepalive asking for a reply gets one at
 // once.
+//
+// The deadline is the connection's read deadline, set when it moves (once
+// per status update or sync check), not a context per message: a context
+// with a deadline costs a timer, and pgconn a watcher, for every message
+// of the stream. ctx ending sets a read deadline in the past, which ends
+// the wait at once.
 func (st *stream) run(ctx context.Context) error {
 	st.nextStatus = time.Now().Add(st.s.cfg.StandbyTimeout)
 	st.nextSyncCheck = time.Now().Add(syncCheckEvery)
 	st.lastHeard = time.Now()
 	silence := streamSilence(st.s.cfg.StandbyTimeout)
+	conn := st.repl.Conn()
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
+	defer stop()
+	var deadline time.Time // the read deadline set last
 	for {
 		if time.Since(st.lastHeard) > silence {
 			return fmt.Errorf("cdc: nothing from PostgreSQL for %v, though every status update asks for a reply (the network may drop the connection)", silence)
@@ -170,15 +185,43 @@ func (st *stream) run(ctx context.Context) error {
 				return err
 			}
 		}
-		rctx, cancel := context.WithDeadline(ctx, minTime(st.nextStatus, st.nextSyncCheck))
-		raw, err := st.repl.ReceiveMessage(rctx)
-		cancel()
+		// With committed transactions not handed on yet, the receive only
+		// takes what is already buffered (a deadline in the past): the
+		// next transaction joins the batch if it is there, else the batch
+		// goes to the sink before the loop waits.
+		poll := st.committed != 0
+		next := minTime(st.nextStatus, st.nextSyncCheck)
+		if poll {
+			next = pollDeadline
+		}
+		if !next.Equal(deadline) {
+			if err := conn.SetReadDeadline(next); err != nil {
+				return fmt.Errorf("cdc: setting the replication connection's read deadline: %w", err)
+			}
+			deadline = next
+			// Looked at after setting ours: a cancellation's deadline
+			// (AfterFunc) comes after it, or the loop ends here.
+			if ctx.Err() != nil {
+				st.finish()
+				return nil
+			}
+		}
+		raw, err := st.repl.ReceiveMessage(context.Background())
 		if err != nil {
 			if ctx.Err() != nil {
 				st.finish()
 				return nil
 			}
 			if pgconn.Timeout(err) {
+				if poll {
+					// Nothing more buffered: hand on what was committed.
+					if err := st.apply(ctx); err != nil {
+						return err
+					}
+					continue
+				}
+				// Past the deadline: the next round sets a new one.
+				deadline = time.Time{}
 				continue
 			}
 			return fmt.Errorf("cdc: receiving from the replication connection: %w", err)
@@ -200,6 +243,10 @@ func (st *stream) run(ctx context.Context) error {
 		}
 	}
 }
+
+// pollDeadline is a read deadline in the past: a receive returns what is
+// buffered, or times out at once.
+var pollDeadline = time.Unix(1, 0)
 
 func minTime(a, b time.Time) time.Time {
 	if a.Before(b) {
@@ -242,7 +289,7 @@ func (st *stream) copyData(ctx context.Context, data []byte) error {
 // idle reports whether everything received has been handed on, so that
 // the flush position may follow the server's WAL end.
 func (st *stream) idle() bool {
-	return !st.inTx && len(st.batch) == 0
+	return !st.inTx && len(st.batch) == 0 && st.committed == 0
 }
 
 // ackTarget is the flush position PostgreSQL may forget WAL up to.
@@ -336,10 +383,12 @@ func (st *stream) finish() {
 	if err := st.repl.Frontend().Flush(); err != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
+	// The read deadline may be in the past (run's ctx ended).
+	if err := st.repl.Conn().SetReadDeadline(time.Now().Add(2 * time.Second)); err != nil {
+		return
+	}
 	for {
-		msg, err := st.repl.ReceiveMessage(ctx)
+		msg, err := st.repl.ReceiveMessage(context.Background())
 		if err != nil {
 			return
 		}
@@ -370,7 +419,12 @@ func (st *stream) handle(ctx context.Context, walData []byte) error {
 			return errors.New("cdc: pgoutput protocol error: COMMIT outside a transaction")
 		}
 		st.inTx = false
-		return st.apply(ctx, m.TransactionEndLSN)
+		// Handed on with the transactions right behind it (run), in one
+		// Sink.Apply, or now when the batch is full.
+		st.committed = m.TransactionEndLSN
+		if len(st.batch) >= st.s.cfg.BatchSize {
+			return st.apply(ctx)
+		}
 	case *pglogrepl.InsertMessage:
 		return st.insert(ctx, m)
 	case *pglogrepl.UpdateMessage:
@@ -508,14 +562,15 @@ func (st *stream) add(ctx context.Context, c rowcast.Change) error {
 	st.index++
 	st.batch = append(st.batch, c)
 	if len(st.batch) >= st.s.cfg.BatchSize {
-		return st.apply(ctx, 0)
+		return st.apply(ctx)
 	}
 	return nil
 }
 
-// apply hands the batch to the sink. commitEnd is the transaction's end
-// LSN when the batch ends with its commit, else 0.
-func (st *stream) apply(ctx context.Context, commitEnd pglogrepl.LSN) error {
+// apply hands the batch to the sink: the changes of the transactions
+// committed since the last call (st.committed is the last one's end LSN),
+// and those of the open transaction when the batch is full.
+func (st *stream) apply(ctx context.Context) error {
 	if len(st.batch) > 0 {
 		if err := st.sink.Apply(ctx, st.batch); err != nil {
 			return fmt.Errorf("cdc: sink did not accept %d changes (they will be resent after reconnecting): %w", len(st.batch), err)
@@ -523,6 +578,8 @@ func (st *stream) apply(ctx context.Context, commitEnd pglogrepl.LSN) error {
 		// A new slice each time: the sink may keep the one it was given.
 		st.batch = nil
 	}
+	commitEnd := st.committed
+	st.committed = 0
 	if commitEnd > st.s.handedOn {
 		st.s.handedOn = commitEnd
 	}
@@ -745,21 +802,41 @@ func (st *stream) decodeTuple(rel *relation, t *pglogrepl.TupleData) ([]json.Raw
 		return nil, fmt.Errorf("cdc: pgoutput protocol error: %s.%s tuple has %d columns, relation has %d",
 			rel.schema, rel.table, len(t.Columns), len(rel.cols))
 	}
+	// Every value goes into one buffer, sliced once it is complete (an
+	// append that grows the buffer would move what was sliced before):
+	// one allocation per tuple instead of one per column. The values
+	// outlive the protocol reader's buffer, so they are copies either way.
+	size := 0
+	for _, c := range t.Columns {
+		size += len(c.Data) + 8 // quotes and a few escapes
+	}
+	buf := make([]byte, 0, size)
+	ends := st.ends[:0]
+	for i, c := range t.Columns {
+		switch c.DataType {
+		case pglogrepl.TupleDataTypeNull, pglogrepl.TupleDataTypeToast:
+		case pglogrepl.TupleDataTypeText:
+			var err error
+			if buf, err = st.dec.appendDecode(buf, rel.cols[i].oid, c.Data); err != nil {
+				return nil, fmt.Errorf("cdc: decoding %s.%s.%s: %w", rel.schema, rel.table, rel.cols[i].name, err)
+			}
+		default:
+			return nil, fmt.Errorf("cdc: pgoutput protocol error: column format %q in %s.%s", c.DataType, rel.schema, rel.table)
+		}
+		ends = append(ends, len(buf))
+	}
+	st.ends = ends
 	vals := make([]json.RawMessage, len(t.Columns))
+	start := 0
 	for i, c := range t.Columns {
 		switch c.DataType {
 		case pglogrepl.TupleDataTypeNull:
 			vals[i] = json.RawMessage("null")
 		case pglogrepl.TupleDataTypeText:
-			v, err := st.dec.decode(rel.cols[i].oid, c.Data)
-			if err != nil {
-				return nil, fmt.Errorf("cdc: decoding %s.%s.%s: %w", rel.schema, rel.table, rel.cols[i].name, err)
-			}
-			vals[i] = v
-		case pglogrepl.TupleDataTypeToast:
-		default:
-			return nil, fmt.Errorf("cdc: pgoutput protocol error: column format %q in %s.%s", c.DataType, rel.schema, rel.table)
+			vals[i] = buf[start:ends[i]:ends[i]]
 		}
+		// TOAST: nil marks a value the tuple does not carry.
+		start = ends[i]
 	}
 	return vals, nil
 }

@@ -473,6 +473,41 @@ func TestSlotLargeTransactionStreamsInBatches(t *testing.T) {
 	}
 }
 
+// A backlog of single-row transactions is handed on whole and in commit
+// order: the transactions already buffered go to the sink together, and
+// the slot's position follows.
+func TestSlotBacklogOfTransactions(t *testing.T) {
+	url, conn := slotDB(t)
+	const n = 300
+	for i := 1; i <= n; i++ {
+		slotExec(t, conn, `INSERT INTO tickets(title) VALUES ($1)`, fmt.Sprint("t", i))
+	}
+	sink := &slotSink{}
+	s, _ := runSlot(t, SlotConfig{ConnString: url}, sink)
+	waitUntil(t, 40*time.Second, "the backlog", func() bool {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		return sink.count >= n
+	})
+	changes := sink.snapshot()
+	if len(changes) != n {
+		t.Fatalf("got %d changes, want %d", len(changes), n)
+	}
+	for i, c := range changes {
+		if i > 0 && !changes[i-1].ID.Less(c.ID) {
+			t.Fatalf("change %d (%v) not after %v", i, c.ID, changes[i-1].ID)
+		}
+		if title, _ := c.Row.Get("title"); string(title) != fmt.Sprintf(`"t%d"`, i+1) {
+			t.Fatalf("change %d has title %s", i, title)
+		}
+	}
+	t.Logf("largest batch: %d changes", sink.maxBatch)
+	end := changes[n-1].ID.Pos
+	waitUntil(t, 40*time.Second, "the slot's position past the backlog", func() bool {
+		return s.Status().FlushedLSN >= end
+	})
+}
+
 // Events from SQL come through rowcast.outbox, in commit order with the
 // row changes; logical decoding messages, which any role may send, are
 // dropped and counted.

@@ -98,6 +98,43 @@ func (d *valueDecoder) decode(oid uint32, text []byte) (json.RawMessage, error) 
 	return appendJSONString(make([]byte, 0, len(text)+2), text), nil
 }
 
+// appendDecode appends the JSON of one text-format value to out, as
+// decode returns it. The common types are written straight into out, so
+// that a tuple's values share one buffer (decodeTuple) instead of one
+// allocation each; the others go through decode.
+func (d *valueDecoder) appendDecode(out []byte, oid uint32, text []byte) ([]byte, error) {
+	switch oid {
+	case pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID,
+		pgtype.QCharOID, pgtype.UUIDOID, pgtype.DateOID, pgtype.XMLOID:
+		return appendJSONString(out, text), nil
+	case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.OIDOID, pgtype.XIDOID, pgtype.CIDOID:
+		if !isInteger(text) {
+			return out, fmt.Errorf("malformed integer %q", text)
+		}
+		return append(out, text...), nil
+	case pgtype.BoolOID:
+		switch string(text) {
+		case "t":
+			return append(out, "true"...), nil
+		case "f":
+			return append(out, "false"...), nil
+		}
+	case pgtype.JSONOID, pgtype.JSONBOID:
+		if json.Valid(text) {
+			return append(out, text...), nil
+		}
+	case pgtype.TimestamptzOID, pgtype.TimestampOID:
+		if b, ok := appendFastTimestamp(out, oid, text); ok {
+			return b, nil
+		}
+	}
+	v, err := d.decode(oid, text)
+	if err != nil {
+		return out, err
+	}
+	return append(out, v...), nil
+}
+
 func (d *valueDecoder) timestamp(oid uint32, text []byte) (json.RawMessage, error) {
 	if out, ok := fastTimestamp(oid, text); ok {
 		return out, nil
@@ -134,45 +171,68 @@ func (d *valueDecoder) timestamp(oid uint32, text []byte) (json.RawMessage, erro
 // 02:30:31" (timestamp), without parsing them; PostgreSQL already drops
 // trailing zeros of the fraction. Anything else takes the codec path.
 func fastTimestamp(oid uint32, text []byte) (json.RawMessage, bool) {
+	n, ok := fastTimestampLen(oid, text)
+	if !ok {
+		return nil, false
+	}
+	return appendTimestampText(make([]byte, 0, n+3), text[:n]), true
+}
+
+// appendFastTimestamp is fastTimestamp appending to out.
+func appendFastTimestamp(out []byte, oid uint32, text []byte) ([]byte, bool) {
+	n, ok := fastTimestampLen(oid, text)
+	if !ok {
+		return out, false
+	}
+	return appendTimestampText(out, text[:n]), true
+}
+
+// fastTimestampLen checks a timestamp's text for the fast path and
+// returns the length of its date and time (without "+00").
+func fastTimestampLen(oid uint32, text []byte) (int, bool) {
 	n := len(text)
 	if oid == pgtype.TimestamptzOID {
 		if n < 22 || string(text[n-3:]) != "+00" {
-			return nil, false
+			return 0, false
 		}
 		n -= 3
 	}
 	if n < 19 || n > 26 || (n > 19 && (text[19] != '.' || n == 20)) {
-		return nil, false
+		return 0, false
 	}
 	for i := 0; i < n; i++ {
 		c := text[i]
 		switch i {
 		case 4, 7:
 			if c != '-' {
-				return nil, false
+				return 0, false
 			}
 		case 10:
 			if c != ' ' {
-				return nil, false
+				return 0, false
 			}
 		case 13, 16:
 			if c != ':' {
-				return nil, false
+				return 0, false
 			}
 		case 19:
 		default:
 			if c < '0' || c > '9' {
-				return nil, false
+				return 0, false
 			}
 		}
 	}
-	out := make([]byte, n+3)
-	out[0] = '"'
-	copy(out[1:], text[:n])
-	out[11] = 'T'
-	out[n+1] = 'Z'
-	out[n+2] = '"'
-	return out, true
+	return n, true
+}
+
+// appendTimestampText appends "YYYY-MM-DD HH:MM:SS[.ffffff]" as the JSON
+// string "YYYY-MM-DDTHH:MM:SS[.ffffff]Z".
+func appendTimestampText(out, text []byte) []byte {
+	start := len(out)
+	out = append(out, '"')
+	out = append(out, text...)
+	out[start+11] = 'T'
+	return append(out, 'Z', '"')
 }
 
 func (d *valueDecoder) bytea(text []byte) (json.RawMessage, error) {

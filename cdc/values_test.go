@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"rowcast"
@@ -62,13 +63,20 @@ func TestDecodeValues(t *testing.T) {
 		if string(got) != c.want {
 			t.Errorf("decode(%d, %q) = %s, want %s", c.oid, c.text, got, c.want)
 		}
+		// appendDecode writes the same after what is in the buffer.
+		if got, err := d.appendDecode([]byte("prefix,"), c.oid, []byte(c.text)); err != nil || string(got) != "prefix,"+c.want {
+			t.Errorf("appendDecode(%d, %q) = %s, %v, want prefix,%s", c.oid, c.text, got, err, c.want)
+		}
 	}
 	for _, bad := range []struct {
 		oid  uint32
 		text string
-	}{{pgtype.Int4OID, "1x"}, {pgtype.BoolOID, "yes"}, {pgtype.Int4ArrayOID, "{1,2"}, {pgtype.NumericOID, "1.2.3"}} {
+	}{{pgtype.Int4OID, "1x"}, {pgtype.BoolOID, "yes"}, {pgtype.Int4ArrayOID, "{1,2"}, {pgtype.NumericOID, "1.2.3"}, {pgtype.JSONBOID, "{"}} {
 		if got, err := d.decode(bad.oid, []byte(bad.text)); err == nil {
 			t.Errorf("decode(%d, %q) = %s, want an error", bad.oid, bad.text, got)
+		}
+		if got, err := d.appendDecode(nil, bad.oid, []byte(bad.text)); err == nil {
+			t.Errorf("appendDecode(%d, %q) = %s, want an error", bad.oid, bad.text, got)
 		}
 	}
 }
@@ -181,6 +189,38 @@ func BenchmarkDecodeTicketRow(b *testing.B) {
 			if _, err := d.decode(c.oid, c.text); err != nil {
 				b.Fatal(err)
 			}
+		}
+	}
+}
+
+// A whole tuple of the reference ticket, as the replication loop decodes
+// it: one buffer for all its values.
+func BenchmarkDecodeTuple(b *testing.B) {
+	st := &stream{dec: newValueDecoder()}
+	rel := &relation{schema: "public", table: "tickets"}
+	t := &pglogrepl.TupleData{}
+	for i, c := range []struct {
+		oid  uint32
+		text string
+	}{
+		{pgtype.Int8OID, "1234567"},
+		{pgtype.TextOID, "Printer on the third floor is on fire again"},
+		{pgtype.TextOID, strings.Repeat("Long description with some detail. ", 10)},
+		{pgtype.TextOID, "open"},
+		{pgtype.TextOID, "medium"},
+		{pgtype.TextOID, "hardware"},
+		{pgtype.TextOID, "ann@example.com"},
+		{pgtype.BoolOID, "t"},
+		{pgtype.TimestamptzOID, "2026-11-23 02:30:31.123456+00"},
+		{pgtype.TimestamptzOID, "2026-11-23 02:31:00.5+00"},
+	} {
+		rel.cols = append(rel.cols, relColumn{name: fmt.Sprint("c", i), oid: c.oid})
+		t.Columns = append(t.Columns, &pglogrepl.TupleDataColumn{DataType: pglogrepl.TupleDataTypeText, Length: uint32(len(c.text)), Data: []byte(c.text)})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := st.decodeTuple(rel, t); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

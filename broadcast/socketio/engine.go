@@ -3,6 +3,7 @@ package socketio
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"rowcast/broadcast"
+	"rowcast/broadcast/wsframe"
 )
 
 // Namespace states of an Engine.IO session (only the main namespace).
@@ -95,6 +97,13 @@ type eioSession struct {
 	connect chan json.RawMessage // CONNECT payloads for the writer
 	wsConn  atomic.Pointer[websocket.Conn]
 
+	// wsLock (a semaphore, so that a wait can be bounded) is held for
+	// every write to the WebSocket, which goes straight to the net.Conn
+	// under gorilla: the writer's packets, the reader's pongs and the
+	// close frame never interleave. wsBatch is what the holder writes.
+	wsLock  chan struct{}
+	wsBatch wsframe.Batch
+
 	// Writer-only state.
 	lastPing time.Time
 }
@@ -114,6 +123,7 @@ func newEIOSession(h *Handler, token, remote, engine string) *eioSession {
 		pollWake: make(chan struct{}, 1),
 		wake:     make(chan struct{}, 1),
 		connect:  make(chan json.RawMessage, 1),
+		wsLock:   make(chan struct{}, 1),
 		lastPing: time.Now(),
 	}
 	e.pongTimer = time.AfterFunc(time.Hour, e.pongTimedOut)
@@ -159,7 +169,9 @@ func (e *eioSession) close(kind closeKind, reason string, byClient bool, code in
 	}
 	if ws != nil {
 		if code != 0 {
-			_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, closeText(reason)), time.Now().Add(time.Second))
+			// As gorilla's WriteControl did: wait at most a second for a
+			// write under way (a client that stopped reading).
+			_ = e.writeWS(ws, time.Second, func(b *wsframe.Batch) { b.Add(wsframe.Close(code, closeText(reason))) })
 		}
 		ws.Close()
 	}
@@ -281,8 +293,46 @@ func (e *eioSession) send(p []byte, sessDone <-chan struct{}) error {
 	}
 	ws := e.ws
 	e.mu.Unlock()
-	ws.SetWriteDeadline(time.Now().Add(e.cfg.WriteTimeout))
-	return ws.WriteMessage(websocket.TextMessage, p)
+	return e.writeWS(ws, e.cfg.WriteTimeout, func(b *wsframe.Batch) { b.Add(wsframe.Text(p)) })
+}
+
+// errWriteBusy: another write to the WebSocket did not finish in time. A
+// timeout, like a write that timed out itself: the client stopped reading.
+var errWriteBusy error = writeBusy{}
+
+type writeBusy struct{}
+
+func (writeBusy) Error() string   { return "websocket write timed out waiting for another write" }
+func (writeBusy) Timeout() bool   { return true }
+func (writeBusy) Temporary() bool { return true }
+
+// writeWS writes what fill adds to the batch to the WebSocket in one
+// system call, within timeout (the wait for another write included).
+func (e *eioSession) writeWS(ws *websocket.Conn, timeout time.Duration, fill func(*wsframe.Batch)) error {
+	deadline := time.Now().Add(timeout)
+	select {
+	case e.wsLock <- struct{}{}:
+	default:
+		t := time.NewTimer(timeout)
+		select {
+		case e.wsLock <- struct{}{}:
+			t.Stop()
+		case <-t.C:
+			return errWriteBusy
+		}
+	}
+	defer func() { <-e.wsLock }()
+	// The deadline is set before fill looks at anything (see
+	// namespaceWriter.writeWS).
+	nc := ws.NetConn()
+	if err := nc.SetWriteDeadline(deadline); err != nil {
+		return fmt.Errorf("websocket write deadline: %w", err)
+	}
+	fill(&e.wsBatch)
+	if err := e.wsBatch.Flush(nc, time.Time{}); err != nil {
+		return fmt.Errorf("websocket write: %w", err)
+	}
+	return nil
 }
 
 // ping sends a ping and expects a pong within PingTimeout.

@@ -9,6 +9,7 @@ import (
 
 	"rowcast"
 	"rowcast/broadcast"
+	"rowcast/broadcast/wsframe"
 )
 
 // Engine.IO v4 packet types, as the first character of a packet.
@@ -233,6 +234,17 @@ func connectErrorPacket(nsp, msg string) []byte {
 // connection state recovery. It returns nil for names socket.io-client
 // reserves, which cannot be delivered as events.
 var eventPacket = broadcast.NewEncoding("socketio", encodeEvent)
+
+// eventFrame is the event packet as a WebSocket text frame, built once
+// and written as it is to every client on the WebSocket transport (nil
+// when the packet is).
+var eventFrame = broadcast.NewEncoding("socketio-ws", func(e *broadcast.Event) []byte {
+	p := eventPacket.Of(e)
+	if p == nil {
+		return nil
+	}
+	return wsframe.Text(p)
+})
 
 // encodeEvent builds the packet once per event; every Socket.IO client
 // shares the bytes (read only).

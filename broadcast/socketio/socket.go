@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 
+	"github.com/gorilla/websocket"
+
 	"rowcast/broadcast"
+	"rowcast/broadcast/wsframe"
 )
 
 // serveNamespace checks a CONNECT to the main namespace and, when it is
@@ -128,7 +131,19 @@ type namespaceWriter struct {
 }
 
 func (w namespaceWriter) Write(evs []*broadcast.Event) error {
-	if err := w.e.flushCtrl(); err != nil {
+	e := w.e
+	e.mu.Lock()
+	ws, closed := e.ws, e.closed
+	var ctrl [][]byte
+	if ws != nil && !closed {
+		ctrl = e.ctrl
+		e.ctrl = nil
+	}
+	e.mu.Unlock()
+	if ws != nil && !closed {
+		return w.writeWS(ws, ctrl, evs)
+	}
+	if err := e.flushCtrl(); err != nil {
 		return err
 	}
 	for _, ev := range evs {
@@ -142,6 +157,33 @@ func (w namespaceWriter) Write(evs []*broadcast.Event) error {
 		}
 	}
 	return nil
+}
+
+// writeWS writes the control packets, then the events, to the WebSocket
+// in one system call: each event's frame is built once for every client.
+func (w namespaceWriter) writeWS(ws *websocket.Conn, ctrl [][]byte, evs []*broadcast.Event) error {
+	e := w.e
+	return e.writeWS(ws, e.cfg.WriteTimeout, func(b *wsframe.Batch) {
+		for _, p := range ctrl {
+			b.Add(wsframe.Text(p))
+		}
+		for _, ev := range evs {
+			f := eventFrame.Of(ev)
+			if f == nil {
+				e.h.log.Debug("socket.io: event name reserved by socket.io-client; not sent", "event", ev.Name)
+				continue
+			}
+			b.Add(f)
+		}
+		// A session the hub drops while this write is under way gets its
+		// deadline shortened (abortWrite); ours is set before this looks
+		// at the session, so it cannot undo that.
+		select {
+		case <-w.sess.Done():
+			b.Reset() // dropped: no backlog
+		default:
+		}
+	})
 }
 
 func (w namespaceWriter) Ping() error { return w.e.ping() }

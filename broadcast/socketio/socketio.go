@@ -23,6 +23,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"rowcast/broadcast"
+	"rowcast/broadcast/wsframe"
 )
 
 // Config configures /socket.io/.
@@ -415,13 +416,16 @@ func (h *Handler) handshake(w http.ResponseWriter, r *http.Request, transport st
 		e.ws = conn
 		e.wsConn.Store(conn)
 		h.reg.add(e)
-		conn.SetWriteDeadline(time.Now().Add(h.cfg.WriteTimeout))
-		if err := conn.WriteMessage(websocket.TextMessage, eioOpenPacket(e.id, nil, h.cfg)); err != nil {
+		open := eioOpenPacket(e.id, nil, h.cfg)
+		if err := e.writeWS(conn, h.cfg.WriteTimeout, func(b *wsframe.Batch) { b.Add(wsframe.Text(open)) }); err != nil {
 			e.close(closeClient, "handshake write failed: "+err.Error(), true, 0)
 			return
 		}
 		go e.run()
-		e.readWS(conn)
+		// The reader runs in its own goroutine so that this handler
+		// returns and the HTTP server lets go of the request and its
+		// buffers, which an idle WebSocket does not need.
+		go e.readWS(conn)
 		return
 	}
 	e := newEIOSession(h, token, r.RemoteAddr, enginePolling)

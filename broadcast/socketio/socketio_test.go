@@ -101,7 +101,7 @@ func (o *testObserver) count(m map[string]int, k string) int {
 }
 
 type testEnv struct {
-	t    *testing.T
+	t    testing.TB
 	ts   *httptest.Server
 	h    *Handler
 	gate *broadcast.Gate
@@ -121,7 +121,7 @@ const testSecret = "sio-test-secret"
 
 // newTestEnv serves a Server with a real Hub (no database) on httptest.
 // Pings are slow unless the test asks otherwise.
-func newTestEnv(t *testing.T, mod func(*testConfig)) *testEnv {
+func newTestEnv(t testing.TB, mod func(*testConfig)) *testEnv {
 	t.Helper()
 	obs := newTestObserver()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -250,7 +250,7 @@ func (e *testEnv) pollPackets(sid string) []string {
 
 // testConn is a raw Engine.IO WebSocket client.
 type testConn struct {
-	t *testing.T
+	t testing.TB
 	c *websocket.Conn
 	// pong answers pings automatically.
 	pong bool
@@ -518,7 +518,7 @@ func TestPollingRoundTrip(t *testing.T) {
 	waitFor(t, func() bool { return env.gate.Connections() == 0 })
 }
 
-func waitFor(t *testing.T, cond func() bool) {
+func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"rowcast/broadcast/wsframe"
 )
 
 // serveUpgrade takes a WebSocket for a polling session: the client probes
@@ -57,7 +59,9 @@ func (e *eioSession) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 	if !e.probeUpgrade(conn) {
 		return
 	}
-	e.readWS(conn)
+	// The reader runs in its own goroutine so that this handler returns
+	// and the HTTP server lets go of the request and its buffers.
+	go e.readWS(conn)
 }
 
 // probeUpgrade runs the probe until the client completes the upgrade
@@ -117,11 +121,13 @@ func (e *eioSession) finishUpgrade(conn *websocket.Conn) error {
 	}
 	// Holding e.mu keeps the writer out until the WebSocket is the
 	// transport, so these writes come first and are not concurrent.
-	conn.SetWriteDeadline(time.Now().Add(e.cfg.WriteTimeout))
-	for _, p := range e.outbox {
-		if err := conn.WriteMessage(websocket.TextMessage, p); err != nil {
-			return err
+	outbox := e.outbox
+	if err := e.writeWS(conn, e.cfg.WriteTimeout, func(b *wsframe.Batch) {
+		for _, p := range outbox {
+			b.Add(wsframe.Text(p))
 		}
+	}); err != nil {
+		return err
 	}
 	e.outbox, e.outBytes = nil, 0
 	close(e.drained)
@@ -138,9 +144,27 @@ func (e *eioSession) finishUpgrade(conn *websocket.Conn) error {
 }
 
 // readWS reads the session's WebSocket until it fails or the session
-// closes.
+// closes. Its pongs and close replies go through writeWS, as every write
+// to the WebSocket does.
 func (e *eioSession) readWS(conn *websocket.Conn) {
 	conn.SetReadLimit(int64(e.cfg.MaxPayload))
+	conn.SetPingHandler(func(data string) error {
+		err := e.writeWS(conn, e.cfg.WriteTimeout, func(b *wsframe.Batch) {
+			b.Add(wsframe.Control(wsframe.OpPong, []byte(data)))
+		})
+		if err != nil && !e.isClosed() {
+			return err
+		}
+		return nil
+	})
+	conn.SetCloseHandler(func(code int, _ string) error {
+		echo := wsframe.Close(0, "")
+		if code != websocket.CloseNoStatusReceived {
+			echo = wsframe.Close(code, "")
+		}
+		_ = e.writeWS(conn, time.Second, func(b *wsframe.Batch) { b.Add(echo) })
+		return nil
+	})
 	for {
 		typ, data, err := conn.ReadMessage()
 		if err != nil {

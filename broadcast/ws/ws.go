@@ -4,8 +4,8 @@
 package ws
 
 import (
-	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"sync"
@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"rowcast/broadcast"
+	"rowcast/broadcast/wsframe"
 )
 
 // Transport is the name in metrics and logs.
@@ -23,11 +24,15 @@ const Transport = "ws"
 // JSON messages are expected.
 const readLimit = 4096
 
-// prepared frames each event once for every /ws client.
-var prepared = broadcast.NewEncoding("ws", func(ev *broadcast.Event) *websocket.PreparedMessage {
-	pm, _ := websocket.NewPreparedMessage(websocket.TextMessage, broadcast.JSONFrame.Of(ev))
-	return pm
+// frames holds each event's text frame (header and JSON payload), built
+// once and written as it is to every /ws client: server frames are not
+// masked, so the bytes are the same for all.
+var frames = broadcast.NewEncoding("ws", func(ev *broadcast.Event) []byte {
+	return wsframe.Text(broadcast.JSONFrame.Of(ev))
 })
+
+// pingFrame is the server's ping (no payload).
+var pingFrame = wsframe.Control(wsframe.OpPing, nil)
 
 // Upgrader is shared by the WebSocket transports. Origin is checked by
 // the gate before the upgrade.
@@ -109,66 +114,124 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.gate.Connected(sess, r.RemoteAddr)
-	// The writer runs in its own goroutine so that this handler returns and
-	// the HTTP server lets go of the connection's request state and
-	// buffers, which an idle WebSocket does not need.
-	c := &client{h: h, conn: conn, sess: sess}
+	// The connection's reader runs in its own goroutine so that this
+	// handler returns and the HTTP server lets go of the connection's
+	// request state and buffers, which an idle WebSocket does not need. A
+	// writer goroutine runs only while there is something to write
+	// (Session.Start): an idle connection has one goroutine.
+	c := &client{h: h, conn: conn, nc: conn.NetConn(), sess: sess, ended: make(chan struct{})}
 	go c.run(sub, slot)
 }
 
 // client is one /ws connection: the Transport its session writes to.
+// Every frame the server sends after the upgrade (events, pings, pongs,
+// the close frame) is written by the session's single writer, straight
+// to the net.Conn: gorilla only reads, so nothing interleaves.
 type client struct {
 	h    *Handler
 	conn *websocket.Conn
+	nc   net.Conn
 	sess *broadcast.Session
+
+	// mu guards what the reader hands the writer.
+	mu   sync.Mutex
+	pong []byte // a pong frame to send (the latest ping's)
+	echo []byte // the close frame answering the client's, sent at the end
+
+	// Writer only.
+	batch wsframe.Batch
+	// ended is closed when the writer has said goodbye and closed the
+	// connection; d is how the connection ended.
+	ended chan struct{}
+	d     broadcast.Disconnect
 }
 
+// Write sends the events, and a pending pong, in one system call.
 func (c *client) Write(evs []*broadcast.Event) error {
-	if len(evs) == 0 {
+	c.mu.Lock()
+	pong := c.pong
+	c.pong = nil
+	c.mu.Unlock()
+	c.batch.Add(pong)
+	for _, ev := range evs {
+		c.batch.Add(frames.Of(ev))
+	}
+	return c.flush(c.h.cfg.WriteTimeout)
+}
+
+func (c *client) Ping() error {
+	c.batch.Add(pingFrame)
+	return c.flush(c.h.cfg.WriteTimeout)
+}
+
+// flush writes the batch. A session the hub drops while this write is
+// under way gets its deadline shortened (SetAbort); setting ours first
+// and then looking at the session keeps ours from undoing that.
+func (c *client) flush(timeout time.Duration) error {
+	if c.batch.Len() == 0 {
 		return nil
 	}
-	c.conn.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
-	for _, ev := range evs {
-		if err := c.conn.WritePreparedMessage(prepared.Of(ev)); err != nil {
-			return err
-		}
+	if err := c.nc.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+		c.batch.Reset()
+		return fmt.Errorf("setting the write deadline: %w", err)
+	}
+	select {
+	case <-c.sess.Done():
+		c.batch.Reset()
+		return nil // dropped: the writer ends without writing a backlog
+	default:
+	}
+	if err := c.batch.Flush(c.nc, time.Time{}); err != nil {
+		return fmt.Errorf("writing frames: %w", err)
 	}
 	return nil
 }
 
-func (c *client) Ping() error {
-	return c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.h.cfg.WriteTimeout))
-}
-
-// run is the connection's single writer; it owns the connection's
-// shutdown and starts the reader.
+// run is the connection's reader and owner: it starts the session's
+// writer, reads until the connection fails or the session ends, then
+// waits for the writer's goodbye and releases the connection.
 func (c *client) run(sub broadcast.Subscription, slot *broadcast.Slot) {
 	defer slot.Release()
-	readerDone := make(chan struct{})
-	go c.read(readerDone)
-
-	err := c.sess.Pump(context.Background(), sub, c, c.h.cfg.PingInterval)
-	c.h.gate.Hub().Unsubscribe(c.sess)
-	d := c.sess.Outcome(err)
-	c.close(d)
-	<-readerDone
-	c.h.gate.Disconnected(c.sess, d)
+	c.sess.Start(sub, c, c.h.cfg.PingInterval, c.end)
+	c.read() // closes the session whenever it returns
+	<-c.ended
+	c.h.gate.Disconnected(c.sess, c.d)
 }
 
-// close says goodbye as d asks.
+// end is called by the session's last writer: it says goodbye as the
+// outcome asks and closes the connection, which ends the reader.
+func (c *client) end(err error) {
+	c.h.gate.Hub().Unsubscribe(c.sess)
+	c.d = c.sess.Outcome(err)
+	c.close(c.d)
+	close(c.ended)
+}
+
+// close says goodbye as d asks (writer only).
 func (c *client) close(d broadcast.Disconnect) {
 	switch {
 	case d.Kind == broadcast.DisconnectSlowConsumer:
 		// Reset rather than close gracefully: a client that stopped
 		// reading would otherwise keep megabytes of socket buffers alive.
-		if tcp, ok := c.conn.UnderlyingConn().(*net.TCPConn); ok {
+		if tcp, ok := c.nc.(*net.TCPConn); ok {
 			_ = tcp.SetLinger(0)
 		}
 		if d.Code != 0 {
-			closeConn(c.conn, d.Code, d.Reason, time.Second)
+			c.batch.Add(wsframe.Close(d.Code, d.Reason))
+			_ = c.batch.Flush(c.nc, time.Now().Add(time.Second))
 		}
 	case d.Code != 0:
-		closeConn(c.conn, d.Code, d.Reason, c.h.cfg.WriteTimeout)
+		c.batch.Add(wsframe.Close(d.Code, d.Reason))
+		_ = c.batch.Flush(c.nc, time.Now().Add(c.h.cfg.WriteTimeout))
+	default:
+		// The client closed: answer its close frame, as gorilla would.
+		c.mu.Lock()
+		echo := c.echo
+		c.mu.Unlock()
+		if echo != nil {
+			c.batch.Add(echo)
+			_ = c.batch.Flush(c.nc, time.Now().Add(time.Second))
+		}
 	}
 	c.conn.Close()
 }
@@ -177,15 +240,33 @@ func closeConn(conn *websocket.Conn, code int, reason string, timeout time.Durat
 	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(timeout))
 }
 
-// read reads until the connection fails, answering subscribe messages.
-func (c *client) read(done chan<- struct{}) {
-	defer close(done)
+// read reads until the connection fails, answering subscribe messages,
+// and closes the session when it returns. Pings and close frames from
+// the client are answered by the writer, never from here.
+func (c *client) read() {
 	conn, sess := c.conn, c.sess
 	conn.SetReadLimit(readLimit)
 	wait := c.h.cfg.PingInterval + c.h.cfg.WriteTimeout
 	conn.SetReadDeadline(time.Now().Add(wait))
 	conn.SetPongHandler(func(string) error {
 		conn.SetReadDeadline(time.Now().Add(wait))
+		return nil
+	})
+	conn.SetPingHandler(func(data string) error {
+		c.mu.Lock()
+		c.pong = wsframe.Control(wsframe.OpPong, []byte(data))
+		c.mu.Unlock()
+		sess.Wake()
+		return nil
+	})
+	conn.SetCloseHandler(func(code int, _ string) error {
+		echo := wsframe.Close(0, "")
+		if code != websocket.CloseNoStatusReceived {
+			echo = wsframe.Close(code, "")
+		}
+		c.mu.Lock()
+		c.echo = echo
+		c.mu.Unlock()
 		return nil
 	})
 	for {

@@ -2,8 +2,11 @@ package ws
 
 import (
 	"encoding/json"
+	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +24,7 @@ type frame struct {
 	Data  json.RawMessage `json:"data"`
 }
 
-func serve(t *testing.T, mod func(*broadcast.GateConfig)) (*broadcasttest.Env, string) {
+func serve(t testing.TB, mod func(*broadcast.GateConfig)) (*broadcasttest.Env, string) {
 	t.Helper()
 	env := broadcasttest.New(mod)
 	ts := httptest.NewServer(New(Config{Gate: env.Gate}))
@@ -32,7 +35,7 @@ func serve(t *testing.T, mod func(*broadcast.GateConfig)) (*broadcasttest.Env, s
 	return env, "ws" + strings.TrimPrefix(ts.URL, "http") + "/ws"
 }
 
-func dial(t *testing.T, url string, h http.Header) *websocket.Conn {
+func dial(t testing.TB, url string, h http.Header) *websocket.Conn {
 	t.Helper()
 	c, resp, err := websocket.DefaultDialer.Dial(url, h)
 	if err != nil {
@@ -202,4 +205,186 @@ func TestResumeBeforeCaptureStarts(t *testing.T) {
 		t.Fatalf("resume before start: %v %v", err, resp)
 	}
 	dial(t, url, nil)
+}
+
+// goroutines counts the goroutines whose stack holds fn.
+func goroutines(fn string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, fn) {
+			count++
+		}
+	}
+	return count
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("still waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// An idle connection is one goroutine (its reader): a writer runs only
+// while there is something to write. It is still pinged, and closed with
+// 1001 on shutdown, after which no goroutine of it is left.
+func TestIdleConnectionOneGoroutine(t *testing.T) {
+	env := broadcasttest.New(nil)
+	pinged := make(chan struct{}, 100)
+	ts := httptest.NewServer(New(Config{Gate: env.Gate, PingInterval: 20 * time.Millisecond}))
+	defer ts.Close()
+	url := "ws" + strings.TrimPrefix(ts.URL, "http") + "/ws"
+	const n = 10
+	var conns []*websocket.Conn
+	for range n {
+		c := dial(t, url, nil)
+		c.SetPingHandler(func(data string) error {
+			select {
+			case pinged <- struct{}{}:
+			default:
+			}
+			return c.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Minute))
+		})
+		conns = append(conns, c)
+	}
+	env.WaitClients(t, n)
+	waitFor(t, "one goroutine per idle connection", func() bool {
+		return goroutines("rowcast/broadcast/ws.(*client).run") == n && goroutines("rowcast/broadcast.(*driver).run") == 0
+	})
+	// Clients read (and so answer pings) until the shutdown closes them.
+	closed := make(chan error, n)
+	for _, c := range conns {
+		go func() {
+			c.SetReadDeadline(time.Now().Add(time.Minute))
+			for {
+				if _, _, err := c.ReadMessage(); err != nil {
+					closed <- err
+					return
+				}
+			}
+		}()
+	}
+	for range 3 * n {
+		select {
+		case <-pinged:
+		case <-time.After(time.Minute):
+			t.Fatal("idle connections are not pinged")
+		}
+	}
+	env.Hub.Shutdown()
+	for range n {
+		if err := <-closed; !websocket.IsCloseError(err, broadcast.CloseGoingAway) {
+			t.Fatalf("shutdown closed with %v, want 1001", err)
+		}
+	}
+	env.Gate.Wait()
+	waitFor(t, "no goroutine left", func() bool {
+		return goroutines("rowcast/broadcast/ws.(*client)") == 0 && goroutines("rowcast/broadcast.(*driver).run") == 0
+	})
+}
+
+// The client's pings get pongs and its close frame an answer, both from
+// the writer (the reader writes nothing), between event frames.
+func TestClientPingAndClose(t *testing.T) {
+	env, url := serve(t, nil)
+	c := dial(t, url, nil)
+	env.WaitClients(t, 1)
+	ponged := make(chan string, 1)
+	c.SetPongHandler(func(data string) error { ponged <- data; return nil })
+	if err := c.WriteControl(websocket.PingMessage, []byte("are you there"), time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	// The pong comes between event frames, whenever the ping got there:
+	// events are read (which handles the pong) until it has come.
+	for i := 1; ; i++ {
+		id := env.Apply(rowcast.OpInsert, i, "open")
+		if f := next(t, c); f.ID != id.String() {
+			t.Fatalf("event: %+v", f)
+		}
+		select {
+		case data := <-ponged:
+			if data != "are you there" {
+				t.Fatalf("pong %q", data)
+			}
+		default:
+			if i > 10000 {
+				t.Fatal("no pong")
+			}
+			continue
+		}
+		break
+	}
+	if err := c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"), time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(time.Minute))
+	for {
+		_, _, err := c.ReadMessage()
+		if err == nil {
+			continue
+		}
+		if !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+			t.Fatalf("close answered with %v, want 1000", err)
+		}
+		break
+	}
+	env.WaitClients(t, 0)
+	env.Gate.Wait()
+}
+
+// A client that stops reading is dropped as a slow consumer: its
+// connection ends (4008, or a reset when a write was stuck) and its slot
+// is released, while another client gets every event.
+func TestSlowConsumerDropped(t *testing.T) {
+	env, url := serve(t, func(c *broadcast.GateConfig) { c.QueueSize = 8 })
+	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+		c, err := net.Dial(network, addr)
+		if err == nil {
+			c.(*net.TCPConn).SetReadBuffer(4096)
+		}
+		return c, err
+	}}
+	slow, _, err := d.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	env.WaitClients(t, 1)
+	// Big events until the hub drops the client that does not read.
+	big := strings.Repeat("x", 16<<10)
+	for i := 0; env.Hub.Clients() == 1; i++ {
+		if i > 100000 {
+			t.Fatal("the client that does not read was never dropped")
+		}
+		env.Apply(rowcast.OpInsert, i, big)
+	}
+	env.Gate.Wait()
+	slow.SetReadDeadline(time.Now().Add(time.Minute))
+	for {
+		_, _, err := slow.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) && ce.Code != broadcast.CloseSlowConsumer {
+			t.Fatalf("closed with %v, want 4008 or a reset", err)
+		}
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("slow client still connected: %v", err)
+		}
+		break
+	}
 }

@@ -120,6 +120,11 @@ func (b *bench) shapes() []backlogShape {
 	}
 }
 
+// captureProfileWindow is how long the CPU profile of a drain runs from
+// SIGCONT (-cpuprofile): longer than a drain takes here, and a profile
+// has no samples while rowcast is idle.
+const captureProfileWindow = 15 * time.Second
+
 func (b *bench) captureLogical(ctx context.Context) error {
 	if err := b.resetTable(ctx); err != nil {
 		return err
@@ -165,10 +170,13 @@ func (b *bench) captureLogical(ctx context.Context) error {
 		}
 		cpu0 := procCPU(rc.PID())
 		t0 := time.Now()
+		// Asked while rowcast is stopped, the profile starts with the drain.
+		waitProfile := b.cpuProfile(ctx, rc, captureProfileWindow, "capture", "logical", sh.key)
 		if err := rc.Resume(); err != nil {
 			return err
 		}
 		got := cs.waitRows(ctx, rows0+int64(n), 5*time.Minute, 30*time.Second) - rows0
+		waitProfile()
 		if got < int64(n) {
 			_, slow := cs.closedCount()
 			return fmt.Errorf("%s: the client received %d of %d events (slow-consumer closes: %d)\n%s", sh.key, got, n, slow, rc.Log.String())
@@ -284,10 +292,13 @@ func (b *bench) captureNotify(ctx context.Context) error {
 
 		cpu0 := procCPU(rc.PID())
 		t0 = time.Now()
+		// Asked while rowcast is stopped, the profile starts with the drain.
+		waitProfile := b.cpuProfile(ctx, rc, captureProfileWindow, "capture", "notify", sh.key)
 		if err := rc.Resume(); err != nil {
 			return err
 		}
 		got := cs.waitRows(ctx, rows0+int64(n), 5*time.Minute, 30*time.Second) - rows0
+		waitProfile()
 		if got < int64(n) {
 			_, slow := cs.closedCount()
 			return fmt.Errorf("%s: the client received %d of %d events (slow-consumer closes: %d)\n%s", sh.key, got, n, slow, rc.Log.String())

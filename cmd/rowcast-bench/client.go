@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,9 @@ import (
 // title and the receive time.
 type wsClient struct {
 	conn *websocket.Conn
+	// sio: a Socket.IO client on the WebSocket transport (Engine.IO
+	// pings answered, events as 42["name",data,"offset"] packets).
+	sio bool
 
 	frames    atomic.Int64
 	rows      atomic.Int64
@@ -60,10 +64,14 @@ type recPair struct {
 }
 
 var (
-	rowMarker   = []byte(`"event":"ticket:`)
-	statsMarker = []byte(`"event":"stats:updated"`)
-	titleMarker = []byte(`"title":"#`)
-	updMarker   = []byte(`"event":"ticket:updated"`)
+	sioPing        = []byte("2")
+	sioPong        = []byte("3")
+	sioRowMarker   = []byte(`42["ticket:`)
+	sioStatsMarker = []byte(`42["stats:updated"`)
+	rowMarker      = []byte(`"event":"ticket:`)
+	statsMarker    = []byte(`"event":"stats:updated"`)
+	titleMarker    = []byte(`"title":"#`)
+	updMarker      = []byte(`"event":"ticket:updated"`)
 )
 
 // wsHeaderLen is the header length of an unmasked server frame.
@@ -97,10 +105,22 @@ func (c *wsClient) readLoop() {
 		}
 		now := time.Now().UnixNano()
 		msg := buf.Bytes()
+		if c.sio && bytes.Equal(msg, sioPing) {
+			// Only this goroutine writes after the handshake.
+			if err := c.conn.WriteMessage(websocket.TextMessage, sioPong); err != nil {
+				c.closed.Store(true)
+				return
+			}
+			continue
+		}
 		c.frames.Add(1)
 		c.wireBytes.Add(int64(len(msg) + wsHeaderLen(len(msg))))
 		head := msg[:min(len(msg), 96)]
-		if bytes.Contains(head, rowMarker) {
+		isRow, isStats := bytes.Contains(head, rowMarker), bytes.Contains(head, statsMarker)
+		if c.sio {
+			isRow, isStats = bytes.HasPrefix(msg, sioRowMarker), bytes.HasPrefix(msg, sioStatsMarker)
+		}
+		if isRow {
 			rec := c.rec.Load()
 			if lo, hi := c.rng.lo.Load(), c.rng.hi.Load(); hi > lo || rec != nil {
 				if seq, ok := titleSeq(msg); ok {
@@ -114,14 +134,14 @@ func (c *wsClient) readLoop() {
 					}
 				}
 			}
-			if bytes.Contains(head, updMarker) && c.sampleRow == nil {
+			if !c.sio && bytes.Contains(head, updMarker) && c.sampleRow == nil {
 				c.sampleMu.Lock()
 				c.sampleRow = append([]byte(nil), msg...)
 				c.sampleMu.Unlock()
 			}
 			c.lastRow.Store(now)
 			c.rows.Add(1)
-		} else if bytes.Contains(head, statsMarker) {
+		} else if isStats {
 			c.sampleMu.Lock()
 			c.sampleStats = append(c.sampleStats[:0], msg...)
 			c.sampleMu.Unlock()
@@ -177,8 +197,40 @@ func dialOne(ctx context.Context, url string, h http.Header, rng *seqRange) (*ws
 		return nil, fmt.Errorf("dial %s: %w", url, err)
 	}
 	c := &wsClient{conn: conn, done: make(chan struct{}), rng: rng}
+	if strings.Contains(url, "/socket.io/") {
+		c.sio = true
+		if err := sioJoin(conn); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("socket.io %s: %w", url, err)
+		}
+	}
 	go c.readLoop()
 	return c, nil
+}
+
+// sioJoin reads the Engine.IO open packet and joins the main namespace
+// (the token went with the handshake request).
+func sioJoin(conn *websocket.Conn) error {
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	defer conn.SetReadDeadline(time.Time{})
+	_, open, err := conn.ReadMessage()
+	if err != nil {
+		return err
+	}
+	if !bytes.HasPrefix(open, []byte("0{")) {
+		return fmt.Errorf("open packet %q", open)
+	}
+	if err := conn.WriteMessage(websocket.TextMessage, []byte("40")); err != nil {
+		return err
+	}
+	_, reply, err := conn.ReadMessage()
+	if err != nil {
+		return err
+	}
+	if !bytes.HasPrefix(reply, []byte("40{")) {
+		return fmt.Errorf("CONNECT reply %q", reply)
+	}
+	return nil
 }
 
 // dialClients connects n clients, at most 256 handshakes at a time.
@@ -393,5 +445,8 @@ func (b *bench) authHeader() http.Header {
 }
 
 func wsURL(addr string) string { return "ws://" + addr + "/ws" }
+
+// sioURL is rowcast's Socket.IO endpoint on the WebSocket transport.
+func sioURL(addr string) string { return "ws://" + addr + "/socket.io/?EIO=4&transport=websocket" }
 
 func itoa(n int) string { return strconv.Itoa(n) }

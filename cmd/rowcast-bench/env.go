@@ -238,11 +238,18 @@ func (b *bench) resetTable(ctx context.Context) error {
 type rowcastProc struct {
 	*harness.Rowcast
 	mode string
+	// debug is the address of rowcast's pprof handlers ("" when off).
+	debug string
 }
 
 // startRowcast starts "rowcast serve" pinned to core 1 and waits until
 // /readyz answers 200.
 func (b *bench) startRowcast(ctx context.Context, mode string, env ...string) (*rowcastProc, error) {
+	debug, debugEnv, err := b.debugEnv()
+	if err != nil {
+		return nil, err
+	}
+	env = append(env, debugEnv...)
 	rc, err := harness.StartRowcast(ctx, harness.RowcastConfig{
 		Bin: b.rowcastBin,
 		Env: append([]string{
@@ -261,7 +268,7 @@ func (b *bench) startRowcast(ctx context.Context, mode string, env ...string) (*
 	if err != nil {
 		return nil, err
 	}
-	return &rowcastProc{Rowcast: rc, mode: mode}, nil
+	return &rowcastProc{Rowcast: rc, mode: mode, debug: debug}, nil
 }
 
 // stop ends rowcast (SIGCONT in case it is paused, SIGTERM, then SIGKILL).

@@ -39,6 +39,13 @@ type fanoutResult struct {
 	RowcastFailRate   float64 `json:"rowcast_fail_rate"`   // changes/s of rowcast's first failing step (NaN: none)
 	LimitFailRate     float64 `json:"limit_fail_rate"`     // as RowcastFailRate, for the bare server
 	RowcastFailClosed float64 `json:"rowcast_fail_closed"` // clients closed in rowcast's first failing step
+	// The same ramp on rowcast's Socket.IO WebSocket transport, same
+	// clients otherwise (joined to the main namespace).
+	SIORate       float64 `json:"sio_rate"`       // changes/s at the highest passing step
+	SIODeliveries float64 `json:"sio_deliveries"` // SIORate × clients
+	SIOCPUPerM    float64 `json:"sio_cpu_per_m"`  // rowcast CPU seconds per million deliveries
+	SIOCPURatio   float64 `json:"sio_cpu_ratio"`  // SIOCPUPerM / RowcastCPUPerM, in the same run
+	SIOFailRate   float64 `json:"sio_fail_rate"`  // changes/s of the first failing step (NaN: none)
 }
 
 // The fan-out targets, at fanoutTargetClients clients: fanoutResult.Ratio
@@ -95,6 +102,8 @@ type fanTarget interface {
 type rowcastTarget struct {
 	rc *rowcastProc
 	w  *rateWriters
+	// transport names the clients' transport in profile names.
+	transport string
 }
 
 func (t *rowcastTarget) pid() int { return t.rc.PID() }
@@ -166,12 +175,20 @@ func (b *bench) scenarioFanout(ctx context.Context) error {
 			rc.stop()
 			return err
 		}
-		rt := &rowcastTarget{rc: rc, w: w}
+		rt := &rowcastTarget{rc: rc, w: w, transport: "ws"}
 		rbest, rsteps, sample, err := b.ramp(ctx, rt, wsURL(rc.Addr), b.authHeader(), n)
+		if err != nil {
+			w.close()
+			rc.stop()
+			return fmt.Errorf("rowcast, %d clients: %w", n, err)
+		}
+		// The same rowcast, its Socket.IO WebSocket transport.
+		rt.transport = "socketio"
+		sbest, ssteps, _, err := b.ramp(ctx, rt, sioURL(rc.Addr), b.authHeader(), n)
 		w.close()
 		rc.stop()
 		if err != nil {
-			return fmt.Errorf("rowcast, %d clients: %w", n, err)
+			return fmt.Errorf("rowcast socket.io, %d clients: %w", n, err)
 		}
 		if sample != nil {
 			b.sampleFrame = sample
@@ -210,15 +227,23 @@ func (b *bench) scenarioFanout(ctx context.Context) error {
 			RowcastFailRate:   firstFail(rsteps),
 			LimitFailRate:     firstFail(bsteps),
 			RowcastFailClosed: failClosed(rsteps),
+			SIORate:           sbest.rate,
+			SIODeliveries:     sbest.rate * float64(n),
+			SIOCPUPerM:        sbest.cpuPerMillion,
+			SIOCPURatio:       sbest.cpuPerMillion / rbest.cpuPerMillion,
+			SIOFailRate:       firstFail(ssteps),
 		})
 		for i, st := range rsteps {
 			b.res.fanoutSteps.add(fmt.Sprintf("rowcast/%d/%d", n, i), nil, st.record())
 		}
+		for i, st := range ssteps {
+			b.res.fanoutSteps.add(fmt.Sprintf("socketio/%d/%d", n, i), nil, st.record())
+		}
 		for i, st := range bsteps {
 			b.res.fanoutSteps.add(fmt.Sprintf("bare/%d/%d", n, i), nil, st.record())
 		}
-		b.logf("fanout %d clients: rowcast %.0f deliveries/s (%.2f CPU-s/M), bare %.0f deliveries/s (%.2f CPU-s/M)",
-			n, rbest.rate*float64(n), rbest.cpuPerMillion, bbest.rate*float64(n), bbest.cpuPerMillion)
+		b.logf("fanout %d clients: rowcast %.0f deliveries/s (%.2f CPU-s/M), socket.io %.0f deliveries/s (%.2f CPU-s/M), bare %.0f deliveries/s (%.2f CPU-s/M)",
+			n, rbest.rate*float64(n), rbest.cpuPerMillion, sbest.rate*float64(n), sbest.cpuPerMillion, bbest.rate*float64(n), bbest.cpuPerMillion)
 	}
 	return nil
 }
@@ -342,8 +367,13 @@ func (b *bench) fanStep(ctx context.Context, t fanTarget, cs *clientSet, rate fl
 	cpu0 := procCPU(t.pid())
 	self0 := selfCPU()
 	idle0 := readCPUStat()
+	waitProfile := func() {}
+	if rt, ok := t.(*rowcastTarget); ok {
+		waitProfile = b.cpuProfile(ctx, rt.rc, d, "fanout", rt.transport, itoa(len(cs.clients)), fmt.Sprintf("%.1f", rate))
+	}
 	t0 := time.Now()
 	sent, err := t.drive(ctx, rate, d)
+	waitProfile()
 	if err != nil {
 		return st, err
 	}

@@ -42,6 +42,9 @@ type options struct {
 	out       string
 	pin       bool
 	verbose   bool
+	// cpuProfile and memProfile are file prefixes (profile.go).
+	cpuProfile string
+	memProfile string
 }
 
 // envPinned marks the re-executed, pinned bench process.
@@ -68,6 +71,8 @@ func run() int {
 	fs.StringVar(&opts.out, "out", "", "write the results as JSON to this file")
 	fs.BoolVar(&opts.pin, "pin", true, "pin rowcast to core 1 and the load to core 0 with taskset (needs 2+ cores)")
 	fs.BoolVar(&opts.verbose, "v", false, "log progress details")
+	fs.StringVar(&opts.cpuProfile, "cpuprofile", "", "save CPU profiles of rowcast (each fan-out step, each capture drain) as `PREFIX`-cpu-....pprof")
+	fs.StringVar(&opts.memProfile, "memprofile", "", "save rowcast's heap profile with the memory scenario's idle clients as `PREFIX`-heap-....pprof")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

@@ -24,6 +24,12 @@ type memoryResult struct {
 	StackPerConn      float64 `json:"stack_per_conn"`       // goroutine stacks
 	GoroutinesPerConn float64 `json:"goroutines_per_conn"`  // goroutines (a count)
 	HeapAndStackPerC  float64 `json:"heap_and_stack_per_c"` // heap in use and stacks
+	// The same clients on Socket.IO's WebSocket transport (joined to the
+	// main namespace), measured after the /ws clients have gone.
+	SIORSSPerConn        float64 `json:"sio_rss_per_conn"`
+	SIOHeapInusePerConn  float64 `json:"sio_heap_inuse_per_conn"`
+	SIOStackPerConn      float64 `json:"sio_stack_per_conn"`
+	SIOGoroutinesPerConn float64 `json:"sio_goroutines_per_conn"`
 }
 
 // memoryHeapTarget judges memoryResult.HeapInusePerConn, in KiB.
@@ -80,25 +86,28 @@ func (b *bench) scenarioMemory(ctx context.Context) error {
 		return err
 	}
 	n := b.memoryClients()
-	t0 := time.Now()
-	cs, err := dialClients(ctx, wsURL(rc.Addr), b.authHeader(), n)
+	after, connectSecs, err := b.idleClients(ctx, rc, wsURL(rc.Addr), n, "ws")
 	if err != nil {
 		return err
 	}
-	defer cs.close()
-	if err := cs.waitFrames(ctx, 60*time.Second); err != nil {
-		return err
-	}
-	connectSecs := time.Since(t0).Seconds()
-	if err := sleepCtx(ctx, 3*time.Second); err != nil {
-		return err
-	}
-	after, err := memSnapshot(ctx, rc)
+	rc.stop()
+	// Socket.IO in a rowcast of its own: memory the /ws connections
+	// freed would otherwise be reused and not show in RSS.
+	rc, err = b.startRowcast(ctx, "logical")
 	if err != nil {
 		return err
 	}
-	if closed, _ := cs.closedCount(); closed > 0 {
-		return fmt.Errorf("%d of %d idle clients were disconnected", closed, n)
+	defer rc.stop()
+	if err := sleepCtx(ctx, 2*time.Second); err != nil {
+		return err
+	}
+	sioBefore, err := memSnapshot(ctx, rc)
+	if err != nil {
+		return err
+	}
+	sioAfter, _, err := b.idleClients(ctx, rc, sioURL(rc.Addr), n, "socketio")
+	if err != nil {
+		return err
 	}
 	per := func(a, b float64) float64 { return (a - b) / float64(n) }
 	res := memoryResult{
@@ -114,11 +123,44 @@ func (b *bench) scenarioMemory(ctx context.Context) error {
 		StackPerConn:      per(after.stackInuse, before.stackInuse),
 		GoroutinesPerConn: per(after.goroutines, before.goroutines),
 		HeapAndStackPerC:  per(after.heapInuse+after.stackInuse, before.heapInuse+before.stackInuse),
+
+		SIORSSPerConn:        per(sioAfter.rss, sioBefore.rss),
+		SIOHeapInusePerConn:  per(sioAfter.heapInuse, sioBefore.heapInuse),
+		SIOStackPerConn:      per(sioAfter.stackInuse, sioBefore.stackInuse),
+		SIOGoroutinesPerConn: per(sioAfter.goroutines, sioBefore.goroutines),
 	}
 	b.res.memory.add(itoa(n), nil, res)
-	b.logf("memory %d idle clients: RSS %.1f KiB, heap in use %.1f KiB, stacks %.1f KiB per connection",
-		n, res.RSSPerConn/1024, res.HeapInusePerConn/1024, res.StackPerConn/1024)
+	b.logf("memory %d idle clients: RSS %.1f KiB, heap in use %.1f KiB, stacks %.1f KiB per connection; socket.io RSS %.1f KiB, heap in use %.1f KiB, stacks %.1f KiB",
+		n, res.RSSPerConn/1024, res.HeapInusePerConn/1024, res.StackPerConn/1024,
+		res.SIORSSPerConn/1024, res.SIOHeapInusePerConn/1024, res.SIOStackPerConn/1024)
 	return nil
+}
+
+// idleClients connects n clients to url, waits until each has its first
+// frame and then 3 s, takes rowcast's memory (and, with -memprofile, its
+// heap profile), and disconnects them.
+func (b *bench) idleClients(ctx context.Context, rc *rowcastProc, url string, n int, transport string) (after memSample, connectSecs float64, err error) {
+	t0 := time.Now()
+	cs, err := dialClients(ctx, url, b.authHeader(), n)
+	if err != nil {
+		return after, 0, err
+	}
+	defer cs.close()
+	if err := cs.waitFrames(ctx, 60*time.Second); err != nil {
+		return after, 0, err
+	}
+	connectSecs = time.Since(t0).Seconds()
+	if err := sleepCtx(ctx, 3*time.Second); err != nil {
+		return after, 0, err
+	}
+	if after, err = memSnapshot(ctx, rc); err != nil {
+		return after, 0, err
+	}
+	b.heapProfile(ctx, rc, "memory", transport, itoa(n))
+	if closed, _ := cs.closedCount(); closed > 0 {
+		return after, 0, fmt.Errorf("%d of %d idle %s clients were disconnected", closed, n, transport)
+	}
+	return after, connectSecs, nil
 }
 
 // Scenario 6: wire size of ticket:updated for the reference ticket and of

@@ -246,12 +246,14 @@ func (r *results) renderFanout(w io.Writer) {
 	fmt.Fprintf(w, "N clients connected; the change rate is doubled from 25,000 deliveries/s until a step fails (halved if the first fails), then bisected twice (once with -quick); %s steps. "+
 		"A step passes when every client received every event no later than %s after the step's end, no client was closed and the server dropped none. "+
 		"Deliveries/s = changes/s × clients at the highest passing step. Limit: a bare gorilla/websocket broadcast server (a separate process pinned like rowcast: goroutine + 1024-slot channel per client, one PreparedMessage per event, same upgrader buffers, no auth, no JSON) with the same clients and the same frame bytes. "+
-		"CPU from /proc/<pid>/stat of the server process over the passing step.\n\n", r.b.fanoutStep(), fanGrace)
-	fmt.Fprintf(w, "| clients | frame bytes | rowcast changes/s | rowcast deliveries/s | rowcast CPU-s per M deliveries | bare msgs/s | bare deliveries/s | bare CPU-s per M | rowcast / bare |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		"CPU from /proc/<pid>/stat of the server process over the passing step. "+
+		"Socket.IO: the same ramp against the same rowcast process, clients on its Socket.IO WebSocket transport (joined to the main namespace, answering Engine.IO pings).\n\n", r.b.fanoutStep(), fanGrace)
+	fmt.Fprintf(w, "| clients | frame bytes | rowcast changes/s | rowcast deliveries/s | rowcast CPU-s per M deliveries | Socket.IO deliveries/s | Socket.IO CPU-s per M | Socket.IO / ws CPU | bare msgs/s | bare deliveries/s | bare CPU-s per M | rowcast / bare |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, p := range r.fanout.points {
 		m := p.Median
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", f(m.Clients, 0), f(m.FrameBytes, 0),
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", f(m.Clients, 0), f(m.FrameBytes, 0),
 			f(m.RowcastRate, 1), f(m.RowcastDeliveries, 0), f(m.RowcastCPUPerM, 2),
+			f(m.SIODeliveries, 0), f(m.SIOCPUPerM, 2), f(m.SIOCPURatio, 2),
 			f(m.LimitRate, 1), f(m.LimitDeliveries, 0), f(m.LimitCPUPerM, 2), f(m.Ratio, 2))
 	}
 }
@@ -261,12 +263,13 @@ func (r *results) renderMemory(w io.Writer) {
 		return
 	}
 	fmt.Fprintf(w, "\n## Memory per idle authenticated connection\n\n")
-	fmt.Fprintf(w, "| idle clients | RSS per conn | Go heap in use per conn | heap alloc per conn | goroutine stacks per conn | goroutines per conn | RSS before → after |\n|--:|--:|--:|--:|--:|--:|--:|\n")
+	fmt.Fprintf(w, "| idle clients | RSS per conn | Go heap in use per conn | heap alloc per conn | goroutine stacks per conn | goroutines per conn | RSS before → after | Socket.IO: RSS / heap in use / stacks per conn | Socket.IO goroutines per conn |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, p := range r.memory.points {
 		m := p.Median
-		fmt.Fprintf(w, "| %s | %s KiB | %s KiB | %s KiB | %s KiB | %s | %s → %s MiB |\n", f(m.Clients, 0),
+		fmt.Fprintf(w, "| %s | %s KiB | %s KiB | %s KiB | %s KiB | %s | %s → %s MiB | %s / %s / %s KiB | %s |\n", f(m.Clients, 0),
 			f(m.RSSPerConn/1024, 1), f(m.HeapInusePerConn/1024, 1), f(m.HeapAllocPerConn/1024, 1),
-			f(m.StackPerConn/1024, 1), f(m.GoroutinesPerConn, 2), f(m.RSSBefore/(1<<20), 1), f(m.RSSAfter/(1<<20), 1))
+			f(m.StackPerConn/1024, 1), f(m.GoroutinesPerConn, 2), f(m.RSSBefore/(1<<20), 1), f(m.RSSAfter/(1<<20), 1),
+			f(m.SIORSSPerConn/1024, 1), f(m.SIOHeapInusePerConn/1024, 1), f(m.SIOStackPerConn/1024, 1), f(m.SIOGoroutinesPerConn, 2))
 	}
 }
 

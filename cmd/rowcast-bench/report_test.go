@@ -98,6 +98,11 @@ func addRun[T any](s *series[T], key string, labels map[string]string, run map[s
 	for i := range rv.NumField() {
 		name := jsonName(rv.Type().Field(i))
 		x, ok := run[name]
+		if !ok && strings.HasPrefix(name, "sio_") {
+			// Runs from before the Socket.IO fan-out measurement.
+			rv.Field(i).SetFloat(math.NaN())
+			continue
+		}
 		if !ok {
 			return fmt.Errorf("no %s in the run", name)
 		}
@@ -145,6 +150,7 @@ func TestReportFromCommittedRuns(t *testing.T) {
 				t.Fatal(err)
 			}
 			got, want := readDoc(t, out), readDoc(t, path)
+			dropUnmeasuredSIO(got)
 			if !reflect.DeepEqual(got, want) {
 				for k := range want {
 					if !reflect.DeepEqual(got[k], want[k]) {
@@ -174,6 +180,25 @@ func readDoc(t *testing.T, path string) map[string]any {
 	delete(doc, "generated")
 	delete(doc, "targets")
 	return doc
+}
+
+// dropUnmeasuredSIO removes the Socket.IO fan-out figures that runs from
+// before that measurement do not have (null once written back).
+func dropUnmeasuredSIO(v any) {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, x := range v {
+			if x == nil && strings.HasPrefix(k, "sio_") {
+				delete(v, k)
+				continue
+			}
+			dropUnmeasuredSIO(x)
+		}
+	case []any:
+		for _, x := range v {
+			dropUnmeasuredSIO(x)
+		}
+	}
 }
 
 // firstDiff shows the lines around the first difference.
