@@ -51,6 +51,10 @@ type mirror struct {
 	// resyncLog says when each resync came, for a failure's report.
 	resyncLog   []string
 	lastEventAt time.Time
+	// sockLast is the id of the last event a Socket.IO socket received
+	// (its recovery offset), duplicates included.
+	sockLast    rowcast.EventID
+	hasSockLast bool
 }
 
 // mrow is a row of the view (as README's client keeps it: the last event
@@ -72,6 +76,13 @@ type segment struct {
 	ids    []rowcast.EventID
 	// endedBy is the resync reason that ended it ("" for the last).
 	endedBy string
+	// resumedFrom is, for Socket.IO, the last event id the socket had
+	// received when the resync came: socket.io-client recovers from the
+	// offset of the last event it received, which a snapshot fetched
+	// since (after a resync, or a connection not recovered) does not
+	// move. It can be older than the snapshot's cursor.
+	resumedFrom    rowcast.EventID
+	hasResumedFrom bool
 }
 
 func newMirror(name, transport string) *mirror {
@@ -150,6 +161,9 @@ func (m *mirror) apply(id, event string, data json.RawMessage) (resync bool, rea
 			time.Now().Format("15:04:05.000"), d.Reason, m.lastID, time.Since(m.lastEventAt).Round(time.Millisecond)))
 		if n := len(m.segments); n > 0 {
 			m.segments[n-1].endedBy = d.Reason
+			if m.hasSockLast {
+				m.segments[n-1].resumedFrom, m.segments[n-1].hasResumedFrom = m.sockLast, true
+			}
 		}
 		return true, d.Reason
 	case "ticket:created", "ticket:updated", "ticket:deleted":
@@ -160,6 +174,9 @@ func (m *mirror) apply(id, event string, data json.RawMessage) (resync bool, rea
 	if err != nil {
 		m.violation("%s without a valid id (%q)", event, id)
 		return false, ""
+	}
+	if m.transport == "socketio" {
+		m.sockLast, m.hasSockLast = eid, true
 	}
 	if m.hasLast && eid.SameEpoch(m.last) && !m.last.Less(eid) {
 		m.dups++ // sent again; a client drops it by id

@@ -942,12 +942,23 @@ func (e *chaosEnv) checkSegments(name string, segs []segment, resyncLog []string
 				hi = sort.Search(len(exp), func(j int) bool { return next.Less(exp[j]) })
 			}
 		case s.endedBy != "":
-			t := sort.Search(len(truncs), func(j int) bool { return s.cursor.Less(truncs[j]) })
+			// The resync answers the position the client resumed from:
+			// the snapshot's cursor or a later id, or for Socket.IO the
+			// socket's offset, which may be older than the snapshot.
+			from := s.cursor
+			if s.hasResumedFrom && s.resumedFrom.Less(from) {
+				from = s.resumedFrom
+			}
+			t := sort.Search(len(truncs), func(j int) bool { return from.Less(truncs[j]) })
 			if t == len(truncs) {
-				e.violation("%s: resync %q after %s with no TRUNCATE after it (the client's resyncs: %s)", name, s.endedBy, s.cursor, strings.Join(resyncLog, "; "))
+				e.violation("%s: resync %q after %s (resumed from %s) with no TRUNCATE after it (the client's resyncs: %s)", name, s.endedBy, s.cursor, from, strings.Join(resyncLog, "; "))
 				continue
 			}
-			hi = sort.Search(len(exp), func(j int) bool { return !exp[j].Less(truncs[t]) })
+			if s.cursor.Less(truncs[t]) {
+				hi = sort.Search(len(exp), func(j int) bool { return !exp[j].Less(truncs[t]) })
+			}
+			// Else the TRUNCATE came before the snapshot: what the
+			// segment received is a prefix of what followed it.
 		}
 		want := exp[lo:max(lo, hi)]
 		got := s.ids
