@@ -13,9 +13,12 @@ type Observer interface {
 	// EventQueued counts n clients receiving an event.
 	EventQueued(event, transport string, n int)
 	SlowConsumer(transport string)
-	// Delivered is called when an event was written to a client, with the
-	// time since its commit (or capture when the commit time is unknown).
-	Delivered(transport string, sinceCommit time.Duration)
+	// Delivered is called when events were written to a client together,
+	// with the time since each one's commit (or capture when the commit
+	// time is unknown): one duration per event. A batch in one call lets
+	// the observer update shared counters once per write, not once per
+	// event. The slice is the caller's: valid only during the call.
+	Delivered(transport string, sinceCommit []time.Duration)
 	ChangeApplied(table, op string)
 	StatsRecomputed()
 	Resume(outcome string)
@@ -27,14 +30,14 @@ type Observer interface {
 
 type nopObserver struct{}
 
-func (nopObserver) ClientConnected(string)           {}
-func (nopObserver) ClientDisconnected(string)        {}
-func (nopObserver) ConnectionRefused(string, string) {}
-func (nopObserver) EventQueued(string, string, int)  {}
-func (nopObserver) SlowConsumer(string)              {}
-func (nopObserver) Delivered(string, time.Duration)  {}
-func (nopObserver) ChangeApplied(string, string)     {}
-func (nopObserver) StatsRecomputed()                 {}
-func (nopObserver) Resume(string)                    {}
-func (nopObserver) WindowSize(int)                   {}
-func (nopObserver) EventDropped(string)              {}
+func (nopObserver) ClientConnected(string)            {}
+func (nopObserver) ClientDisconnected(string)         {}
+func (nopObserver) ConnectionRefused(string, string)  {}
+func (nopObserver) EventQueued(string, string, int)   {}
+func (nopObserver) SlowConsumer(string)               {}
+func (nopObserver) Delivered(string, []time.Duration) {}
+func (nopObserver) ChangeApplied(string, string)      {}
+func (nopObserver) StatsRecomputed()                  {}
+func (nopObserver) Resume(string)                     {}
+func (nopObserver) WindowSize(int)                    {}
+func (nopObserver) EventDropped(string)               {}

@@ -249,6 +249,8 @@ type deliverer struct {
 	cursor    rowcast.EventID
 	hasCursor bool
 	out       []*Event
+	// lat holds the latencies of a batch written, for the observer.
+	lat []time.Duration
 }
 
 // send writes the events of batch that the client does not have yet;
@@ -269,17 +271,22 @@ func (d *deliverer) send(batch []*Event, woken bool) error {
 	}
 	err := d.t.Write(out)
 	if err == nil && len(out) > 0 {
-		// One clock reading for the batch, not one per event: written
-		// together, they were delivered at the same moment.
+		// One clock reading and one observation for the batch, not one
+		// per event: written together, they were delivered at the same
+		// moment.
 		now := time.Now()
+		lat := d.lat[:0]
 		for _, ev := range out {
-			d.s.obs.Delivered(d.s.Transport, now.Sub(ev.Time))
+			lat = append(lat, now.Sub(ev.Time))
 		}
+		d.s.obs.Delivered(d.s.Transport, lat)
+		d.lat = lat[:0]
 	}
 	clear(out)
 	d.out = out[:0]
 	if cap(d.out) > 64 {
 		d.out = nil // an idle session keeps no batch memory
+		d.lat = nil
 	}
 	return err
 }

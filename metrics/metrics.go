@@ -25,15 +25,12 @@ import (
 // implements broadcast.Observer (by its method set; this package does not
 // import broadcast).
 type Metrics struct {
-	changes       *prometheus.CounterVec
-	eventsSent    *prometheus.CounterVec
-	clients       *prometheus.GaugeVec
-	refused       *prometheus.CounterVec
-	slowConsumers *prometheus.CounterVec
-	latency       *prometheus.HistogramVec
-	// latencyBy holds the latency series of the known transports, resolved
-	// once: Delivered runs for every event written to every client.
-	latencyBy      map[string]prometheus.Observer
+	changes        *prometheus.CounterVec
+	eventsSent     *prometheus.CounterVec
+	clients        *prometheus.GaugeVec
+	refused        *prometheus.CounterVec
+	slowConsumers  *prometheus.CounterVec
+	latency        *deliveryLatency
 	statsRecompute prometheus.Counter
 	resumes        *prometheus.CounterVec
 	windowSize     prometheus.Gauge
@@ -102,11 +99,9 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "rowcast_slow_consumer_disconnects_total",
 			Help: "Clients disconnected because their send queue overflowed, by transport.",
 		}, []string{"transport"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "rowcast_commit_to_send_seconds",
-			Help:    "Time from the transaction's commit (capture time in notify mode) to the write to a client.",
-			Buckets: LatencyBuckets,
-		}, []string{"transport"}),
+		latency: newDeliveryLatency("rowcast_commit_to_send_seconds",
+			"Time from the transaction's commit (capture time in notify mode) to the write to a client.",
+			LatencyBuckets, Transports),
 		statsRecompute: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rowcast_stats_recomputations_total",
 			Help: "Full recounts of the stats (at start, after resyncs and truncates).",
@@ -156,10 +151,6 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.statsRecompute, m.resumes, m.windowSize,
 		m.sioSessions, m.sioUpgrades, m.sioProtoErrors, m.sioCloses, m.eventsDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m.latencyBy = map[string]prometheus.Observer{}
-	for _, t := range Transports {
-		m.latencyBy[t] = m.latency.WithLabelValues(t)
-	}
 	return m
 }
 
@@ -198,12 +189,8 @@ func (m *Metrics) eventLabel(name string) string {
 
 func (m *Metrics) EventDropped(reason string) { m.eventsDropped.WithLabelValues(reason).Inc() }
 func (m *Metrics) SlowConsumer(t string)      { m.slowConsumers.WithLabelValues(t).Inc() }
-func (m *Metrics) Delivered(t string, d time.Duration) {
-	if o, ok := m.latencyBy[t]; ok {
-		o.Observe(d.Seconds())
-		return
-	}
-	m.latency.WithLabelValues(t).Observe(d.Seconds())
+func (m *Metrics) Delivered(t string, sinceCommit []time.Duration) {
+	m.latency.observe(t, sinceCommit)
 }
 func (m *Metrics) ChangeApplied(table, op string) { m.changes.WithLabelValues(table, op).Inc() }
 func (m *Metrics) StatsRecomputed()               { m.statsRecompute.Inc() }

@@ -107,7 +107,7 @@ func everything(t *testing.T, mode string) (*prometheus.Registry, *fakeDB, *metr
 	m.ConnectionRefused("ws", "auth")
 	m.EventQueued("ticket:created", "ws", 3)
 	m.SlowConsumer("ws")
-	m.Delivered("ws", 20*time.Millisecond)
+	m.Delivered("ws", []time.Duration{20 * time.Millisecond})
 	m.ChangeApplied("tickets", "insert")
 	m.StatsRecomputed()
 	m.Resume("replayed")

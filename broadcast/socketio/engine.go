@@ -54,15 +54,18 @@ func errKindOf(err error) errKind {
 const maxCtrl = 16
 
 // eioSession is one Engine.IO session. Whatever its transport, one writer
-// goroutine (run) produces every packet the server sends: pings, the
-// namespace's replies and, through Session.Pump, the events. With
-// long-polling the packets wait in the outbox until a GET takes them; with
-// WebSocket the writer writes frames itself. The transport's reader (POST
-// requests or the WebSocket read loop) handles what the client sends.
+// at a time produces every packet the server sends: until the namespace
+// is joined, a goroutine of its own (run) sends pings and the namespace's
+// replies; once joined, the namespace's Session writes them with the
+// events, from a writer that runs only while there is something to write
+// (Session.Start), so an idle joined session has no writer goroutine.
+// With long-polling the packets wait in the outbox until a GET takes
+// them; with WebSocket the writer writes frames itself. The transport's
+// reader (POST requests or the WebSocket read loop) handles what the
+// client sends.
 type eioSession struct {
 	id     string
 	h      *Handler
-	cfg    Config
 	token  string // from the handshake request; never logged
 	remote string
 	done   chan struct{}
@@ -74,26 +77,36 @@ type eioSession struct {
 	// engine is "polling" or "websocket": counted in the sessions gauge
 	// from the handshake until close, moved by an upgrade (both under mu,
 	// so a move and the final -1 never cross).
-	engine      string
-	ws          *websocket.Conn // set once the transport is WebSocket
-	probe       *websocket.Conn // WebSocket being probed for an upgrade
-	probing     bool            // an upgrade is under way (one at a time)
-	upgrading   bool            // probe answered: GETs return at once
-	outbox      [][]byte        // packets waiting for a GET
-	outBytes    int
-	drained     chan struct{} // closed (and replaced) when the outbox is taken
-	pollWake    chan struct{} // wakes the pending GET
-	polling     bool          // a GET is pending
-	posting     bool          // a POST is being read
-	pollTimer   *time.Timer   // no GET for PingInterval+PingTimeout: close
-	pongTimer   *time.Timer
+	engine    string
+	ws        *websocket.Conn // set once the transport is WebSocket
+	probe     *websocket.Conn // WebSocket being probed for an upgrade
+	probing   bool            // an upgrade is under way (one at a time)
+	upgrading bool            // probe answered: GETs return at once
+	outbox    [][]byte        // packets waiting for a GET
+	outBytes  int
+	// drained, pollWake and pollTimer exist for sessions that start on
+	// long-polling only: a WebSocket session never needs them, and at
+	// thousands of idle connections each one counts.
+	drained   chan struct{} // closed (and replaced) when the outbox is taken
+	pollWake  chan struct{} // wakes the pending GET
+	polling   bool          // a GET is pending
+	posting   bool          // a POST is being read
+	pollTimer *time.Timer   // no GET for PingInterval+PingTimeout: close
+	// beat is the session's one timer for the heartbeat: while no pong
+	// is awaited it fires when the next ping is due (pingDue, and the
+	// current writer is woken to send it); after a ping it fires if the
+	// pong is late. One timer, whichever writer runs, so that the pings
+	// keep their schedule across the writer's phases and an idle session
+	// needs no goroutine to send them.
+	beat        *time.Timer
 	waitingPong bool
+	pingDue     bool
 	ns          int                // namespace state
 	pending     bool               // counted as pending by the registry (no slot held)
 	sess        *broadcast.Session // the namespace's session while connected
 	ctrl        [][]byte           // control packets for the writer
 
-	wake    chan struct{}        // ctrl packets for the idle writer
+	wake    chan struct{}        // ctrl packets or a ping for run
 	connect chan json.RawMessage // CONNECT payloads for the writer
 	wsConn  atomic.Pointer[websocket.Conn]
 
@@ -103,37 +116,35 @@ type eioSession struct {
 	// close frame never interleave. wsBatch is what the holder writes.
 	wsLock  chan struct{}
 	wsBatch wsframe.Batch
-
-	// Writer-only state.
-	lastPing time.Time
 }
 
 // newEIOSession makes a session on engine and counts it as open; close
 // counts it out.
 func newEIOSession(h *Handler, token, remote, engine string) *eioSession {
 	e := &eioSession{
-		id:       newID(),
-		h:        h,
-		cfg:      h.cfg,
-		token:    token,
-		remote:   remote,
-		engine:   engine,
-		done:     make(chan struct{}),
-		drained:  make(chan struct{}),
-		pollWake: make(chan struct{}, 1),
-		wake:     make(chan struct{}, 1),
-		connect:  make(chan json.RawMessage, 1),
-		wsLock:   make(chan struct{}, 1),
-		lastPing: time.Now(),
+		id:      newID(),
+		h:       h,
+		token:   token,
+		remote:  remote,
+		engine:  engine,
+		done:    make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		connect: make(chan json.RawMessage, 1),
+		wsLock:  make(chan struct{}, 1),
 	}
-	e.pongTimer = time.AfterFunc(time.Hour, e.pongTimedOut)
-	e.pongTimer.Stop()
-	e.pollTimer = time.AfterFunc(time.Hour, e.pollTimedOut)
-	e.pollTimer.Stop()
+	e.beat = time.AfterFunc(e.h.cfg.PingInterval, e.beatDue)
+	if engine == enginePolling {
+		e.drained = make(chan struct{})
+		e.pollWake = make(chan struct{}, 1)
+		e.pollTimer = time.AfterFunc(time.Hour, e.pollTimedOut)
+		e.pollTimer.Stop()
+	}
 	h.obs.Session(engine, 1)
 	return e
 }
 
+// signal wakes whoever waits on c, if anyone; a nil c (a channel the
+// session does not have) is a no-op.
 func signal(c chan struct{}) {
 	select {
 	case c <- struct{}{}:
@@ -153,8 +164,10 @@ func (e *eioSession) close(kind closeKind, reason string, byClient bool, code in
 	}
 	e.closed, e.byClient, e.closeReason = true, byClient, reason
 	sess, ws, probe := e.sess, e.ws, e.probe
-	e.pongTimer.Stop()
-	e.pollTimer.Stop()
+	e.beat.Stop()
+	if e.pollTimer != nil {
+		e.pollTimer.Stop()
+	}
 	close(e.done)
 	e.h.obs.Session(e.engine, -1)
 	e.mu.Unlock()
@@ -214,20 +227,38 @@ func (e *eioSession) isClosed() bool {
 	}
 }
 
-// pongTimedOut: the client did not answer a ping within PingTimeout. A
-// polling client with no GET pending has stopped polling (it may not even
-// have the ping): that is a polling timeout, which the poll timer would
-// report at about the same moment.
-func (e *eioSession) pongTimedOut() {
+// beatDue: a ping is due, or the client did not answer one within
+// PingTimeout. A due ping is sent by whichever writer runs: run (woken
+// through wake) before the namespace is joined, the Session's on-demand
+// writer (Session.Wake) while it is. A polling client with no GET pending
+// when its pong is late has stopped polling (it may not even have the
+// ping): that is a polling timeout, which the poll timer would report at
+// about the same moment.
+func (e *eioSession) beatDue() {
 	e.mu.Lock()
-	late := e.waitingPong
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	if !e.waitingPong {
+		e.pingDue = true
+		sess := e.sess
+		e.mu.Unlock()
+		// A writer that starts (run, or Session.Start's first write)
+		// looks at pingDue too, so a ping due while the writing changes
+		// hands is not lost.
+		if sess != nil {
+			sess.Wake()
+		} else {
+			signal(e.wake)
+		}
+		return
+	}
 	idlePolling := e.ws == nil && !e.polling
 	e.mu.Unlock()
-	switch {
-	case !late:
-	case idlePolling:
+	if idlePolling {
 		e.close(closePollTimeout, "polling timeout: no poll for pingInterval+pingTimeout", false, 0)
-	default:
+	} else {
 		e.close(closePingTimeout, "ping timeout", false, 0)
 	}
 }
@@ -244,16 +275,20 @@ func (e *eioSession) pollTimedOut() {
 
 // armPollTimer starts the polling expiry. Called with e.mu held.
 func (e *eioSession) armPollTimer() {
-	if !e.closed && e.ws == nil {
-		e.pollTimer.Reset(e.cfg.PingInterval + e.cfg.PingTimeout)
+	if !e.closed && e.ws == nil && e.pollTimer != nil {
+		e.pollTimer.Reset(e.h.cfg.PingInterval + e.h.cfg.PingTimeout)
 	}
 }
 
 // onPong handles a pong.
 func (e *eioSession) onPong() {
 	e.mu.Lock()
+	if e.waitingPong && !e.closed {
+		// The next ping is PingInterval from now, as the reference
+		// server schedules it.
+		e.beat.Reset(e.h.cfg.PingInterval)
+	}
 	e.waitingPong = false
-	e.pongTimer.Stop()
 	e.mu.Unlock()
 }
 
@@ -293,7 +328,7 @@ func (e *eioSession) send(p []byte, sessDone <-chan struct{}) error {
 	}
 	ws := e.ws
 	e.mu.Unlock()
-	return e.writeWS(ws, e.cfg.WriteTimeout, func(b *wsframe.Batch) { b.Add(wsframe.Text(p)) })
+	return e.writeWS(ws, e.h.cfg.WriteTimeout, func(b *wsframe.Batch) { b.Add(wsframe.Text(p)) })
 }
 
 // errWriteBusy: another write to the WebSocket did not finish in time. A
@@ -335,26 +370,16 @@ func (e *eioSession) writeWS(ws *websocket.Conn, timeout time.Duration, fill fun
 	return nil
 }
 
-// ping sends a ping and expects a pong within PingTimeout.
+// ping sends a ping and expects a pong within PingTimeout (writer only).
 func (e *eioSession) ping() error {
 	e.mu.Lock()
+	e.pingDue = false
 	if !e.waitingPong && !e.closed {
 		e.waitingPong = true
-		e.pongTimer.Reset(e.cfg.PingTimeout)
+		e.beat.Reset(e.h.cfg.PingTimeout)
 	}
 	e.mu.Unlock()
-	e.lastPing = time.Now()
 	return e.send(eioPingPacket, nil)
-}
-
-// pingIfDue pings when the next regular ping would come later than the
-// client waits (pingInterval+pingTimeout after the last one): the ping
-// ticker restarts whenever the writer changes phase.
-func (e *eioSession) pingIfDue() error {
-	if time.Since(e.lastPing) >= e.cfg.PingTimeout/2 {
-		return e.ping()
-	}
-	return nil
 }
 
 // queueCtrl queues a control packet for the writer.
@@ -374,10 +399,11 @@ func (e *eioSession) queueCtrl(p []byte) error {
 	return nil
 }
 
-// flushCtrl sends the queued control packets (writer only).
+// flushCtrl sends the queued control packets, and a ping when one is due
+// (writer only).
 func (e *eioSession) flushCtrl() error {
 	e.mu.Lock()
-	ctrl := e.ctrl
+	ctrl, ping := e.ctrl, e.pingDue
 	e.ctrl = nil
 	e.mu.Unlock()
 	for _, p := range ctrl {
@@ -385,18 +411,29 @@ func (e *eioSession) flushCtrl() error {
 			return err
 		}
 	}
+	if ping {
+		return e.ping()
+	}
 	return nil
 }
 
-// run is the session's writer: it pings, answers the namespace and runs
-// the connected Session's Pump, until the session closes. While the
-// namespace is joined the hub's Shutdown ends the Session (and so the
-// Engine.IO session); otherwise the hub's Done does, so that a session
-// that never joined, and its pending GET, end at once too.
+// run is the session's writer while its namespace is not joined: it
+// pings, answers the namespace and, once a CONNECT is granted, hands the
+// writing to the namespace's Session (Session.Start) and returns, so that
+// a joined session has no writer goroutine while idle. When the client
+// leaves the namespace with the Engine.IO session open, the Session's
+// last writer starts run again. The hub's Shutdown ends a joined
+// Session (and so the Engine.IO session); until then the hub's Done does,
+// so that a session that never joined, and its pending GET, end at once
+// too.
 func (e *eioSession) run() {
-	tick := time.NewTicker(e.cfg.PingInterval)
-	defer tick.Stop()
-	connectTimer := time.NewTimer(e.cfg.ConnectTimeout)
+	// A session whose namespace was just left may owe the client control
+	// packets or a ping that came due while the Session's writer ended.
+	if err := e.flushCtrl(); err != nil {
+		e.close(closeClient, writeFailure(err), false, 0)
+		return
+	}
+	connectTimer := time.NewTimer(e.h.cfg.ConnectTimeout)
 	defer connectTimer.Stop()
 	connectTimeout := connectTimer.C
 	shutdown := e.h.gate.Hub().Done()
@@ -408,35 +445,29 @@ func (e *eioSession) run() {
 		case <-shutdown:
 			e.close(closeShutdown, "server shutting down", false, broadcast.CloseGoingAway)
 			return
-		case <-tick.C:
-			err = e.ping()
 		case <-connectTimeout:
 			e.mu.Lock()
 			idle := e.ns == nsIdle
 			e.mu.Unlock()
 			if idle {
-				e.close(closeConnectTimeout, "no Socket.IO CONNECT within "+e.cfg.ConnectTimeout.String(), false, broadcast.ClosePolicy)
+				e.close(closeConnectTimeout, "no Socket.IO CONNECT within "+e.h.cfg.ConnectTimeout.String(), false, broadcast.ClosePolicy)
 				return
 			}
 		case <-e.wake:
 			err = e.flushCtrl()
 		case payload := <-e.connect:
-			joined, open := e.serveNamespace(payload)
-			if !open {
+			joined, open, started := e.serveNamespace(payload)
+			if !open || started {
 				return
 			}
 			if joined {
 				// The namespace was joined and has been left: the client
 				// must CONNECT again within the timeout, as after the
 				// handshake.
-				connectTimer.Reset(e.cfg.ConnectTimeout)
+				connectTimer.Reset(e.h.cfg.ConnectTimeout)
 				connectTimeout = connectTimer.C
 			}
 			err = e.flushCtrl()
-			if err == nil {
-				err = e.pingIfDue()
-			}
-			tick.Reset(e.cfg.PingInterval)
 		}
 		if err != nil {
 			e.close(closeClient, writeFailure(err), false, 0)

@@ -58,7 +58,7 @@ func (e *eioSession) servePoll(w http.ResponseWriter, r *http.Request) {
 // maxPayload gets 413 and closes the session; overlapping POSTs and
 // packets that break the protocol get 400 and close it.
 func (e *eioSession) servePost(w http.ResponseWriter, r *http.Request) {
-	max := e.cfg.MaxPayload
+	max := e.h.cfg.MaxPayload
 	if r.ContentLength > int64(max) {
 		eioError(w, http.StatusRequestEntityTooLarge, eioErrBadRequest, "payload over maxPayload")
 		e.protocolErrorCode(protoErr(errTooLarge, "payload over maxPayload"), 0)
@@ -77,7 +77,7 @@ func (e *eioSession) servePost(w http.ResponseWriter, r *http.Request) {
 	}()
 	// A client that sends its body slowly must not hold the session's
 	// POST slot (and a goroutine) for ever.
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(e.cfg.WriteTimeout))
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(e.h.cfg.WriteTimeout))
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(max)+1))
 	if err != nil {
 		eioError(w, http.StatusBadRequest, eioErrBadRequest, "reading the request failed")

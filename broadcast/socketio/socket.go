@@ -1,7 +1,6 @@
 package socketio
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 
@@ -12,8 +11,11 @@ import (
 )
 
 // serveNamespace checks a CONNECT to the main namespace and, when it is
-// granted, runs the Session until it ends (writer only). joined reports
-// a granted CONNECT; open is false once the Engine.IO session is closed.
+// granted, starts the Session's writer (writer only). joined reports a
+// granted CONNECT; open is false once the Engine.IO session is closed;
+// started means the Session's on-demand writer (Session.Start) has taken
+// over the writing: the caller's writer must stop, and a new one starts
+// (run) when the namespace is left with the Engine.IO session still open.
 //
 // The CONNECT payload is socket.io-client's auth option: token (the JWT,
 // used when the handshake request carried none in the cookie, the
@@ -22,7 +24,7 @@ import (
 // adds pid and offset: when the replay window still holds every event
 // after offset, the client gets them and its pid back (socket.recovered);
 // otherwise it gets a new pid (and resync when offset is too old).
-func (e *eioSession) serveNamespace(payload json.RawMessage) (joined, open bool) {
+func (e *eioSession) serveNamespace(payload json.RawMessage) (joined, open, started bool) {
 	gate := e.h.gate
 	req := parseConnectPayload(payload)
 	token := e.token
@@ -31,11 +33,11 @@ func (e *eioSession) serveNamespace(payload json.RawMessage) (joined, open bool)
 	}
 	user, ref := gate.Verify(token, Transport)
 	if ref != nil {
-		return false, e.refuseNamespace(authMessage(token, ref))
+		return false, e.refuseNamespace(authMessage(token, ref)), false
 	}
 	filter, err := gate.ParseFilterJSON(req.Filter)
 	if err != nil {
-		return false, e.refuseNamespace(err.Error())
+		return false, e.refuseNamespace(err.Error()), false
 	}
 	// A client recovering its connection state resumes from its offset.
 	resume := ""
@@ -46,17 +48,17 @@ func (e *eioSession) serveNamespace(payload json.RawMessage) (joined, open bool)
 	switch {
 	case ref != nil && ref.Reason == "shutdown":
 		e.close(closeShutdown, ref.Message, false, broadcast.CloseGoingAway)
-		return false, false
+		return false, false, false
 	case ref != nil:
-		return false, e.refuseNamespace(ref.Message)
+		return false, e.refuseNamespace(ref.Message), false
 	}
-	defer slot.Release()
 	sess := gate.NewSession(Transport, user, filter)
 	sess.SetAbort(e.abortWrite)
 	sub, err := gate.Hub().Subscribe(sess, resume)
 	if err != nil {
+		slot.Release()
 		e.close(closeShutdown, err.Error(), false, broadcast.CloseGoingAway)
-		return false, false
+		return false, false, false
 	}
 	pid := newID()
 	recovered := resume != "" && sub.Resync == nil
@@ -67,7 +69,8 @@ func (e *eioSession) serveNamespace(payload json.RawMessage) (joined, open bool)
 	if e.closed {
 		e.mu.Unlock()
 		gate.Hub().Unsubscribe(sess)
-		return false, false
+		slot.Release()
+		return false, false, false
 	}
 	e.ns, e.sess = nsConnected, sess
 	e.h.reg.setPending(e, false)
@@ -75,13 +78,32 @@ func (e *eioSession) serveNamespace(payload json.RawMessage) (joined, open bool)
 	e.mu.Unlock()
 
 	gate.Connected(sess, e.remote, "engine", engine, "recovered", recovered)
-	err = e.send(connectReply(sess.ID, pid), nil)
-	if err == nil {
-		err = e.pingIfDue()
+	if err := e.send(connectReply(sess.ID, pid), nil); err != nil {
+		return true, e.leaveNamespace(sess, slot, err), false
 	}
-	if err == nil {
-		err = sess.Pump(context.Background(), sub, namespaceWriter{e, sess}, e.cfg.PingInterval)
-	}
+	// From here the Session's writer runs only while there is something
+	// to write (events, control packets, a ping, the end): an idle
+	// connection keeps no writer goroutine. Pings are the session's beat
+	// (beatDue wakes the writer, Write sends them), not the Session's own;
+	// the writer's last act (end) says how the namespace was left.
+	sess.Start(sub, namespaceWriter{e, sess}, 0, func(err error) {
+		if e.leaveNamespace(sess, slot, err) {
+			// The client left the namespace and keeps the Engine.IO
+			// session: its writer takes over again, with a fresh
+			// connect timeout.
+			go e.run()
+		}
+	})
+	return true, true, true
+}
+
+// leaveNamespace ends the namespace's Session (writer only): it is
+// unsubscribed, its connection slot released, and the Engine.IO session
+// closed as the outcome asks. open reports whether the Engine.IO session
+// stays open (the client left the namespace).
+func (e *eioSession) leaveNamespace(sess *broadcast.Session, slot *broadcast.Slot, err error) (open bool) {
+	gate := e.h.gate
+	defer slot.Release()
 	gate.Hub().Unsubscribe(sess)
 	e.mu.Lock()
 	if e.sess == sess {
@@ -119,7 +141,7 @@ func (e *eioSession) serveNamespace(payload json.RawMessage) (joined, open bool)
 		open = !e.isClosed()
 	}
 	gate.Disconnected(sess, d)
-	return true, open
+	return open
 }
 
 // namespaceWriter is the Transport the namespace's Session writes to:
@@ -133,7 +155,7 @@ type namespaceWriter struct {
 func (w namespaceWriter) Write(evs []*broadcast.Event) error {
 	e := w.e
 	e.mu.Lock()
-	ws, closed := e.ws, e.closed
+	ws, closed, ping := e.ws, e.closed, e.pingDue
 	var ctrl [][]byte
 	if ws != nil && !closed {
 		ctrl = e.ctrl
@@ -141,6 +163,11 @@ func (w namespaceWriter) Write(evs []*broadcast.Event) error {
 	}
 	e.mu.Unlock()
 	if ws != nil && !closed {
+		if ping {
+			if err := e.ping(); err != nil {
+				return err
+			}
+		}
 		return w.writeWS(ws, ctrl, evs)
 	}
 	if err := e.flushCtrl(); err != nil {
@@ -163,7 +190,7 @@ func (w namespaceWriter) Write(evs []*broadcast.Event) error {
 // in one system call: each event's frame is built once for every client.
 func (w namespaceWriter) writeWS(ws *websocket.Conn, ctrl [][]byte, evs []*broadcast.Event) error {
 	e := w.e
-	return e.writeWS(ws, e.cfg.WriteTimeout, func(b *wsframe.Batch) {
+	return e.writeWS(ws, e.h.cfg.WriteTimeout, func(b *wsframe.Batch) {
 		for _, p := range ctrl {
 			b.Add(wsframe.Text(p))
 		}
@@ -186,6 +213,9 @@ func (w namespaceWriter) writeWS(ws *websocket.Conn, ctrl [][]byte, evs []*broad
 	})
 }
 
+// Ping is part of broadcast.Transport; the Session is started without
+// pings of its own (the Engine.IO session's beat schedules them), so it is
+// called only if that changes.
 func (w namespaceWriter) Ping() error { return w.e.ping() }
 
 // refuseNamespace answers a CONNECT with CONNECT_ERROR {"message": msg};

@@ -59,9 +59,9 @@ func (o *testObserver) ConnectionRefused(t, reason string) {
 }
 func (o *testObserver) EventQueued(string, string, int) {}
 func (o *testObserver) SlowConsumer(string)             {}
-func (o *testObserver) Delivered(string, time.Duration) {
+func (o *testObserver) Delivered(_ string, d []time.Duration) {
 	o.mu.Lock()
-	o.delivered++
+	o.delivered += len(d)
 	o.mu.Unlock()
 }
 func (o *testObserver) ChangeApplied(string, string) {}

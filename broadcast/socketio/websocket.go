@@ -67,8 +67,8 @@ func (e *eioSession) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 // probeUpgrade runs the probe until the client completes the upgrade
 // (true) or gives up (false: the WebSocket is dropped, polling goes on).
 func (e *eioSession) probeUpgrade(conn *websocket.Conn) bool {
-	conn.SetReadLimit(int64(e.cfg.MaxPayload))
-	conn.SetReadDeadline(time.Now().Add(e.cfg.UpgradeTimeout))
+	conn.SetReadLimit(int64(e.h.cfg.MaxPayload))
+	conn.SetReadDeadline(time.Now().Add(e.h.cfg.UpgradeTimeout))
 	abandon := func(why string) bool {
 		e.mu.Lock()
 		if e.probe == conn {
@@ -90,7 +90,7 @@ func (e *eioSession) probeUpgrade(conn *websocket.Conn) bool {
 		}
 		switch string(data) {
 		case "2probe":
-			conn.SetWriteDeadline(time.Now().Add(e.cfg.WriteTimeout))
+			conn.SetWriteDeadline(time.Now().Add(e.h.cfg.WriteTimeout))
 			if err := conn.WriteMessage(websocket.TextMessage, []byte("3probe")); err != nil {
 				return abandon(err.Error())
 			}
@@ -122,7 +122,7 @@ func (e *eioSession) finishUpgrade(conn *websocket.Conn) error {
 	// Holding e.mu keeps the writer out until the WebSocket is the
 	// transport, so these writes come first and are not concurrent.
 	outbox := e.outbox
-	if err := e.writeWS(conn, e.cfg.WriteTimeout, func(b *wsframe.Batch) {
+	if err := e.writeWS(conn, e.h.cfg.WriteTimeout, func(b *wsframe.Batch) {
 		for _, p := range outbox {
 			b.Add(wsframe.Text(p))
 		}
@@ -147,9 +147,9 @@ func (e *eioSession) finishUpgrade(conn *websocket.Conn) error {
 // closes. Its pongs and close replies go through writeWS, as every write
 // to the WebSocket does.
 func (e *eioSession) readWS(conn *websocket.Conn) {
-	conn.SetReadLimit(int64(e.cfg.MaxPayload))
+	conn.SetReadLimit(int64(e.h.cfg.MaxPayload))
 	conn.SetPingHandler(func(data string) error {
-		err := e.writeWS(conn, e.cfg.WriteTimeout, func(b *wsframe.Batch) {
+		err := e.writeWS(conn, e.h.cfg.WriteTimeout, func(b *wsframe.Batch) {
 			b.Add(wsframe.Control(wsframe.OpPong, []byte(data)))
 		})
 		if err != nil && !e.isClosed() {
