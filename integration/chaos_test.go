@@ -258,7 +258,7 @@ func runChaos(t *testing.T, mode string, d time.Duration) *chaosModeReport {
 		segs, resyncLog := c.m.segments, c.m.resyncLog
 		c.m.mu.Unlock()
 		if oracle != nil {
-			e.checkSegments(c.m.name, segs, resyncLog, oracle)
+			e.checkSegments(c.m.name, c.m.transport, segs, resyncLog, oracle)
 		}
 	}
 	if mode == "logical" {
@@ -925,7 +925,7 @@ func (e *chaosEnv) inject(ctx context.Context, kind string, rng *rand.Rand) (end
 // the ids the WAL holds (logical mode): every id after the snapshot's
 // cursor, in order, none twice, up to the next TRUNCATE when a resync
 // ended the segment, up to the last one otherwise.
-func (e *chaosEnv) checkSegments(name string, segs []segment, resyncLog []string, o *walOracle) {
+func (e *chaosEnv) checkSegments(name, transport string, segs []segment, resyncLog []string, o *walOracle) {
 	exp, truncs := o.sorted()
 	for i, s := range segs {
 		if !s.hasCur {
@@ -962,6 +962,20 @@ func (e *chaosEnv) checkSegments(name string, segs []segment, resyncLog []string
 		}
 		want := exp[lo:max(lo, hi)]
 		got := s.ids
+		if transport == "socketio" && len(got) > 0 {
+			// Socket.IO recovers from the offset of the last event its
+			// socket received, not from the snapshot's cursor, and that
+			// offset can be past the cursor: a rowcast that has just
+			// restarted gives the slot's start as a snapshot's cursor.
+			// What the socket received before the snapshot is in the
+			// snapshot's rows (the revision checks would see a change
+			// missing from both); from its first id on, the run must be
+			// the WAL's, without a gap.
+			k := sort.Search(len(want), func(j int) bool { return !want[j].Less(got[0]) })
+			if k < len(want) && want[k].Pos == got[0].Pos && want[k].Index == got[0].Index {
+				want = want[k:]
+			}
+		}
 		if s.endedBy != "" && len(got) < len(want) {
 			// A client away when the TRUNCATE came resumes into a
 			// resync: what it did not get before is gone with the rows.
