@@ -2,12 +2,10 @@ package socketio
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"net"
+	"rowcast/broadcast/broadcasttest"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -16,81 +14,6 @@ import (
 
 // The fan-out benchmark of broadcast/ws, on Socket.IO's WebSocket
 // transport: clients joined to the main namespace, counting frames.
-
-// frameCounter counts the WebSocket frames in a server's byte stream.
-type frameCounter struct {
-	hdr  [10]byte
-	have int   // header bytes collected
-	skip int64 // payload bytes still to skip
-	n    atomic.Int64
-}
-
-func (f *frameCounter) feed(b []byte) {
-	for len(b) > 0 {
-		if f.skip > 0 {
-			k := min(int64(len(b)), f.skip)
-			f.skip -= k
-			b = b[k:]
-			if f.skip == 0 {
-				f.n.Add(1)
-			}
-			continue
-		}
-		f.hdr[f.have] = b[0]
-		f.have++
-		b = b[1:]
-		if f.have < 2 {
-			continue
-		}
-		need, l := 2, int64(f.hdr[1]&0x7f)
-		switch l {
-		case 126:
-			need = 4
-		case 127:
-			need = 10
-		}
-		if f.have < need {
-			continue
-		}
-		switch l {
-		case 126:
-			l = int64(f.hdr[2])<<8 | int64(f.hdr[3])
-		case 127:
-			l = 0
-			for _, c := range f.hdr[2:10] {
-				l = l<<8 | int64(c)
-			}
-		}
-		f.have = 0
-		if l == 0 {
-			f.n.Add(1)
-		}
-		f.skip = l
-	}
-}
-
-// benchRow is the reference ticket's size: a ticket:updated packet of
-// about 580 bytes.
-func benchRow(id int) rowcast.Row {
-	v := func(s string) json.RawMessage { return json.RawMessage(s) }
-	return rowcast.Row{
-		{Name: "id", Value: v(fmt.Sprint(id))},
-		{Name: "title", Value: v(`"` + strings.Repeat("Printer on the third floor jams ", 6) + `"`)},
-		{Name: "status", Value: v(`"open"`)},
-		{Name: "priority", Value: v(`"high"`)},
-		{Name: "assignee_email", Value: v(`"agent.smith@helpdesk.example.com"`)},
-		{Name: "customer_email", Value: v(`"someone@customer.example.org"`)},
-		{Name: "created_at", Value: v(`"2026-11-30T07:00:00.000000+00:00"`)},
-		{Name: "updated_at", Value: v(`"2026-11-30T07:42:00.000000+00:00"`)},
-	}
-}
-
-// cpuTime is the process's user and system CPU time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 func benchFanout(b *testing.B, clients, burst int) {
 	env := newTestEnv(b, func(c *testConfig) { c.SocketIO.PingInterval = time.Hour })
@@ -102,13 +25,13 @@ func benchFanout(b *testing.B, clients, burst int) {
 			b.Fatalf("CONNECT reply %q", reply)
 		}
 		go func(conn net.Conn) {
-			var fc frameCounter
+			var fc broadcasttest.FrameCounter
 			buf := make([]byte, 64<<10)
 			done := int64(0)
 			for {
 				n, err := conn.Read(buf)
-				fc.feed(buf[:n])
-				if t := target.Load(); fc.n.Load() >= t && done < t {
+				fc.Feed(buf[:n])
+				if t := target.Load(); fc.Frames() >= t && done < t {
 					done = t
 					if remaining.Add(-1) == 0 {
 						reached <- struct{}{}
@@ -130,7 +53,7 @@ func benchFanout(b *testing.B, clients, burst int) {
 		target.Add(int64(burst))
 		for i := range batch {
 			pos++
-			r := benchRow(int(pos % 1000))
+			r := broadcasttest.BenchRow(int(pos % 1000))
 			batch[i] = rowcast.Change{Op: rowcast.OpUpdate, Schema: "public", Table: "tickets",
 				Key: r[:1], Row: r, ID: rowcast.EventID{Pos: pos}, CaptureTime: time.Now()}
 		}
@@ -145,7 +68,7 @@ func benchFanout(b *testing.B, clients, burst int) {
 	}
 	round()
 	b.ReportAllocs()
-	cpu0 := cpuTime()
+	cpu0 := broadcasttest.CPUTime()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		round()
@@ -153,7 +76,7 @@ func benchFanout(b *testing.B, clients, burst int) {
 	b.StopTimer()
 	deliveries := float64(b.N * burst * clients)
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/deliveries, "ns/delivery")
-	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/deliveries, "cpu-ns/delivery")
+	b.ReportMetric(float64((broadcasttest.CPUTime()-cpu0).Nanoseconds())/deliveries, "cpu-ns/delivery")
 }
 
 func BenchmarkFanout100x1(b *testing.B)  { benchFanout(b, 100, 1) }
