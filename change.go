@@ -409,13 +409,46 @@ func (id EventID) SameEpoch(o EventID) bool { return id.Epoch == o.Epoch }
 // history), "00000000016B3748-00000003" (logical, before histories) or
 // "e18A2B...-0000000000000007" (notify).
 func (id EventID) String() string {
+	var b [48]byte
+	return string(id.Append(b[:0]))
+}
+
+// Append appends the String form to b; events are framed with it once
+// per change, so it does without fmt.
+func (id EventID) Append(b []byte) []byte {
 	switch {
 	case id.Epoch&HistoryFlag != 0:
-		return fmt.Sprintf("%016X-%016X-%08X", id.Epoch, id.Pos, id.Index)
+		b = appendHex(b, id.Epoch, 16)
+		b = append(b, '-')
+		b = appendHex(b, id.Pos, 16)
+		b = append(b, '-')
+		return appendHex(b, uint64(id.Index), 8)
 	case id.Epoch == 0:
-		return fmt.Sprintf("%016X-%08X", id.Pos, id.Index)
+		b = appendHex(b, id.Pos, 16)
+		b = append(b, '-')
+		return appendHex(b, uint64(id.Index), 8)
 	}
-	return fmt.Sprintf("e%X-%016X", id.Epoch, id.Pos)
+	b = append(b, 'e')
+	b = appendHex(b, id.Epoch, 0)
+	b = append(b, '-')
+	return appendHex(b, id.Pos, 16)
+}
+
+// appendHex appends v in upper-case hexadecimal, zero-padded to width
+// digits (%0*X).
+func appendHex(b []byte, v uint64, width int) []byte {
+	const digits = "0123456789ABCDEF"
+	var buf [16]byte
+	i := len(buf)
+	for v != 0 || i == len(buf) {
+		i--
+		buf[i] = digits[v&0xF]
+		v >>= 4
+	}
+	for n := len(buf) - i; n < width; n++ {
+		b = append(b, '0')
+	}
+	return append(b, buf[i:]...)
 }
 
 // ParseEventID parses the String form.

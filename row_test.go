@@ -52,6 +52,22 @@ func TestEventIDString(t *testing.T) {
 			t.Errorf("%v → %q → %v %v", id, id.String(), back, err)
 		}
 	}
+	// The String form without fmt is the one clients hold.
+	for _, id := range []EventID{{}, {Pos: 0x16B3748, Index: 3}, {Epoch: 1}, {Epoch: 0x18A2B, Pos: 7}, {Epoch: ^uint64(0) &^ HistoryFlag, Pos: ^uint64(0)},
+		{Epoch: h, Pos: 0x16B3748, Index: 3}, {Epoch: HistoryFlag}, {Pos: ^uint64(0), Index: ^uint32(0)}} {
+		var want string
+		switch {
+		case id.Epoch&HistoryFlag != 0:
+			want = fmt.Sprintf("%016X-%016X-%08X", id.Epoch, id.Pos, id.Index)
+		case id.Epoch == 0:
+			want = fmt.Sprintf("%016X-%08X", id.Pos, id.Index)
+		default:
+			want = fmt.Sprintf("e%X-%016X", id.Epoch, id.Pos)
+		}
+		if got := id.String(); got != want {
+			t.Errorf("%+v prints as %q, want %q", id, got, want)
+		}
+	}
 	for _, e := range []uint64{0, h} {
 		a, b := EventID{Epoch: e, Pos: 0x100, Index: 2}, EventID{Epoch: e, Pos: 0x1000, Index: 0}
 		if !a.Less(b) || !(a.String() < b.String()) {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -39,28 +40,97 @@ type wireChange struct {
 const MaxWireSize = 64 << 20
 
 // MarshalChange encodes a change for the cluster stream, once, at capture.
+// It writes what encoding/json would write for a wireChange, without
+// reflection, and keeps JSON values (columns, payloads) byte for byte, so
+// that every node hands clients the same bytes as the capturing node.
+// The values are JSON by construction: capture encodes columns itself and
+// checks payloads.
 func MarshalChange(c *Change) ([]byte, error) {
-	w := wireChange{V: WireVersion, Op: c.Op, Schema: c.Schema, Table: c.Table,
-		Key: c.Key, Row: c.Row, Old: c.Old, Xid: c.Xid, Event: c.Event, Payload: c.Payload, Reason: c.Reason}
+	n := 160 + len(c.Schema) + len(c.Table) + len(c.Event) + len(c.Payload) + len(c.Reason)
+	for _, r := range []Row{c.Key, c.Row, c.Old} {
+		for _, col := range r {
+			n += len(col.Name) + len(col.Value) + 4
+		}
+	}
+	b := make([]byte, 0, n)
+	b = append(b, `{"v":`...)
+	b = strconv.AppendInt(b, WireVersion, 10)
+	b = append(b, `,"op":`...)
+	b = AppendJSONString(b, string(c.Op))
 	if !c.ID.IsZero() {
-		w.ID = c.ID.String()
+		b = append(b, `,"id":"`...)
+		b = c.ID.Append(b)
+		b = append(b, '"')
 	}
-	if !c.Horizon.IsZero() {
-		w.Horizon = c.Horizon.String()
+	if c.Schema != "" {
+		b = append(b, `,"schema":`...)
+		b = AppendJSONString(b, c.Schema)
 	}
+	if c.Table != "" {
+		b = append(b, `,"table":`...)
+		b = AppendJSONString(b, c.Table)
+	}
+	if len(c.Key) > 0 {
+		b = append(b, `,"key":`...)
+		b = c.Key.AppendJSON(b)
+	}
+	b = append(b, `,"row":`...)
+	b = appendRow(b, c.Row)
+	b = append(b, `,"old":`...)
+	b = appendRow(b, c.Old)
+	if c.Xid != 0 {
+		b = append(b, `,"xid":`...)
+		b = strconv.AppendUint(b, c.Xid, 10)
+	}
+	var err error
 	if !c.CommitTime.IsZero() {
-		t := c.CommitTime
-		w.CommitTime = &t
+		b = append(b, `,"commit":`...)
+		if b, err = appendTime(b, c.CommitTime); err != nil {
+			return nil, fmt.Errorf("encoding change %s: commit time: %w", c.ID, err)
+		}
 	}
 	if !c.CaptureTime.IsZero() {
-		t := c.CaptureTime
-		w.Capture = &t
+		b = append(b, `,"capture":`...)
+		if b, err = appendTime(b, c.CaptureTime); err != nil {
+			return nil, fmt.Errorf("encoding change %s: capture time: %w", c.ID, err)
+		}
 	}
-	b, err := json.Marshal(&w)
-	if err != nil {
-		return nil, fmt.Errorf("encoding change %s: %w", c.ID, err)
+	if c.Event != "" {
+		b = append(b, `,"event":`...)
+		b = AppendJSONString(b, c.Event)
 	}
-	return b, nil
+	if len(c.Payload) > 0 {
+		b = append(b, `,"payload":`...)
+		b = append(b, c.Payload...)
+	}
+	if c.Reason != "" {
+		b = append(b, `,"reason":`...)
+		b = AppendJSONString(b, c.Reason)
+	}
+	if !c.Horizon.IsZero() {
+		b = append(b, `,"horizon":"`...)
+		b = c.Horizon.Append(b)
+		b = append(b, '"')
+	}
+	return append(b, '}'), nil
+}
+
+func appendRow(b []byte, r Row) []byte {
+	if r == nil {
+		return append(b, "null"...)
+	}
+	return r.AppendJSON(b)
+}
+
+// appendTime appends t as encoding/json does: RFC 3339 with nanoseconds,
+// a four-digit year.
+func appendTime(b []byte, t time.Time) ([]byte, error) {
+	if y := t.Year(); y < 0 || y > 9999 {
+		return b, fmt.Errorf("year %d outside [0,9999]", y)
+	}
+	b = append(b, '"')
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"'), nil
 }
 
 // ErrWireVersion: a message of another encoding version (a node of a newer

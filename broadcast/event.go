@@ -50,11 +50,13 @@ var JSONFrame = NewEncoding("json", encodeJSONFrame)
 func (e *Event) Frame() []byte { return JSONFrame.Of(e) }
 
 func encodeJSONFrame(e *Event) []byte {
-	b := make([]byte, 0, len(e.Data)+len(e.Name)+64)
+	// {"id":"<at most 43>","event":"<name>","data":<data>}, and room for
+	// a name that needs escaping.
+	b := make([]byte, 0, len(e.Data)+2*len(e.Name)+80)
 	b = append(b, '{')
 	if e.HasID {
 		b = append(b, `"id":"`...)
-		b = append(b, e.ID.String()...)
+		b = e.ID.Append(b)
 		b = append(b, `",`...)
 	}
 	b = append(b, `"event":`...)

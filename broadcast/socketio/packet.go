@@ -256,14 +256,14 @@ func encodeEvent(e *broadcast.Event) []byte {
 	if len(data) == 0 {
 		data = json.RawMessage("null")
 	}
-	b := make([]byte, 0, len(data)+len(e.Name)+48)
+	b := make([]byte, 0, len(data)+2*len(e.Name)+64) // 42["name",data,"<id, at most 43>"]
 	b = append(b, eioMessage, '0'+typeEvent, '[')
 	b = rowcast.AppendJSONString(b, e.Name)
 	b = append(b, ',')
 	b = append(b, data...)
 	if e.HasID {
 		b = append(b, ",\""...)
-		b = append(b, e.ID.String()...)
+		b = e.ID.Append(b)
 		b = append(b, '"')
 	}
 	return append(b, ']')

@@ -58,7 +58,7 @@ func encode(e *broadcast.Event) []byte {
 	var b []byte
 	if e.HasID {
 		b = append(b, "id: "...)
-		b = append(b, e.ID.String()...)
+		b = e.ID.Append(b)
 		b = append(b, '\n')
 	}
 	b = append(b, "event: "...)

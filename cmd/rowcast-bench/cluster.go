@@ -42,7 +42,7 @@ type clusterResult struct {
 
 // The cluster targets: the added p50 and the CPU ratio at clusterPoint.
 var (
-	clusterPoint          = latencyPoint{rate: 1000, clients: 1}
+	clusterPoint          = latencyPoint{rate: 1000, clients: 1, dur: 15 * time.Second}
 	clusterAddedP50Target = atMost(2)   // ms
 	clusterCPUTarget      = atMost(1.5) // × single node
 )
@@ -69,7 +69,7 @@ func (b *bench) scenarioCluster(ctx context.Context) error {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	perChange := func(r latencyResult) float64 {
-		return 1e6 * r.RowcastCPUS / (r.AchievedRate * b.latencyDuration().Seconds())
+		return 1e6 * r.RowcastCPUS / (r.AchievedRate * b.duration(pt).Seconds())
 	}
 	res := clusterResult{
 		Rate: pt.rate, Clients: float64(pt.clients),
@@ -116,8 +116,14 @@ func (b *bench) clusterSide(ctx context.Context, pt latencyPoint, env []string) 
 		return res, false, 0, err
 	}
 	settled = b.settle(ctx, cs, 15*time.Second)
+	side := "single"
+	if env != nil {
+		side = "cluster"
+	}
 	m0, _ := rc.metrics()
+	waitProfile := b.cpuProfile(ctx, rc, b.duration(pt), "cluster", side)
 	res, err = b.measureLatency(ctx, rc, cs, w, pt, settled)
+	waitProfile()
 	m1, _ := rc.metrics()
 	n := m1["rowcast_cluster_publish_seconds_count"] - m0["rowcast_cluster_publish_seconds_count"]
 	if n > 0 {

@@ -20,6 +20,17 @@ import (
 type latencyPoint struct {
 	rate    float64
 	clients int
+	// dur, when set, is how long the writers run instead of
+	// latencyDuration (a longer window steadies a CPU figure).
+	dur time.Duration
+}
+
+// duration is how long the writers run at pt.
+func (b *bench) duration(pt latencyPoint) time.Duration {
+	if pt.dur > 0 && !b.opts.quick {
+		return pt.dur
+	}
+	return b.latencyDuration()
 }
 
 // key names the point among the latency results.
@@ -58,12 +69,12 @@ var (
 
 func (b *bench) latencyPoints() []latencyPoint {
 	if b.opts.quick {
-		return []latencyPoint{{100, 1}, latencyTargetPoint}
+		return []latencyPoint{{rate: 100, clients: 1}, latencyTargetPoint}
 	}
 	var pts []latencyPoint
 	for _, c := range []int{1, 100, 1000} {
 		for _, r := range []float64{100, 1000, 5000} {
-			pts = append(pts, latencyPoint{r, c})
+			pts = append(pts, latencyPoint{rate: r, clients: c})
 		}
 	}
 	return pts
@@ -153,7 +164,7 @@ func (b *bench) latencyPoint(ctx context.Context, rc *rowcastProc, cs *clientSet
 
 // measureLatency measures one point of commit → client latency.
 func (b *bench) measureLatency(ctx context.Context, rc *rowcastProc, cs *clientSet, w *rateWriters, pt latencyPoint, settled bool) (latencyResult, error) {
-	d := b.latencyDuration()
+	d := b.duration(pt)
 	n := int64(math.Round(pt.rate * d.Seconds()))
 	base := w.seq.Load()
 	recs := cs.record(base, n, latencyRecorders)

@@ -227,7 +227,7 @@ func (r *results) renderCluster(w io.Writer) {
 	}
 	fmt.Fprintf(w, "\n## Cluster mode (NATS JetStream) beside a single node\n\n")
 	fmt.Fprintf(w, "The latency scenario's method, in the same run: rowcast alone, then the same rowcast as the one node of a cluster (ROWCAST_NATS_URL) whose stream has 3 replicas on a 3-server NATS cluster running in the bench process (so rowcast's CPU is its own: capture, publish, consume, fan-out). "+
-		"CPU per change is rowcast's CPU over the point divided by the changes committed.\n\n")
+		"CPU per change is rowcast's CPU over the point (the writers run %s) divided by the changes committed.\n\n", r.b.duration(clusterPoint))
 	fmt.Fprintf(w, "| changes/s (single / cluster) | clients | p50 ms single | p50 ms cluster | p50 added ms | p99 ms single / cluster | CPU µs per change single | cluster | ratio | publish→ack mean ms | delivered single / cluster |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, p := range r.cluster.points {
 		m := p.Median

@@ -81,6 +81,7 @@ func (n *clusterNode) catchUp() func(context.Context) error {
 func (n *clusterNode) wire(source rowcast.Source, hub *broadcast.Hub, connString, mode string, cfg Config) (ready func() bool, run func(context.Context) error) {
 	n.consumer = cluster.NewConsumer(n.conn, hub, nil, n.log)
 	pub := cluster.NewPublisher(cluster.Instrument(n.conn, n.metrics), cfg.NATSPublishTimeout, n.log)
+	pub.HandOff(n.consumer)
 	what := cfg.Slot
 	if mode == "notify" {
 		what = cfg.Channel

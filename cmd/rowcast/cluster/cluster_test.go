@@ -402,3 +402,87 @@ func TestPublisherHoldsTheSlot(t *testing.T) {
 		t.Fatalf("oldest %v %v after a failure, want change 8: the slot must keep it", id, ok)
 	}
 }
+
+// The capturing node's consumer hands on its own changes as published,
+// without decoding them, in the stream's order, across terms (the second
+// replays from an older slot position) and with what the stream holds
+// from before it started (decoded).
+func TestConsumerHandsOnOwnChanges(t *testing.T) {
+	nc, err := natscluster.Start(t.TempDir(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Stop()
+	conn := dial(t, nc, 1)
+	ctx := context.Background()
+	// Another node published the first 100 before this one started.
+	other := NewPublisher(conn, 10*time.Second, quiet())
+	if err := other.Begin(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(ctx, other, changes(1, 101)); err != nil {
+		t.Fatal(err)
+	}
+	rec, c := consumeAll(t, conn)
+	p := NewPublisher(conn, 10*time.Second, quiet())
+	p.HandOff(c)
+	for term := 0; term < 2; term++ {
+		if err := p.Begin(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		from := uint64(50 + 200*term) // the slot sends some again
+		for i := from; i < from+300; i += 10 {
+			if err := p.Apply(ctx, changes(i, i+10)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := p.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows := waitRows(t, rec, 549)
+	checkSequence(t, rows, 549)
+	if got := c.own.taken.Load(); got < 400 {
+		t.Fatalf("%d changes handed on without decoding, want at least 400 of this node's 449", got)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, ch := range rec.changes {
+		if isChange(&ch) && (ch.Table != "tickets" || len(ch.Row) != 1 || string(ch.Row[0].Value) != fmt.Sprint(ch.ID.Pos)) {
+			t.Fatalf("change %d handed on as %+v", ch.ID.Pos, ch)
+		}
+	}
+}
+
+func TestOwnQueue(t *testing.T) {
+	var o ownQueue
+	a, b := change(1), change(2)
+	o.put(1, []byte("a"), &a)
+	o.put(2, []byte("b"), &b)
+	if _, ok := o.take(1, []byte("x")); ok {
+		t.Fatal("a message with other bytes than published was taken as published")
+	}
+	if ch, ok := o.take(2, []byte("b")); !ok || ch.ID.Pos != 2 {
+		t.Fatalf("take(2) = %v, %v", ch.ID, ok)
+	}
+	// A new term from an older end of the stream drops what did not land.
+	o.put(3, []byte("c"), &a)
+	o.put(4, []byte("d"), &a)
+	o.put(3, []byte("e"), &b)
+	if _, ok := o.take(4, []byte("d")); ok {
+		t.Fatal("a message of a failed term was taken")
+	}
+	if len(o.q)-o.head != 0 || o.bytes != 0 {
+		t.Fatalf("queue holds %d messages, %d bytes after taking everything", len(o.q)-o.head, o.bytes)
+	}
+	// Bounded: a consumer that does not keep up decodes instead.
+	for i := uint64(10); i < 10+2*maxOwnMessages; i++ {
+		o.put(i, []byte("f"), &a)
+	}
+	if n := len(o.q) - o.head; n != maxOwnMessages {
+		t.Fatalf("queue holds %d messages, bound %d", n, maxOwnMessages)
+	}
+	if _, ok := o.take(10+maxOwnMessages, []byte("f")); ok {
+		t.Fatal("a message beyond the bound was taken")
+	}
+}

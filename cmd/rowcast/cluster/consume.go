@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -45,6 +46,8 @@ type Consumer struct {
 
 	mu       sync.Mutex
 	progress chan struct{} // closed and replaced when applied moves
+
+	own ownQueue // what this node publishes, when it captures
 }
 
 // NewConsumer returns a consumer of feed into sink (the hub).
@@ -185,7 +188,18 @@ func (c *Consumer) start(ctx context.Context) {
 	c.log.Info("the replay window is filled from the stream")
 }
 
+// Published implements Local: the capturing node on this process says
+// what message seq of the stream will be. When that message arrives with
+// the same bytes, the consumer hands on c as it is instead of decoding
+// the bytes again; the order stays the stream's.
+func (c *Consumer) Published(seq uint64, data []byte, ch *rowcast.Change) {
+	c.own.put(seq, data, ch)
+}
+
 func (c *Consumer) decode(batch []rowcast.Change, d Delivery) []rowcast.Change {
+	if ch, ok := c.own.take(d.Seq, d.Data); ok {
+		return append(batch, ch)
+	}
 	ch, err := rowcast.UnmarshalChange(d.Data)
 	if err != nil {
 		c.bad.Add(1)
@@ -220,4 +234,67 @@ func (c *Consumer) CatchUp(ctx context.Context) error {
 		case <-ch:
 		}
 	}
+}
+
+// ownQueue holds what this node published and its consumer has not
+// received yet, in sequence order. It is bounded: a consumer far behind
+// (or not consuming) decodes what the queue let go.
+type ownQueue struct {
+	mu    sync.Mutex
+	q     []ownMessage
+	head  int // q[head:] is the queue
+	bytes int
+	taken atomic.Uint64 // messages handed on without decoding
+}
+
+type ownMessage struct {
+	seq    uint64
+	data   []byte
+	change rowcast.Change
+}
+
+// The queue's bounds: in messages, and in bytes of their encoding.
+const (
+	maxOwnMessages = 8192
+	maxOwnBytes    = 16 << 20
+)
+
+func (o *ownQueue) put(seq uint64, data []byte, ch *rowcast.Change) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	// A new term publishes from where the stream ends: what was queued
+	// from there on did not land.
+	for len(o.q) > o.head && o.q[len(o.q)-1].seq >= seq {
+		o.bytes -= len(o.q[len(o.q)-1].data)
+		o.q[len(o.q)-1] = ownMessage{}
+		o.q = o.q[:len(o.q)-1]
+	}
+	if len(o.q)-o.head >= maxOwnMessages || o.bytes+len(data) > maxOwnBytes {
+		return
+	}
+	if o.head > 0 && o.head >= len(o.q)/2 {
+		n := copy(o.q, o.q[o.head:])
+		clear(o.q[n:])
+		o.q, o.head = o.q[:n], 0
+	}
+	o.q = append(o.q, ownMessage{seq: seq, data: data, change: *ch})
+	o.bytes += len(data)
+}
+
+// take returns the change published as message seq when data is what
+// was published, and forgets everything before it.
+func (o *ownQueue) take(seq uint64, data []byte) (rowcast.Change, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for o.head < len(o.q) && o.q[o.head].seq <= seq {
+		m := o.q[o.head]
+		o.q[o.head] = ownMessage{}
+		o.head++
+		o.bytes -= len(m.data)
+		if m.seq == seq && bytes.Equal(m.data, data) {
+			o.taken.Add(1)
+			return m.change, true
+		}
+	}
+	return rowcast.Change{}, false
 }

@@ -60,6 +60,7 @@ type Publisher struct {
 	log     Log
 	timeout time.Duration
 	logger  *slog.Logger
+	local   Local
 
 	mu sync.Mutex
 	// next is the sequence the next message expects as the stream's last.
@@ -77,6 +78,16 @@ type Publisher struct {
 	term    string
 	markers int
 }
+
+// Local is told, in order, what the capturing node publishes and at which
+// sequence it will land, so that the node's own consumer hands its own
+// changes on without decoding them again (see Consumer.Published).
+type Local interface {
+	Published(seq uint64, data []byte, c *rowcast.Change)
+}
+
+// HandOff makes p tell local what it publishes; call it before Begin.
+func (p *Publisher) HandOff(local Local) { p.local = local }
 
 // batch is a published batch: its acknowledgement and the oldest change
 // in it (zero for a batch of markers only).
@@ -168,6 +179,10 @@ func (p *Publisher) Apply(ctx context.Context, changes []rowcast.Change) error {
 		}
 	}
 	msgs := make([]Message, 0, len(changes))
+	var sent []int // the index in changes of each message
+	if p.local != nil {
+		sent = make([]int, 0, len(changes))
+	}
 	newest, hasNewest := p.newest, p.hasNewest
 	var oldest rowcast.EventID
 	for i := range changes {
@@ -191,6 +206,9 @@ func (p *Publisher) Apply(ctx context.Context, changes []rowcast.Change) error {
 			return err
 		}
 		msgs = append(msgs, Message{ID: id, Data: data})
+		if p.local != nil {
+			sent = append(sent, i)
+		}
 	}
 	if len(msgs) == 0 {
 		return nil
@@ -198,6 +216,13 @@ func (p *Publisher) Apply(ctx context.Context, changes []rowcast.Change) error {
 	pend, err := p.log.Publish(ctx, msgs, p.next)
 	if err != nil {
 		return p.stop(err)
+	}
+	if p.local != nil {
+		// Each message expects the one before it as the stream's last,
+		// so it lands at this sequence or not at all.
+		for j, m := range msgs {
+			p.local.Published(p.next+1+uint64(j), m.Data, &changes[sent[j]])
+		}
 	}
 	p.inflight = append(p.inflight, &batch{pending: pend, oldest: oldest, deadline: time.Now().Add(p.timeout)})
 	p.next += uint64(len(msgs))
