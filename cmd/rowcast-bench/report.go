@@ -236,6 +236,13 @@ func (r *results) renderCluster(w io.Writer) {
 			f(m.SingleP99Ms, 2), f(m.ClusterP99Ms, 2), f(m.SingleCPUUs, 1), f(m.ClusterCPUUs, 1), f(m.CPURatio, 2), f(m.PublishMeanMs, 2),
 			f(m.SingleDelivered, 1), f(m.ClusterDelivered, 1))
 	}
+	fmt.Fprintf(w, "\nCapture at full speed, as the capture scenario measures it: rowcast is stopped (SIGSTOP) while a backlog of single-row transactions is written by 4 connections, then resumed; rate and CPU per change from then until the client has every event.\n\n")
+	fmt.Fprintf(w, "| backlog | changes/s single | changes/s cluster | CPU µs per change single | cluster | ratio |\n|--:|--:|--:|--:|--:|--:|\n")
+	for _, p := range r.cluster.points {
+		m := p.Median
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", f(m.DrainN, 0), f(m.SingleDrainRate, 0), f(m.ClusterDrainRate, 0),
+			f(m.SingleDrainCPUUs, 1), f(m.ClusterDrainCPUUs, 1), f(m.DrainCPURatio, 2))
+	}
 }
 
 func (r *results) renderFanout(w io.Writer) {
@@ -368,9 +375,9 @@ func (r *results) targets() []target {
 		add(fmt.Sprintf("cluster mode adds to commit→client p50 %s ms at %s changes/s", clusterAddedP50Target, f(pt.rate, 0)),
 			f(m.AddedP50Ms, 2)+" ms ("+f(m.SingleP50Ms, 2)+" → "+f(m.ClusterP50Ms, 2)+")", fmt.Sprintf("%g ms", clusterAddedP50Target.limit),
 			clusterAddedP50Target.met(m.AddedP50Ms), known(m.AddedP50Ms))
-		add(fmt.Sprintf("cluster mode CPU per change %s× single node", clusterCPUTarget),
-			f(m.CPURatio, 2)+"× ("+f(m.SingleCPUUs, 1)+" → "+f(m.ClusterCPUUs, 1)+" µs)", fmt.Sprintf("%g×", clusterCPUTarget.limit),
-			clusterCPUTarget.met(m.CPURatio), known(m.CPURatio))
+		add(fmt.Sprintf("cluster mode capture CPU per change %s× single node (a backlog drained)", clusterCPUTarget),
+			f(m.DrainCPURatio, 2)+"× ("+f(m.SingleDrainCPUUs, 1)+" → "+f(m.ClusterDrainCPUUs, 1)+" µs)", fmt.Sprintf("%g×", clusterCPUTarget.limit),
+			clusterCPUTarget.met(m.DrainCPURatio), known(m.DrainCPURatio))
 	}
 	if r.fanout.measured() {
 		n := commas(int64(fanoutTargetClients))

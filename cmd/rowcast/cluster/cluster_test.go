@@ -472,17 +472,27 @@ func TestOwnQueue(t *testing.T) {
 	if _, ok := o.take(4, []byte("d")); ok {
 		t.Fatal("a message of a failed term was taken")
 	}
-	if len(o.q)-o.head != 0 || o.bytes != 0 {
-		t.Fatalf("queue holds %d messages, %d bytes after taking everything", len(o.q)-o.head, o.bytes)
+	if o.n != 0 || o.bytes != 0 {
+		t.Fatalf("queue holds %d messages, %d bytes after taking everything", o.n, o.bytes)
 	}
 	// Bounded: a consumer that does not keep up decodes instead.
 	for i := uint64(10); i < 10+2*maxOwnMessages; i++ {
 		o.put(i, []byte("f"), &a)
 	}
-	if n := len(o.q) - o.head; n != maxOwnMessages {
-		t.Fatalf("queue holds %d messages, bound %d", n, maxOwnMessages)
+	if o.n != maxOwnMessages {
+		t.Fatalf("queue holds %d messages, bound %d", o.n, maxOwnMessages)
+	}
+	// Around the ring: the consumer takes half, the publisher adds more.
+	if _, ok := o.take(10+maxOwnMessages/2, []byte("f")); !ok {
+		t.Fatal("a queued message was not taken")
+	}
+	for i := uint64(10 + 2*maxOwnMessages); i < 10+2*maxOwnMessages+maxOwnMessages/4; i++ {
+		o.put(i, []byte("g"), &a)
 	}
 	if _, ok := o.take(10+maxOwnMessages, []byte("f")); ok {
 		t.Fatal("a message beyond the bound was taken")
+	}
+	if ch, ok := o.take(10+2*maxOwnMessages+1, []byte("g")); !ok || ch.ID != a.ID {
+		t.Fatal("a message queued around the ring was not taken")
 	}
 }

@@ -237,12 +237,14 @@ func (c *Consumer) CatchUp(ctx context.Context) error {
 }
 
 // ownQueue holds what this node published and its consumer has not
-// received yet, in sequence order. It is bounded: a consumer far behind
-// (or not consuming) decodes what the queue let go.
+// received yet, in sequence order: a ring, allocated on the first
+// message. It is bounded: a consumer far behind (or not consuming)
+// decodes what the queue let go.
 type ownQueue struct {
 	mu    sync.Mutex
-	q     []ownMessage
-	head  int // q[head:] is the queue
+	ring  []ownMessage
+	head  int // index of the oldest message
+	n     int // messages held
 	bytes int
 	taken atomic.Uint64 // messages handed on without decoding
 }
@@ -259,25 +261,28 @@ const (
 	maxOwnBytes    = 16 << 20
 )
 
+func (o *ownQueue) at(i int) *ownMessage { return &o.ring[(o.head+i)%len(o.ring)] }
+
 func (o *ownQueue) put(seq uint64, data []byte, ch *rowcast.Change) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	// A new term publishes from where the stream ends: what was queued
 	// from there on did not land.
-	for len(o.q) > o.head && o.q[len(o.q)-1].seq >= seq {
-		o.bytes -= len(o.q[len(o.q)-1].data)
-		o.q[len(o.q)-1] = ownMessage{}
-		o.q = o.q[:len(o.q)-1]
+	for o.n > 0 && o.at(o.n-1).seq >= seq {
+		m := o.at(o.n - 1)
+		o.bytes -= len(m.data)
+		*m = ownMessage{}
+		o.n--
 	}
-	if len(o.q)-o.head >= maxOwnMessages || o.bytes+len(data) > maxOwnBytes {
+	if o.n >= maxOwnMessages || o.bytes+len(data) > maxOwnBytes {
 		return
 	}
-	if o.head > 0 && o.head >= len(o.q)/2 {
-		n := copy(o.q, o.q[o.head:])
-		clear(o.q[n:])
-		o.q, o.head = o.q[:n], 0
+	if o.ring == nil {
+		o.ring = make([]ownMessage, maxOwnMessages)
 	}
-	o.q = append(o.q, ownMessage{seq: seq, data: data, change: *ch})
+	m := o.at(o.n)
+	m.seq, m.data, m.change = seq, data, *ch
+	o.n++
 	o.bytes += len(data)
 }
 
@@ -286,14 +291,17 @@ func (o *ownQueue) put(seq uint64, data []byte, ch *rowcast.Change) {
 func (o *ownQueue) take(seq uint64, data []byte) (rowcast.Change, bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for o.head < len(o.q) && o.q[o.head].seq <= seq {
-		m := o.q[o.head]
-		o.q[o.head] = ownMessage{}
-		o.head++
+	for o.n > 0 && o.at(0).seq <= seq {
+		m := o.at(0)
+		found := m.seq == seq && bytes.Equal(m.data, data)
+		ch := m.change
 		o.bytes -= len(m.data)
-		if m.seq == seq && bytes.Equal(m.data, data) {
+		*m = ownMessage{}
+		o.head = (o.head + 1) % len(o.ring)
+		o.n--
+		if found {
 			o.taken.Add(1)
-			return m.change, true
+			return ch, true
 		}
 	}
 	return rowcast.Change{}, false
