@@ -134,7 +134,11 @@ func New(cfg Config) *Handler {
 // upgrader makes the WebSockets. Origin is checked before the upgrade;
 // write buffers are shared between connections while idle.
 var upgrader = websocket.Upgrader{
-	ReadBufferSize:  1024,
+	// Each connection keeps its read buffer for life, and clients send
+	// little (pongs, acknowledgements, one CONNECT): 256 bytes hold any
+	// frame header and control frame, and larger messages are read
+	// through it in pieces.
+	ReadBufferSize:  256,
 	WriteBufferSize: 4096,
 	CheckOrigin:     func(*http.Request) bool { return true },
 	WriteBufferPool: &sync.Pool{},

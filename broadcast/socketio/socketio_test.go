@@ -830,6 +830,10 @@ func TestAuth(t *testing.T) {
 	// The token in the auth payload.
 	c.send(`40{"token":"` + good + `"}`)
 	connectReplyOf(t, c.next())
+	// A CONNECT far larger than a WebSocket's read buffer, in one frame.
+	big, _ := auth.Sign(map[string]any{"sub": "u1", "pad": strings.Repeat("x", 4000), "exp": time.Now().Add(time.Hour).Unix()})
+	_, reply = env.openWS(`40{"token":"`+big+`"}`, nil)
+	connectReplyOf(t, reply)
 	// A bad token.
 	_, reply = env.openWS(`40{"token":"`+other+`"}`, nil)
 	if !strings.HasPrefix(reply, `44{"message":"invalid token`) {

@@ -37,7 +37,11 @@ var pingFrame = wsframe.Control(wsframe.OpPing, nil)
 // Upgrader is shared by the WebSocket transports. Origin is checked by
 // the gate before the upgrade.
 var Upgrader = websocket.Upgrader{
-	ReadBufferSize:  1024,
+	// Each connection keeps its read buffer for life, and clients send
+	// little (pongs, acknowledgements, one CONNECT): 256 bytes hold any
+	// frame header and control frame, and larger messages are read
+	// through it in pieces.
+	ReadBufferSize:  256,
 	WriteBufferSize: 4096,
 	CheckOrigin:     func(*http.Request) bool { return true },
 	// Buffers are shared between connections while idle, which keeps

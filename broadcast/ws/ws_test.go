@@ -3,6 +3,7 @@ package ws
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -73,8 +74,13 @@ func TestEventsResumeAndSubscribe(t *testing.T) {
 	if f := next(t, r); f.Event != "ticket:updated" || f.ID != id2.String() {
 		t.Fatalf("replayed: %+v", f)
 	}
-	// subscribe changes the filter; the reply says so.
-	if err := c.WriteJSON(map[string]any{"type": "subscribe", "filter": map[string]any{"status": []string{"open"}}}); err != nil {
+	// subscribe changes the filter; the reply says so. The message is
+	// larger than the connection's read buffer (read in pieces).
+	statuses := []string{"open"}
+	for i := 0; i < 90; i++ {
+		statuses = append(statuses, fmt.Sprintf("a-status-nobody-uses-number-%03d", i))
+	}
+	if err := c.WriteJSON(map[string]any{"type": "subscribe", "filter": map[string]any{"status": statuses}}); err != nil {
 		t.Fatal(err)
 	}
 	if f := next(t, c); f.Event != "ticket:updated" {
