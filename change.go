@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Op is what happened to a row, or a control marker in the change stream.
@@ -126,8 +127,25 @@ func (r Row) Text(name string) (string, bool) {
 	return JSONText(v), true
 }
 
+// plainJSONString reports whether b, between a JSON string's quotes,
+// holds no escape, quote or control character and is valid UTF-8: its
+// text is b itself.
+func plainJSONString(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return utf8.Valid(b)
+}
+
 // JSONText turns a JSON scalar into text: strings unquoted, others verbatim.
 func JSONText(v json.RawMessage) string {
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' && plainJSONString(v[1:len(v)-1]) {
+		// Nothing escaped (statuses, priorities, most values): the text
+		// is what the quotes enclose.
+		return string(v[1 : len(v)-1])
+	}
 	if len(v) > 0 && v[0] == '"' {
 		var s string
 		if err := json.Unmarshal(v, &s); err == nil {

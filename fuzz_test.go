@@ -1,6 +1,9 @@
 package rowcast
 
-import "testing"
+import (
+	"encoding/json"
+	"testing"
+)
 
 // FuzzParseEventID: any client-supplied cursor parses or is refused, never
 // panics, and an accepted one prints back to the same id.
@@ -77,6 +80,24 @@ func FuzzUnmarshalChange(f *testing.F) {
 		b2, err := MarshalChange(&back)
 		if err != nil || string(b2) != string(b) {
 			t.Fatalf("accepted %q: encoded %q, then %q (%v)", data, b, b2, err)
+		}
+	})
+}
+
+// FuzzJSONText: the quick path for unescaped strings gives what
+// encoding/json gives (statuses, priorities and filters compare by it).
+func FuzzJSONText(f *testing.F) {
+	for _, s := range []string{`"open"`, `"a\"b"`, `"\u00e9"`, `"é"`, "\"\xff\"", `""`, `"`, `12`, `null`, `"a"b"`, `"tab	"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, v []byte) {
+		got := JSONText(v)
+		var want string
+		if err := json.Unmarshal(v, &want); err != nil || len(v) == 0 || v[0] != '"' {
+			want = string(v)
+		}
+		if got != want {
+			t.Fatalf("JSONText(%q) = %q, want %q", v, got, want)
 		}
 	})
 }

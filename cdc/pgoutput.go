@@ -162,10 +162,13 @@ func (st *stream) run(ctx context.Context) error {
 	defer stop()
 	var deadline time.Time // the read deadline set last
 	for {
-		if time.Since(st.lastHeard) > silence {
+		// One clock reading per message for the checks below: the loop
+		// runs for every message of the stream.
+		now := time.Now()
+		if now.Sub(st.lastHeard) > silence {
 			return fmt.Errorf("cdc: nothing from PostgreSQL for %v, though every status update asks for a reply (the network may drop the connection)", silence)
 		}
-		if !time.Now().Before(st.nextSyncCheck) {
+		if !now.Before(st.nextSyncCheck) {
 			cctx, cancel := context.WithTimeout(ctx, pingTimeout)
 			err := checkNotSynchronous(cctx, st.reg, st.repl.PID())
 			cancel()
@@ -178,7 +181,7 @@ func (st *stream) run(ctx context.Context) error {
 			}
 			st.nextSyncCheck = time.Now().Add(syncCheckEvery)
 		}
-		if periodic := !time.Now().Before(st.nextStatus); periodic || st.ackDue() {
+		if periodic := !now.Before(st.nextStatus); periodic || st.ackDue(now) {
 			// A periodic update asks for a reply: the keepalive that
 			// answers shows the connection is alive.
 			if err := st.sendStatus(periodic || st.idle()); err != nil {
@@ -313,8 +316,8 @@ func (st *stream) ackTarget() pglogrepl.LSN {
 
 // ackDue reports whether the flush position has moved since the last
 // status update, which is at least ackEvery old.
-func (st *stream) ackDue() bool {
-	return time.Since(st.lastStatus) >= ackEvery && st.ackTarget() > pglogrepl.LSN(st.s.flushedLSN.Load())
+func (st *stream) ackDue(now time.Time) bool {
+	return now.Sub(st.lastStatus) >= ackEvery && st.ackTarget() > pglogrepl.LSN(st.s.flushedLSN.Load())
 }
 
 func (st *stream) sendStatus(requestReply bool) error {
