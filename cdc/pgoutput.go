@@ -482,12 +482,20 @@ func parsePgoutput(b []byte) (msg pglogrepl.Message, err error) {
 // four billion would allocate gigabytes, and running out of memory is a
 // crash no recover catches.
 func checkCounts(b []byte) error {
-	short := fmt.Errorf("malformed %q message: counts or lengths beyond its %d bytes", b[0], len(b))
+	if !countsFit(b) {
+		return fmt.Errorf("malformed %q message: counts or lengths beyond its %d bytes", b[0], len(b))
+	}
+	return nil
+}
+
+// countsFit is checkCounts without the error, which is built only for a
+// message that fails: the check runs on every message.
+func countsFit(b []byte) bool {
 	switch b[0] {
 	case 'T':
 		// T, relation count (4), options (1), relation ids (4 each).
 		if len(b) < 6 || uint64(binary.BigEndian.Uint32(b[1:]))*4 > uint64(len(b)-6) {
-			return short
+			return false
 		}
 	case 'I', 'U', 'D':
 		// Type, relation id (4), then tuples, each after a one-byte tag.
@@ -496,16 +504,16 @@ func checkCounts(b []byte) error {
 			switch b[p] {
 			case 'N', 'K', 'O':
 			default:
-				return short
+				return false
 			}
 			n, ok := tupleLen(b[p+1:])
 			if !ok {
-				return short
+				return false
 			}
 			p += 1 + n
 		}
 	}
-	return nil
+	return true
 }
 
 // tupleLen is the length of the TupleData at the start of b: a column
