@@ -320,6 +320,50 @@ func needsDecoding(b []byte) bool {
 	return false
 }
 
+// EachMember calls fn with each member of the JSON object data, in order:
+// its key, unescaped, and its value's bytes as they are. data must be
+// valid JSON (json.Valid) holding an object; fn's error ends the walk and
+// is returned. It is the reflection-free walk for decoders on the capture
+// path, which see every change.
+func EachMember(data []byte, fn func(key, value []byte) error) error {
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '{' {
+		return errors.New("want a JSON object")
+	}
+	i = skipSpace(data, i+1)
+	for i < len(data) && data[i] != '}' {
+		end := scanString(data, i)
+		if data[i] != '"' || end < 0 {
+			return errors.New("want a member name")
+		}
+		key := data[i+1 : end-1]
+		if needsDecoding(key) {
+			var decoded string
+			if err := json.Unmarshal(data[i:end], &decoded); err != nil {
+				return fmt.Errorf("member name: %w", err)
+			}
+			key = []byte(decoded)
+		}
+		i = skipSpace(data, end)
+		if i >= len(data) || data[i] != ':' {
+			return fmt.Errorf("member %q: want ':'", key)
+		}
+		i = skipSpace(data, i+1)
+		vend := scanValue(data, i)
+		if vend <= i {
+			return fmt.Errorf("member %q: malformed value", key)
+		}
+		if err := fn(key, data[i:vend:vend]); err != nil {
+			return err
+		}
+		i = skipSpace(data, vend)
+		if i < len(data) && data[i] == ',' {
+			i = skipSpace(data, i+1)
+		}
+	}
+	return nil
+}
+
 func skipSpace(b []byte, i int) int {
 	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
 		i++

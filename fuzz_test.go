@@ -2,6 +2,7 @@ package rowcast
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -100,4 +101,33 @@ func FuzzJSONText(f *testing.F) {
 			t.Fatalf("JSONText(%q) = %q, want %q", v, got, want)
 		}
 	})
+}
+
+// FuzzValidJSON: ValidJSON says what json.Valid says.
+func FuzzValidJSON(f *testing.F) {
+	for _, s := range []string{`{"a":[1,2,{"b":null}],"c":"\u00e9\n"}`, `{}`, `[]`, `{"a":}`, `[1,]`, `{"a" 1}`, `-0.5e+3`, `01`, `1.`, `.5`, `"\x"`, `"\u12g4"`,
+		"\"\xff\"", "\"a\tb\"", ` true `, `nul`, `{"a":1}x`, `[[[]]]`, `[`, `{"a":1,}`, `{,}`, `""`, `-`, `1e`, `[1 2]`, `{"a":1 "b":2}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := ValidJSON(b), json.Valid(b); got != want {
+			t.Fatalf("ValidJSON(%q) = %v, json.Valid %v", b, got, want)
+		}
+	})
+}
+
+func TestValidJSONDepth(t *testing.T) {
+	for _, n := range []int{maxJSONDepth - 1, maxJSONDepth, maxJSONDepth + 1} {
+		for _, open := range []string{"[", `{"a":`} {
+			close := map[string]string{"[": "]", `{"a":`: "}"}[open]
+			b := []byte(strings.Repeat(open, n) + "1" + strings.Repeat(close, n))
+			if got, want := ValidJSON(b), json.Valid(b); got != want {
+				t.Errorf("depth %d of %s: ValidJSON %v, json.Valid %v", n, open, got, want)
+			}
+			e := []byte(strings.Repeat(open, n-1) + strings.Replace(open, `"a":`, "", 1) + close + strings.Repeat(close, n-1))
+			if got, want := ValidJSON(e), json.Valid(e); got != want {
+				t.Errorf("depth %d of %s, empty innermost: ValidJSON %v, json.Valid %v", n, open, got, want)
+			}
+		}
+	}
 }

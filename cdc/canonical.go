@@ -78,10 +78,9 @@ func canonicalJSON(oid uint32, v json.RawMessage) json.RawMessage {
 	if len(v) < 2 || v[0] != '"' {
 		return v
 	}
-	var s string
-	if json.Unmarshal(v, &s) != nil {
-		return v
-	}
+	// v is valid JSON (the row it is in was decoded): its text, or, if
+	// it is not, v itself, which neither a time nor bytea parses.
+	s := rowcast.JSONText(v)
 	switch oid {
 	case pgtype.TimestamptzOID, pgtype.TimestampOID:
 		for _, layout := range pgJSONTime {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -324,4 +325,31 @@ func TestPgoutputCountsChecked(t *testing.T) {
 			t.Errorf("%q refused: %v", m, err)
 		}
 	}
+}
+
+// FuzzDecodeNotification: the envelope decoder reads what json.Unmarshal
+// reads, refuses what it refuses, and fills the same fields.
+func FuzzDecodeNotification(f *testing.F) {
+	for _, s := range []string{
+		`{"op":"insert","table":"public.tickets","xid":7,"key":{"id":1},"row":{"id":1,"status":"open"}}`,
+		`{"op":"update","table":"public.tickets","xid":7,"seq":2,"key":{"id":1},"oldkey":{"id":0},"row":{"id":1},"old":{"status":"open"}}`,
+		`{"op":"message","event":"notification","payload":{"a": [1, 2]}}`,
+		`{"OP":"insert","Xid":7,"ſeq":1,"xıd":9,"K\u0065y":{"id":1}}`,
+		`{"op":"a","op":null,"xid":1,"xid":2,"row":{"x":1},"row":null}`,
+		`{"op":7,"xid":"7","row":{}}`, `{"xid":-1}`, `{"xid":1.0}`, `{"xid":18446744073709551616}`, `{"key":[1]}`, `{"table":{"a":1}}`,
+		`{"op":"\u00e9\ud800"}`, "{\"op\":\"\xff\"}", `{"payload":null}`, ` null `, `{`, `[]`, `"x"`, `7`, `{}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var want, got notification
+		werr := json.Unmarshal(data, &want)
+		gerr := decodeNotification(data, &got)
+		if (werr == nil) != (gerr == nil) {
+			t.Fatalf("%q: json.Unmarshal says %v, decodeNotification %v", data, werr, gerr)
+		}
+		if werr == nil && !reflect.DeepEqual(want, got) {
+			t.Fatalf("%q:\njson.Unmarshal     %+v\ndecodeNotification %+v", data, want, got)
+		}
+	})
 }
