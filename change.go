@@ -234,42 +234,14 @@ func (r *Row) UnmarshalJSON(data []byte) error {
 	// costs two allocations, not two per column.
 	data = bytes.Clone(data)
 	out := make(Row, 0, 12)
-	i = skipSpace(data, i+1)
-	for i < len(data) && data[i] != '}' {
-		if data[i] != '"' {
-			return errors.New("row: want a column name")
-		}
-		end := scanString(data, i)
-		if end < 0 {
-			return errors.New("row: unterminated column name")
-		}
-		var name string
-		if needsDecoding(data[i+1 : end-1]) {
-			// Its own variable: taking name's address would put it on the
-			// heap for every column.
-			var decoded string
-			if err := json.Unmarshal(data[i:end], &decoded); err != nil {
-				return fmt.Errorf("row: column name: %w", err)
-			}
-			name = decoded
-		} else {
-			name = columnNames.intern(data[i+1 : end-1])
-		}
-		i = skipSpace(data, end)
-		if i >= len(data) || data[i] != ':' {
-			return fmt.Errorf("row: column %q: want ':'", name)
-		}
-		i = skipSpace(data, i+1)
-		vend := scanValue(data, i)
-		if vend <= i {
-			return fmt.Errorf("row: column %q: malformed value", name)
-		}
-		// Capped, so that appending to one value cannot write over the next.
-		out = append(out, Column{Name: name, Value: json.RawMessage(data[i:vend:vend])})
-		i = skipSpace(data, vend)
-		if i < len(data) && data[i] == ',' {
-			i = skipSpace(data, i+1)
-		}
+	err := EachMember(data, func(name, value []byte) error {
+		// Values come capped, so that appending to one cannot write over
+		// the next.
+		out = append(out, Column{Name: columnNames.intern(name), Value: json.RawMessage(value)})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("row: %w", err)
 	}
 	*r = out
 	return nil

@@ -90,6 +90,27 @@ func dial(t *testing.T, nc *natscluster.Cluster, replicas int) *Conn {
 	}
 }
 
+// oneServer starts a one-server JetStream for the test and dials it.
+func oneServer(t *testing.T) *Conn {
+	t.Helper()
+	nc, err := natscluster.Start(t.TempDir(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Stop)
+	return dial(t, nc, 1)
+}
+
+// begun is a publisher to conn that has begun its term.
+func begun(t *testing.T, conn *Conn) *Publisher {
+	t.Helper()
+	p := NewPublisher(conn, 10*time.Second, quiet())
+	if err := p.Begin(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // consumeAll runs a consumer into a recorder until the test ends.
 func consumeAll(t *testing.T, conn *Conn) (*recorder, *Consumer) {
 	rec := &recorder{}
@@ -131,18 +152,10 @@ func checkSequence(t *testing.T, rows []rowcast.EventID, n int) {
 // A new term replays from the slot what the stream holds already: it is
 // skipped, and what follows is stored once, in order.
 func TestPublishTermsReplay(t *testing.T) {
-	nc, err := natscluster.Start(t.TempDir(), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Stop()
-	conn := dial(t, nc, 1)
+	conn := oneServer(t)
 	rec, _ := consumeAll(t, conn)
 	ctx := context.Background()
-	p := NewPublisher(conn, 10*time.Second, quiet())
-	if err := p.Begin(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
+	p := begun(t, conn)
 	if err := apply(ctx, p, append([]rowcast.Change{{Op: rowcast.OpStart, ID: rowcast.EventID{Epoch: epoch, Pos: 1}}}, changes(1, 301)...)); err != nil {
 		t.Fatal(err)
 	}
@@ -243,10 +256,7 @@ func TestConsumerReadyOnExpiredStream(t *testing.T) {
 	if err := conn.EnsureStream(ctx); err != nil {
 		t.Fatal(err)
 	}
-	p := NewPublisher(conn, 10*time.Second, quiet())
-	if err := p.Begin(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
+	p := begun(t, conn)
 	if err := apply(ctx, p, changes(1, 11)); err != nil {
 		t.Fatal(err)
 	}
@@ -286,17 +296,9 @@ func TestConsumerReadyOnExpiredStream(t *testing.T) {
 // The stream is input too: a message that is not a change is counted and
 // skipped, and the changes around it are handed on.
 func TestConsumerSkipsBadMessages(t *testing.T) {
-	nc, err := natscluster.Start(t.TempDir(), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Stop()
-	conn := dial(t, nc, 1)
+	conn := oneServer(t)
 	ctx := context.Background()
-	p := NewPublisher(conn, 10*time.Second, quiet())
-	if err := p.Begin(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
+	p := begun(t, conn)
 	if err := apply(ctx, p, changes(1, 6)); err != nil {
 		t.Fatal(err)
 	}
@@ -408,18 +410,10 @@ func TestPublisherHoldsTheSlot(t *testing.T) {
 // replays from an older slot position) and with what the stream holds
 // from before it started (decoded).
 func TestConsumerHandsOnOwnChanges(t *testing.T) {
-	nc, err := natscluster.Start(t.TempDir(), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Stop()
-	conn := dial(t, nc, 1)
+	conn := oneServer(t)
 	ctx := context.Background()
 	// Another node published the first 100 before this one started.
-	other := NewPublisher(conn, 10*time.Second, quiet())
-	if err := other.Begin(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
+	other := begun(t, conn)
 	if err := apply(ctx, other, changes(1, 101)); err != nil {
 		t.Fatal(err)
 	}
