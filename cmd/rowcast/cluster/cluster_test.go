@@ -469,6 +469,22 @@ func TestOwnQueue(t *testing.T) {
 	if o.n != 0 || o.bytes != 0 {
 		t.Fatalf("queue holds %d messages, %d bytes after taking everything", o.n, o.bytes)
 	}
+	// Grown while wrapped around: every message is taken, in order.
+	var w ownQueue
+	next := uint64(1)
+	for round := 0; round < 3; round++ {
+		for i := 0; i < 50; i++ {
+			c := change(next + uint64(w.n))
+			w.put(c.ID.Pos, []byte(fmt.Sprint(c.ID.Pos)), &c)
+		}
+		for i := 0; i < 30; i++ {
+			ch, ok := w.take(next, []byte(fmt.Sprint(next)))
+			if !ok || ch.ID.Pos != next {
+				t.Fatalf("round %d: take(%d) = %d, %v", round, next, ch.ID.Pos, ok)
+			}
+			next++
+		}
+	}
 	// Bounded: a consumer that does not keep up decodes instead.
 	for i := uint64(10); i < 10+2*maxOwnMessages; i++ {
 		o.put(i, []byte("f"), &a)

@@ -237,8 +237,7 @@ func (c *Consumer) CatchUp(ctx context.Context) error {
 }
 
 // ownQueue holds what this node published and its consumer has not
-// received yet, in sequence order: a ring, allocated on the first
-// message. It is bounded: a consumer far behind (or not consuming)
+// received yet, in sequence order: a ring, grown as needed. It is bounded: a consumer far behind (or not consuming)
 // decodes what the queue let go.
 type ownQueue struct {
 	mu    sync.Mutex
@@ -277,8 +276,13 @@ func (o *ownQueue) put(seq uint64, data []byte, ch *rowcast.Change) {
 	if o.n >= maxOwnMessages || o.bytes+len(data) > maxOwnBytes {
 		return
 	}
-	if o.ring == nil {
-		o.ring = make([]ownMessage, maxOwnMessages)
+	if o.n == len(o.ring) {
+		// Grown as needed: a capturer whose consumer keeps up holds a few.
+		ring := make([]ownMessage, min(max(2*len(o.ring), 64), maxOwnMessages))
+		for i := 0; i < o.n; i++ {
+			ring[i] = *o.at(i)
+		}
+		o.ring, o.head = ring, 0
 	}
 	m := o.at(o.n)
 	m.seq, m.data, m.change = seq, data, *ch
