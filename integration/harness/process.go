@@ -48,10 +48,12 @@ func start(cmd *exec.Cmd, log *LogBuffer, g *Group) (*Process, error) {
 	}
 	go func() {
 		p.err = cmd.Wait()
-		close(p.done)
+		// Out of the group before done closes: whoever saw it exit (as
+		// StopAll's callers do) finds the group without it.
 		if g != nil {
 			g.remove(p)
 		}
+		close(p.done)
 	}()
 	return p, nil
 }
