@@ -1,57 +1,21 @@
 package socketio
 
 import (
-	"bytes"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"rowcast/broadcast"
+	"rowcast/broadcast/broadcasttest"
 )
-
-// goroutinesIn counts the goroutines whose stack has a frame containing
-// fn.
-func goroutinesIn(fn string) int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	count := 0
-	for _, g := range bytes.Split(buf, []byte("\n\n")) {
-		if bytes.Contains(g, []byte(fn)) {
-			count++
-		}
-	}
-	return count
-}
-
-// waitLong waits for cond without a tight bound: what it waits for
-// (writer goroutines lingering for writerLinger) takes seconds, not
-// milliseconds.
-func waitLong(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within a minute", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // idleState counts the goroutines of idle Socket.IO sessions: their
 // readers, writers of their own (run) and Session writers at work.
 func idleState() (readers, runs, writers int) {
-	return goroutinesIn("socketio.(*eioSession).readWS"),
-		goroutinesIn("socketio.(*eioSession).run("),
-		goroutinesIn("broadcast.writerLoop")
+	return broadcasttest.GoroutinesIn("socketio.(*eioSession).readWS"),
+		broadcasttest.GoroutinesIn("socketio.(*eioSession).run("),
+		broadcasttest.GoroutinesIn("broadcast.writerLoop")
 }
 
 // onlySession is the handler's one Engine.IO session.
@@ -83,7 +47,7 @@ func TestIdleSessionsOneGoroutine(t *testing.T) {
 	waitFor(t, func() bool { return env.hub.Clients() == n })
 	// Writers that wrote the CONNECT replies and the first batches
 	// linger a while for other sessions, then exit.
-	waitLong(t, "idle sessions down to their readers", func() bool {
+	broadcasttest.WaitLong(t, "idle sessions down to their readers", func() bool {
 		readers, runs, writers := idleState()
 		return readers == n && runs == 0 && writers == 0
 	})
@@ -95,7 +59,7 @@ func TestIdleSessionsOneGoroutine(t *testing.T) {
 			t.Fatalf("idle session closed with %v, want 1001", err)
 		}
 	}
-	waitLong(t, "readers ended", func() bool {
+	broadcasttest.WaitLong(t, "readers ended", func() bool {
 		readers, runs, _ := idleState()
 		return readers == 0 && runs == 0
 	})
@@ -127,9 +91,9 @@ func TestIdleSessionPingedAndTimedOut(t *testing.T) {
 		readers, runs, writers := idleState()
 		return readers == 1 && runs == 0 && writers == 0
 	}
-	waitLong(t, "no writer while idle", idle)
+	broadcasttest.WaitLong(t, "no writer while idle", idle)
 	for i := 0; i < 3; i++ {
-		waitLong(t, "no writer of its own while idle", ownOnly)
+		broadcasttest.WaitLong(t, "no writer of its own while idle", ownOnly)
 		e.beatDue() // the next ping is due
 		if p := c.next(); p != "2" {
 			t.Fatalf("want a ping, got %q", p)
@@ -141,12 +105,12 @@ func TestIdleSessionPingedAndTimedOut(t *testing.T) {
 			return !e.waitingPong
 		})
 	}
-	waitLong(t, "no writer of its own while idle", ownOnly)
+	broadcasttest.WaitLong(t, "no writer of its own while idle", ownOnly)
 	e.beatDue()
 	if p := c.next(); p != "2" {
 		t.Fatalf("want a ping, got %q", p)
 	}
-	waitLong(t, "no writer while waiting for the pong", idle)
+	broadcasttest.WaitLong(t, "no writer while waiting for the pong", idle)
 	e.beatDue() // the pong is late
 	c.expectClosed(time.Minute)
 	waitFor(t, func() bool { return env.hub.Clients() == 0 && env.gate.Connections() == 0 })

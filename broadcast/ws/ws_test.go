@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -213,37 +212,6 @@ func TestResumeBeforeCaptureStarts(t *testing.T) {
 	dial(t, url, nil)
 }
 
-// goroutines counts the goroutines whose stack holds fn.
-func goroutines(fn string) int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	count := 0
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, fn) {
-			count++
-		}
-	}
-	return count
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("still waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // An idle connection is one goroutine (its reader): a writer runs only
 // while there is something to write. It is still pinged, and closed with
 // 1001 on shutdown, after which no goroutine of it is left.
@@ -267,8 +235,8 @@ func TestIdleConnectionOneGoroutine(t *testing.T) {
 		conns = append(conns, c)
 	}
 	env.WaitClients(t, n)
-	waitFor(t, "one goroutine per idle connection", func() bool {
-		return goroutines("rowcast/broadcast/ws.(*client).run") == n && goroutines("rowcast/broadcast.(*driver).run") == 0
+	broadcasttest.WaitLong(t, "one goroutine per idle connection", func() bool {
+		return broadcasttest.GoroutinesIn("rowcast/broadcast/ws.(*client).run") == n && broadcasttest.GoroutinesIn("rowcast/broadcast.(*driver).run") == 0
 	})
 	// Clients read (and so answer pings) until the shutdown closes them.
 	closed := make(chan error, n)
@@ -297,8 +265,8 @@ func TestIdleConnectionOneGoroutine(t *testing.T) {
 		}
 	}
 	env.Gate.Wait()
-	waitFor(t, "no goroutine left", func() bool {
-		return goroutines("rowcast/broadcast/ws.(*client)") == 0 && goroutines("rowcast/broadcast.(*driver).run") == 0
+	broadcasttest.WaitLong(t, "no goroutine left", func() bool {
+		return broadcasttest.GoroutinesIn("rowcast/broadcast/ws.(*client)") == 0 && broadcasttest.GoroutinesIn("rowcast/broadcast.(*driver).run") == 0
 	})
 }
 
