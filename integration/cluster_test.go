@@ -189,14 +189,9 @@ func slotCaughtUp(t *testing.T, db string) {
 // nothing; a client resuming on a restarted node (whose window came from
 // the stream) misses nothing either. The time from each kill until
 // another node captures is measured; with ROWCAST_TEST_FAILOVER_OUT set,
-// the figures go to that file as JSON (make failover).
-func TestClusterLeaderKill(t *testing.T) {
-	kills := envInt("ROWCAST_TEST_FAILOVERS", 2)
-	perKill := envInt("ROWCAST_TEST_FAILOVER_CHANGES", 400)
-	nc := startNATS(t)
-	db := newDatabase(t)
-	env := clusterEnv(db, nc)
-	nodes := startNodes(t, db, env, 3)
+// viewersOn connects one client to each node.
+func viewersOn(t *testing.T, nodes []*server) []*viewer {
+	t.Helper()
 	var viewers []*viewer
 	for _, s := range nodes {
 		v := newViewer(t, s, "")
@@ -205,20 +200,66 @@ func TestClusterLeaderKill(t *testing.T) {
 		}
 		viewers = append(viewers, v)
 	}
-	total := (kills + 1) * perKill
+	return viewers
+}
+
+// backgroundWriters commit changes from two connections while a cluster
+// test kills things; they stop when the test ends.
+type backgroundWriters struct {
+	written  atomic.Int64
+	finished chan struct{}
+	total    int64 // committed, once finished is closed
+}
+
+func startWriters(t *testing.T, db string, total int) *backgroundWriters {
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var written atomic.Int64
-	done := make(chan int64, 1)
-	go func() { done <- legacyWritersProgress(ctx, t, db, 2, total, 2*time.Millisecond, &written) }()
+	w := &backgroundWriters{finished: make(chan struct{})}
+	go func() {
+		defer close(w.finished)
+		w.total = legacyWritersProgress(ctx, t, db, 2, total, 2*time.Millisecond, &w.written)
+	}()
+	t.Cleanup(func() { cancel(); <-w.finished })
+	return w
+}
+
+// reach waits until n changes are committed; writers that end before
+// that fail the test.
+func (w *backgroundWriters) reach(t *testing.T, n int64) {
+	t.Helper()
+	for w.written.Load() < n {
+		select {
+		case <-w.finished:
+			if w.written.Load() < n {
+				t.Fatalf("the writers ended after %d changes, before %d", w.written.Load(), n)
+			}
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// wait returns how many changes were committed once the writers are done.
+func (w *backgroundWriters) wait() int64 {
+	<-w.finished
+	return w.total
+}
+
+// the figures go to that file as JSON (make failover).
+func TestClusterLeaderKill(t *testing.T) {
+	kills := envInt("ROWCAST_TEST_FAILOVERS", 2)
+	perKill := envInt("ROWCAST_TEST_FAILOVER_CHANGES", 400)
+	nc := startNATS(t)
+	db := newDatabase(t)
+	env := clusterEnv(db, nc)
+	nodes := startNodes(t, db, env, 3)
+	viewers := viewersOn(t, nodes)
+	total := (kills + 1) * perKill
+	w := startWriters(t, db, total)
 
 	var failovers []time.Duration
 	var late *viewer
 	for k := 1; k <= kills; k++ {
 		target := int64(k * perKill)
-		for written.Load() < target {
-			time.Sleep(5 * time.Millisecond)
-		}
+		w.reach(t, target)
 		dead := waitLeader(t, nodes, -1)
 		began := time.Now()
 		if err := nodes[dead].rc.Signal(syscall.SIGKILL); err != nil {
@@ -252,7 +293,7 @@ func TestClusterLeaderKill(t *testing.T) {
 		nodes[dead] = restartServer(t, nodes[dead], db, env...)
 		t.Logf("kill %d: node %d killed after %d changes; node %d captured %v later", k, dead, target, next, failovers[k-1].Round(time.Millisecond))
 	}
-	n := <-done
+	n := w.wait()
 	if n != int64(total) {
 		t.Fatalf("%d changes committed, want %d", n, total)
 	}
@@ -326,22 +367,9 @@ func TestClusterNATSServerKill(t *testing.T) {
 	nc := startNATS(t)
 	db := newDatabase(t)
 	nodes := startNodes(t, db, clusterEnv(db, nc), 3)
-	var viewers []*viewer
-	for _, s := range nodes {
-		v := newViewer(t, s, "")
-		if err := v.connect(); err != nil {
-			t.Fatal(err)
-		}
-		viewers = append(viewers, v)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var written atomic.Int64
-	done := make(chan int64, 1)
-	go func() { done <- legacyWritersProgress(ctx, t, db, 2, total, 2*time.Millisecond, &written) }()
-	for written.Load() < total/3 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	viewers := viewersOn(t, nodes)
+	w := startWriters(t, db, total)
+	w.reach(t, total/3)
 	var killed int
 	for {
 		i, err := nc.StreamLeader("ROWCAST")
@@ -352,14 +380,12 @@ func TestClusterNATSServerKill(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	nc.Kill(killed)
-	t.Logf("killed NATS server %d (the stream's leader) after %d changes", killed+1, written.Load())
-	for written.Load() < 2*total/3 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	t.Logf("killed NATS server %d (the stream's leader) after %d changes", killed+1, w.written.Load())
+	w.reach(t, 2*total/3)
 	if err := nc.Restart(killed); err != nil {
 		t.Fatal(err)
 	}
-	n := <-done
+	n := w.wait()
 	converge(t, db, n, viewers)
 	for i, v := range viewers {
 		if !v.connected() {
@@ -378,24 +404,11 @@ func TestClusterNATSUnreachable(t *testing.T) {
 	nc := startNATS(t)
 	db := newDatabase(t)
 	nodes := startNodes(t, db, clusterEnv(db, nc), 2)
-	var viewers []*viewer
-	for _, s := range nodes {
-		v := newViewer(t, s, "")
-		if err := v.connect(); err != nil {
-			t.Fatal(err)
-		}
-		viewers = append(viewers, v)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var written atomic.Int64
-	done := make(chan int64, 1)
-	go func() { done <- legacyWritersProgress(ctx, t, db, 2, total, 2*time.Millisecond, &written) }()
-	for written.Load() < total/3 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	viewers := viewersOn(t, nodes)
+	w := startWriters(t, db, total)
+	w.reach(t, total/3)
 	nc.Stop()
-	t.Logf("stopped every NATS server after %d changes", written.Load())
+	t.Logf("stopped every NATS server after %d changes", w.written.Load())
 	for i, s := range nodes {
 		deadline := time.Now().Add(patient(20 * time.Second))
 		for {
@@ -409,9 +422,7 @@ func TestClusterNATSUnreachable(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	for written.Load() < 2*total/3 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	w.reach(t, 2*total/3)
 	for i, v := range viewers {
 		if !v.connected() {
 			t.Fatalf("viewer %d was disconnected while NATS was down", i)
@@ -422,11 +433,11 @@ func TestClusterNATSUnreachable(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	t.Logf("NATS started again after %d changes", written.Load())
+	t.Logf("NATS started again after %d changes", w.written.Load())
 	for _, s := range nodes {
 		s.waitReady(30 * time.Second)
 	}
-	n := <-done
+	n := w.wait()
 	converge(t, db, n, viewers)
 	for i, v := range viewers {
 		if !v.connected() {
