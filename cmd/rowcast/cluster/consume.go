@@ -84,7 +84,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			return nil
 		}
 		c.log.Warn("the stream is not reachable yet; retrying", "err", err)
-		if !sleep(ctx, min(time.Duration(1<<min(attempt, 5))*100*time.Millisecond, 3*time.Second)) {
+		if !sleep(ctx, retryDelay(attempt)) {
 			return nil
 		}
 	}
@@ -106,10 +106,16 @@ func (c *Consumer) Run(ctx context.Context) error {
 			attempt = 0
 		}
 		c.log.Warn("consuming the stream failed; retrying", "err", err, "from", from)
-		if !sleep(ctx, min(time.Duration(1<<min(attempt, 5))*100*time.Millisecond, 3*time.Second)) {
+		if !sleep(ctx, retryDelay(attempt)) {
 			return nil
 		}
 	}
+}
+
+// retryDelay is how long the consumer waits before its attempt-th retry:
+// doubling from 100 ms up to 3 s.
+func retryDelay(attempt int) time.Duration {
+	return min(time.Duration(1<<min(attempt, 5))*100*time.Millisecond, 3*time.Second)
 }
 
 // consume runs one consumer from sequence from until ctx ends or it fails.
