@@ -221,30 +221,37 @@ func AppendJSONString(b []byte, name string) []byte {
 // has validated data before calling it, so a small scanner that finds
 // where each value ends is enough; values are kept as they are.
 func (r *Row) UnmarshalJSON(data []byte) error {
+	// The values are slices of one copy of the object, not a copy each.
+	row, err := ParseRow(bytes.Clone(data))
+	if err != nil {
+		return err
+	}
+	*r = row
+	return nil
+}
+
+// ParseRow is UnmarshalJSON for a caller that hands data over: the
+// values are slices of data itself (capped, so that appending to one
+// cannot write over the next), and the column names, the same on every
+// row, are interned. A row costs one allocation, not two per column.
+// data must be valid JSON; null is a nil Row.
+func ParseRow(data []byte) (Row, error) {
 	i := skipSpace(data, 0)
 	if bytes.HasPrefix(data[i:], jsonNull) {
-		*r = nil
-		return nil
+		return nil, nil
 	}
 	if i >= len(data) || data[i] != '{' {
-		return errors.New("row: want a JSON object")
+		return nil, errors.New("row: want a JSON object")
 	}
-	// The values are slices of one copy of the object, not a copy each,
-	// and the column names (the same on every row) are interned: a row
-	// costs two allocations, not two per column.
-	data = bytes.Clone(data)
 	out := make(Row, 0, 12)
 	err := EachMember(data, func(name, value []byte) error {
-		// Values come capped, so that appending to one cannot write over
-		// the next.
 		out = append(out, Column{Name: columnNames.intern(name), Value: json.RawMessage(value)})
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("row: %w", err)
+		return nil, fmt.Errorf("row: %w", err)
 	}
-	*r = out
-	return nil
+	return out, nil
 }
 
 // columnNames interns the column names of rows decoded from JSON. Names

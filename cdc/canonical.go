@@ -73,11 +73,37 @@ var pgJSONTime = []string{"2006-01-02T15:04:05.999999999Z07:00", "2006-01-02T15:
 
 // canonicalJSON turns a value of type oid as PostgreSQL's JSON writes it
 // into capture's form. What it cannot read (infinity, years outside
-// 1..9999, escape-format bytea) is returned as is.
+// 1..9999, escape-format bytea) is returned as is. A timestamp's new form
+// is written over the old one when it fits (the caller owns v): it is on
+// every row the trigger sends.
 func canonicalJSON(oid uint32, v json.RawMessage) json.RawMessage {
 	if len(v) < 2 || v[0] != '"' {
 		return v
 	}
+	switch oid {
+	case pgtype.TimestamptzOID, pgtype.TimestampOID:
+		ts, year, ok := parsePGJSONTime(v[1 : len(v)-1])
+		if !ok {
+			return canonicalJSONSlow(oid, v)
+		}
+		if year < 1 || year > 9999 {
+			return v
+		}
+		var buf [40]byte
+		b := append(buf[:0], '"')
+		b = ts.UTC().AppendFormat(b, timeLayout)
+		b = append(b, '"')
+		if len(b) <= len(v) {
+			return v[:copy(v, b)]
+		}
+		return append([]byte(nil), b...)
+	}
+	return canonicalJSONSlow(oid, v)
+}
+
+// canonicalJSONSlow is canonicalJSON for any form time.Parse reads, and
+// for bytea.
+func canonicalJSONSlow(oid uint32, v json.RawMessage) json.RawMessage {
 	// v is valid JSON (the row it is in was decoded): its text, or, if
 	// it is not, v itself, which neither a time nor bytea parses.
 	s := rowcast.JSONText(v)
@@ -110,6 +136,90 @@ func canonicalJSON(oid uint32, v json.RawMessage) json.RawMessage {
 		return b
 	}
 	return v
+}
+
+// parsePGJSONTime reads the forms to_json writes a timestamp in, as
+// time.Parse does with pgJSONTime but without its layout parsing and
+// allocations: "2006-01-02T15:04:05", up to nine digits of fraction, and
+// no offset, "Z", "+07:00" or "+07:00:00". ok is false for anything else,
+// which canonicalJSONSlow reads. FuzzCanonicalTime holds the two to one
+// result. t is in UTC; year is the year as written.
+func parsePGJSONTime(s []byte) (t time.Time, year int, ok bool) {
+	if len(s) < 19 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' {
+		return time.Time{}, 0, false
+	}
+	year, ok1 := digits(s[0:4])
+	month, ok2 := digits(s[5:7])
+	day, ok3 := digits(s[8:10])
+	hour, ok4 := digits(s[11:13])
+	minute, ok5 := digits(s[14:16])
+	sec, ok6 := digits(s[17:19])
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) || month < 1 || month > 12 || day < 1 ||
+		day > daysIn(time.Month(month), year) || hour > 23 || minute > 59 || sec > 59 {
+		return time.Time{}, 0, false
+	}
+	rest := s[19:]
+	nsec := 0
+	if len(rest) > 0 && rest[0] == '.' {
+		n := 1
+		for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+			n++
+		}
+		if n == 1 || n > 10 {
+			return time.Time{}, 0, false
+		}
+		for i := 1; i < 10; i++ {
+			nsec *= 10
+			if i < n {
+				nsec += int(rest[i] - '0')
+			}
+		}
+		rest = rest[n:]
+	}
+	offset := 0
+	switch {
+	case len(rest) == 0:
+	case len(rest) == 1 && rest[0] == 'Z':
+	case (len(rest) == 6 || len(rest) == 9) && (rest[0] == '+' || rest[0] == '-') && rest[3] == ':':
+		oh, okh := digits(rest[1:3])
+		om, okm := digits(rest[4:6])
+		os := 0
+		oks := true
+		if len(rest) == 9 {
+			if rest[6] != ':' {
+				return time.Time{}, 0, false
+			}
+			os, oks = digits(rest[7:9])
+		}
+		if !okh || !okm || !oks || oh > 23 || om > 59 || os > 59 {
+			return time.Time{}, 0, false
+		}
+		offset = oh*3600 + om*60 + os
+		if rest[0] == '-' {
+			offset = -offset
+		}
+	default:
+		return time.Time{}, 0, false
+	}
+	t = time.Date(year, time.Month(month), day, hour, minute, sec, nsec, time.UTC)
+	return t.Add(-time.Duration(offset) * time.Second), year, true
+}
+
+// digits reads a fixed-width run of ASCII digits.
+func digits(b []byte) (int, bool) {
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
+}
+
+// daysIn is the number of days in month of year (proleptic Gregorian).
+func daysIn(m time.Month, year int) int {
+	return time.Date(year, m+1, 0, 0, 0, 0, 0, time.UTC).Day()
 }
 
 // canonicalTextExpr is a SQL expression for column col (of type oid) of

@@ -1,6 +1,7 @@
 package cdc
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -350,6 +351,32 @@ func FuzzDecodeNotification(f *testing.F) {
 		}
 		if werr == nil && !reflect.DeepEqual(want, got) {
 			t.Fatalf("%q:\njson.Unmarshal     %+v\ndecodeNotification %+v", data, want, got)
+		}
+	})
+}
+
+// FuzzCanonicalTime holds canonicalJSON's own reading of to_json's
+// timestamps to the time.Parse reading it replaced: one result for any
+// text, whether the fast path reads it or leaves it to the slow one.
+func FuzzCanonicalTime(f *testing.F) {
+	for _, s := range []string{
+		"2026-01-02T03:04:05+00:00", "2026-01-02T03:04:05.5+05:30", "2026-06-30T23:59:59.123456-07:00",
+		"1890-01-01T00:00:00+00:17:30", "2026-01-02T03:04:05", "2026-01-02T03:04:05.12", "0000-01-01T00:00:00",
+		"2024-02-29T12:00:00Z", "2023-02-29T12:00:00Z", "2026-01-02T24:00:00", "9999-12-31T23:59:59-01:00",
+		"2026-01-02T03:04:05.1234567891+01:00", "2026-01-02T03:04:05,5", "infinity", "2026-01-02T03:04:05+1",
+	} {
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, s string, tz bool) {
+		oid := uint32(pgtype.TimestampOID)
+		if tz {
+			oid = pgtype.TimestamptzOID
+		}
+		v := rowcast.AppendJSONString(nil, s)
+		want := string(canonicalJSONSlow(oid, bytes.Clone(v)))
+		got := string(canonicalJSON(oid, bytes.Clone(v)))
+		if got != want {
+			t.Fatalf("canonicalJSON(%s) = %s, time.Parse's reading gives %s", v, got, want)
 		}
 	})
 }

@@ -10,7 +10,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
 	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/jackc/pgx/v5"
 
@@ -245,5 +248,24 @@ func TestTruncateCheck(t *testing.T) {
 	}
 	if ok, err := tc.verify(ctx, admin, truncateNote{12345, 1, forger}); err != nil || ok {
 		t.Errorf("again after VACUUM FULL: %v %v", ok, err)
+	}
+}
+
+// The notify hot path: the trigger's payload for an INSERT of the
+// reference ticket, decoded into a change as the listener does.
+func BenchmarkDecodeNotification(b *testing.B) {
+	l := NewListener(ListenerConfig{Table: Table{Schema: "public", Name: "tickets", Key: []string{"id"},
+		Columns: []string{"id", "title", "description", "status", "priority", "category", "requester_email", "assignee_email", "created_at", "updated_at"},
+		Types:   []uint32{pgtype.Int8OID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID, pgtype.TextOID, pgtype.TimestamptzOID, pgtype.TimestamptzOID}}})
+	payload := `{"op":"insert","table":"public.tickets","xid":812345,"seq":1,"key":{"id":1234567},"row":{"id":1234567,` +
+		`"title":"#1234567 Printer on 3rd floor jams on every duplex job","description":"Started this morning after the firmware update; restarting the printer and reinstalling the driver did not help. Single-sided jobs print fine.",` +
+		`"status":"open","priority":"medium","category":"hardware","requester_email":"user17@example.com","assignee_email":"sam.rivera@example.com",` +
+		`"created_at":"2026-11-30T13:06:29.123456+00:00","updated_at":"2026-11-30T13:06:29.123456+00:00"}}`
+	b.ReportAllocs()
+	for b.Loop() {
+		cs, _, err := l.decode(context.Background(), nil, payload, 42)
+		if err != nil || len(cs) != 1 {
+			b.Fatal(err, cs)
+		}
 	}
 }

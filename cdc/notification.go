@@ -15,6 +15,8 @@ import (
 // it is, a value of the wrong type an error), but without reflection:
 // every change captured in notify mode goes through it.
 // FuzzDecodeNotification holds it to json.Unmarshal.
+//
+// The rows' values are slices of data, which the caller hands over.
 func decodeNotification(data []byte, n *notification) error {
 	if !rowcast.ValidJSON(data) {
 		return json.Unmarshal(data, n) // its syntax error
@@ -40,13 +42,13 @@ func decodeNotification(data []byte, n *notification) error {
 		case bytes.EqualFold(key, []byte("seq")):
 			setUint(&n.Seq, key, v, &typeErr)
 		case bytes.EqualFold(key, []byte("key")):
-			return n.Key.UnmarshalJSON(v)
+			return setRow(&n.Key, v)
 		case bytes.EqualFold(key, []byte("oldkey")):
-			return n.OldKey.UnmarshalJSON(v)
+			return setRow(&n.OldKey, v)
 		case bytes.EqualFold(key, []byte("old")):
-			return n.Old.UnmarshalJSON(v)
+			return setRow(&n.Old, v)
 		case bytes.EqualFold(key, []byte("row")):
-			return n.Row.UnmarshalJSON(v)
+			return setRow(&n.Row, v)
 		case bytes.EqualFold(key, []byte("payload")):
 			n.Payload = append(n.Payload[:0:0], v...)
 		}
@@ -56,6 +58,16 @@ func decodeNotification(data []byte, n *notification) error {
 		return err
 	}
 	return typeErr
+}
+
+// setRow stores a row whose values are slices of v.
+func setRow(dst *rowcast.Row, v []byte) error {
+	r, err := rowcast.ParseRow(v)
+	if err != nil {
+		return err
+	}
+	*dst = r
+	return nil
 }
 
 func skipSpace(b []byte) int {
