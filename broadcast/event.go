@@ -50,9 +50,16 @@ var JSONFrame = NewEncoding("json", encodeJSONFrame)
 func (e *Event) Frame() []byte { return JSONFrame.Of(e) }
 
 func encodeJSONFrame(e *Event) []byte {
-	// {"id":"<at most 43>","event":"<name>","data":<data>}, and room for
-	// a name that needs escaping.
-	b := make([]byte, 0, len(e.Data)+2*len(e.Name)+80)
+	return AppendJSONFrame(make([]byte, 0, JSONFrameSize(e)), e)
+}
+
+// JSONFrameSize is room enough for most events' JSON frames, so that
+// building one does not grow its buffer: the id alone is 42 bytes.
+func JSONFrameSize(e *Event) int { return len(e.Data) + 2*len(e.Name) + 80 }
+
+// AppendJSONFrame appends e's JSON frame, {"id":..,"event":..,"data":..},
+// to b.
+func AppendJSONFrame(b []byte, e *Event) []byte {
 	b = append(b, '{')
 	if e.HasID {
 		b = append(b, `"id":"`...)
@@ -66,7 +73,6 @@ func encodeJSONFrame(e *Event) []byte {
 	return append(b, '}')
 }
 
-// timeLayout is RFC 3339 in UTC with milliseconds, as the contract says.
 const timeLayout = "2006-01-02T15:04:05.000Z07:00"
 
 func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }

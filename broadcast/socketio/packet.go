@@ -239,11 +239,10 @@ var eventPacket = broadcast.NewEncoding("socketio", encodeEvent)
 // and written as it is to every client on the WebSocket transport (nil
 // when the packet is).
 var eventFrame = broadcast.NewEncoding("socketio-ws", func(e *broadcast.Event) []byte {
-	p := eventPacket.Of(e)
-	if p == nil {
+	if reservedNames[e.Name] {
 		return nil
 	}
-	return wsframe.Text(p)
+	return wsframe.Seal(wsframe.OpText, appendEvent(wsframe.Reserve(eventSize(e)), e))
 })
 
 // encodeEvent builds the packet once per event; every Socket.IO client
@@ -252,11 +251,18 @@ func encodeEvent(e *broadcast.Event) []byte {
 	if reservedNames[e.Name] {
 		return nil
 	}
+	return appendEvent(make([]byte, 0, eventSize(e)), e)
+}
+
+// eventSize is room for 42["name",data,"<id, at most 43>"].
+func eventSize(e *broadcast.Event) int { return len(e.Data) + 2*len(e.Name) + 64 }
+
+// appendEvent appends e's event packet to b.
+func appendEvent(b []byte, e *broadcast.Event) []byte {
 	data := e.Data
 	if len(data) == 0 {
 		data = json.RawMessage("null")
 	}
-	b := make([]byte, 0, len(data)+2*len(e.Name)+64) // 42["name",data,"<id, at most 43>"]
 	b = append(b, eioMessage, '0'+typeEvent, '[')
 	b = rowcast.AppendJSONString(b, e.Name)
 	b = append(b, ',')

@@ -28,7 +28,8 @@ const readLimit = 4096
 // once and written as it is to every /ws client: server frames are not
 // masked, so the bytes are the same for all.
 var frames = broadcast.NewEncoding("ws", func(ev *broadcast.Event) []byte {
-	return wsframe.Text(broadcast.JSONFrame.Of(ev))
+	b := wsframe.Reserve(broadcast.JSONFrameSize(ev))
+	return wsframe.Seal(wsframe.OpText, broadcast.AppendJSONFrame(b, ev))
 })
 
 // pingFrame is the server's ping (no payload).

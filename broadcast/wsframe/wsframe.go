@@ -50,6 +50,21 @@ func Frame(op byte, payload []byte) []byte {
 	return append(AppendHeader(b, op, len(payload)), payload...)
 }
 
+// Reserve returns an empty buffer with room for a frame's header in front
+// and size bytes of payload: append the payload to it, then Seal it. A
+// frame built so is one allocation, not a payload and then its copy.
+func Reserve(size int) []byte { return make([]byte, MaxHeader, MaxHeader+size) }
+
+// Seal writes the header of a final frame of opcode op in front of the
+// payload appended to b (from Reserve) and returns the frame.
+func Seal(op byte, b []byte) []byte {
+	var h [MaxHeader]byte
+	hdr := AppendHeader(h[:0], op, len(b)-MaxHeader)
+	start := MaxHeader - len(hdr)
+	copy(b[start:], hdr)
+	return b[start:]
+}
+
 // Text returns payload as one text frame.
 func Text(payload []byte) []byte { return Frame(OpText, payload) }
 

@@ -174,3 +174,15 @@ func TestBatchEmptiesOnError(t *testing.T) {
 		t.Fatalf("%d frames left after a failed flush", batch.Len())
 	}
 }
+
+// A frame built in place (Reserve, Seal) is the frame Frame builds, for
+// payloads at each header length's bounds.
+func TestSealAsFrame(t *testing.T) {
+	for _, n := range []int{0, 1, 125, 126, 127, 0xFFFF, 0x10000, 0x10001} {
+		payload := bytes.Repeat([]byte{'x'}, n)
+		got := Seal(OpText, append(Reserve(n), payload...))
+		if want := Frame(OpText, payload); !bytes.Equal(got, want) {
+			t.Fatalf("%d bytes: sealed frame starts %x, Frame's %x", n, got[:min(len(got), 12)], want[:min(len(want), 12)])
+		}
+	}
+}
