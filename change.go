@@ -222,7 +222,7 @@ func AppendJSONString(b []byte, name string) []byte {
 // where each value ends is enough; values are kept as they are.
 func (r *Row) UnmarshalJSON(data []byte) error {
 	// The values are slices of one copy of the object, not a copy each.
-	row, err := ParseRow(bytes.Clone(data))
+	row, err := ParseRow(bytes.Clone(data), 12)
 	if err != nil {
 		return err
 	}
@@ -233,9 +233,10 @@ func (r *Row) UnmarshalJSON(data []byte) error {
 // ParseRow is UnmarshalJSON for a caller that hands data over: the
 // values are slices of data itself (capped, so that appending to one
 // cannot write over the next), and the column names, the same on every
-// row, are interned. A row costs one allocation, not two per column.
-// data must be valid JSON; null is a nil Row.
-func ParseRow(data []byte) (Row, error) {
+// row, are interned. A row costs one allocation, not two per column:
+// columns, the number the caller expects, sizes it. data must be valid
+// JSON; null is a nil Row.
+func ParseRow(data []byte, columns int) (Row, error) {
 	i := skipSpace(data, 0)
 	if bytes.HasPrefix(data[i:], jsonNull) {
 		return nil, nil
@@ -243,7 +244,7 @@ func ParseRow(data []byte) (Row, error) {
 	if i >= len(data) || data[i] != '{' {
 		return nil, errors.New("row: want a JSON object")
 	}
-	out := make(Row, 0, 12)
+	out := make(Row, 0, max(columns, 1))
 	err := EachMember(data, func(name, value []byte) error {
 		out = append(out, Column{Name: columnNames.intern(name), Value: json.RawMessage(value)})
 		return nil

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzParseEventID: any client-supplied cursor parses or is refused, never
@@ -130,4 +131,23 @@ func TestValidJSONDepth(t *testing.T) {
 			}
 		}
 	}
+}
+
+// FuzzAppendUTC holds AppendUTC to time.Time.AppendFormat with the two
+// layouts it replaces.
+func FuzzAppendUTC(f *testing.F) {
+	for _, s := range []int64{0, 1, -1, 1764507989, 253402300799, 253402300800, -62135596800, -62135596801} {
+		f.Add(s, int64(123456789), int32(3600))
+		f.Add(s, int64(0), int32(0))
+		f.Add(s, int64(120000000), int32(-19800))
+	}
+	f.Fuzz(func(t *testing.T, sec, nsec int64, offset int32) {
+		tm := time.Unix(sec, nsec%1e9).In(time.FixedZone("", int(offset%(26*3600))))
+		for frac, layout := range map[int]string{3: "2006-01-02T15:04:05.000Z07:00", 6: "2006-01-02T15:04:05.999999Z07:00"} {
+			want := tm.UTC().AppendFormat([]byte("x"), layout)
+			if got := AppendUTC([]byte("x"), tm, frac); string(got) != string(want) {
+				t.Fatalf("AppendUTC(%v, %d) = %s, AppendFormat gives %s", tm, frac, got, want)
+			}
+		}
+	})
 }

@@ -79,7 +79,7 @@ func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
 
 func appendTimestamp(b []byte, t time.Time) []byte {
 	b = append(b, `"timestamp":"`...)
-	b = t.UTC().AppendFormat(b, timeLayout)
+	b = rowcast.AppendUTC(b, t, 3)
 	return append(b, '"')
 }
 

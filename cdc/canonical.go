@@ -91,7 +91,7 @@ func canonicalJSON(oid uint32, v json.RawMessage) json.RawMessage {
 		}
 		var buf [40]byte
 		b := append(buf[:0], '"')
-		b = ts.UTC().AppendFormat(b, timeLayout)
+		b = rowcast.AppendUTC(b, ts, 6)
 		b = append(b, '"')
 		if len(b) <= len(v) {
 			return v[:copy(v, b)]
@@ -118,7 +118,7 @@ func canonicalJSONSlow(oid uint32, v json.RawMessage) json.RawMessage {
 				return v
 			}
 			b := append(make([]byte, 0, 34), '"')
-			b = ts.UTC().AppendFormat(b, timeLayout)
+			b = rowcast.AppendUTC(b, ts, 6)
 			return append(b, '"')
 		}
 	case pgtype.ByteaOID:

@@ -345,7 +345,7 @@ func FuzzDecodeNotification(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var want, got notification
 		werr := json.Unmarshal(data, &want)
-		gerr := decodeNotification(data, &got)
+		gerr := decodeNotification(data, &got, 1, 4)
 		if (werr == nil) != (gerr == nil) {
 			t.Fatalf("%q: json.Unmarshal says %v, decodeNotification %v", data, werr, gerr)
 		}

@@ -380,7 +380,7 @@ type notification struct {
 // connection failure, not a bad payload.
 func (l *Listener) decode(ctx context.Context, conn *pgx.Conn, payload string, pid uint32) (cs []rowcast.Change, reason string, err error) {
 	var n notification
-	if err := decodeNotification([]byte(payload), &n); err != nil {
+	if err := decodeNotification([]byte(payload), &n, len(l.cfg.Table.Key), len(l.cfg.Table.Columns)); err != nil {
 		return nil, rowcast.RejectedMalformed, fmt.Errorf("decode notification: %w", err)
 	}
 	t := l.cfg.Table

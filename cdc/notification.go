@@ -16,8 +16,9 @@ import (
 // every change captured in notify mode goes through it.
 // FuzzDecodeNotification holds it to json.Unmarshal.
 //
-// The rows' values are slices of data, which the caller hands over.
-func decodeNotification(data []byte, n *notification) error {
+// The rows' values are slices of data, which the caller hands over; keys
+// and rows are sized for keyCols and rowCols columns.
+func decodeNotification(data []byte, n *notification, keyCols, rowCols int) error {
 	if !rowcast.ValidJSON(data) {
 		return json.Unmarshal(data, n) // its syntax error
 	}
@@ -42,13 +43,13 @@ func decodeNotification(data []byte, n *notification) error {
 		case bytes.EqualFold(key, []byte("seq")):
 			setUint(&n.Seq, key, v, &typeErr)
 		case bytes.EqualFold(key, []byte("key")):
-			return setRow(&n.Key, v)
+			return setRow(&n.Key, v, keyCols)
 		case bytes.EqualFold(key, []byte("oldkey")):
-			return setRow(&n.OldKey, v)
+			return setRow(&n.OldKey, v, keyCols)
 		case bytes.EqualFold(key, []byte("old")):
-			return setRow(&n.Old, v)
+			return setRow(&n.Old, v, rowCols)
 		case bytes.EqualFold(key, []byte("row")):
-			return setRow(&n.Row, v)
+			return setRow(&n.Row, v, rowCols)
 		case bytes.EqualFold(key, []byte("payload")):
 			n.Payload = append(n.Payload[:0:0], v...)
 		}
@@ -61,8 +62,8 @@ func decodeNotification(data []byte, n *notification) error {
 }
 
 // setRow stores a row whose values are slices of v.
-func setRow(dst *rowcast.Row, v []byte) error {
-	r, err := rowcast.ParseRow(v)
+func setRow(dst *rowcast.Row, v []byte, columns int) error {
+	r, err := rowcast.ParseRow(v, columns)
 	if err != nil {
 		return err
 	}

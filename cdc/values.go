@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"rowcast"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -155,7 +156,7 @@ func (d *valueDecoder) timestamp(oid uint32, text []byte) (json.RawMessage, erro
 		}
 		b := make([]byte, 0, 34)
 		b = append(b, '"')
-		b = v.UTC().AppendFormat(b, timeLayout)
+		b = rowcast.AppendUTC(b, v, 6)
 		return append(b, '"'), nil
 	case pgtype.InfinityModifier:
 		if v == pgtype.Infinity {
