@@ -20,6 +20,7 @@ type recorder struct {
 	mu      sync.Mutex
 	names   []string
 	writes  int
+	empty   int // writes of no events (a Wake)
 	pings   int
 	failErr error
 	// block, when set, holds every Write until it is closed.
@@ -41,6 +42,9 @@ func (r *recorder) Write(evs []*Event) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.writes++
+	if len(evs) == 0 {
+		r.empty++
+	}
 	for _, ev := range evs {
 		r.names = append(r.names, ev.Name)
 	}
@@ -193,4 +197,50 @@ func TestStartSlowConsumer(t *testing.T) {
 	if names, _ := rec.snapshot(); len(names) > 1+1 {
 		t.Fatalf("wrote the backlog of a dropped session: %v", names)
 	}
+}
+
+// Pump makes its wake channel when it starts: an event offered, and a
+// bare Wake, before then are not lost. (A hub without stats: nothing else
+// wakes the writer.)
+func TestPumpWokenBeforeItStarts(t *testing.T) {
+	h := NewHub(HubConfig{Names: NamesFor("ticket", ProfileColon), WindowSize: 100, QueueSize: 64})
+	h.started = true
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	pump := func(s *Session, sub Subscription, rec *recorder) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Pump(ctx, sub, rec, 0); err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("Pump: %v", err)
+			}
+		}()
+	}
+
+	s := NewSession("sse", Identity{}, Scope{All: true}, nil, 100, nil)
+	sub, err := h.Subscribe(s, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Apply(ctx, []rowcast.Change{change(rowcast.OpInsert, 1, 1, row("id", "1", "status", "open"), nil)})
+	rec := &recorder{t: t}
+	pump(s, sub, rec)
+	waitUntilTrue(t, func() bool { n, _ := rec.snapshot(); return len(n) == 1 && n[0] == "ticket:created" })
+
+	s2 := NewSession("sse", Identity{}, Scope{All: true}, nil, 100, nil)
+	sub2, err := h.Subscribe(s2, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2.Wake()
+	rec2 := &recorder{t: t}
+	pump(s2, sub2, rec2)
+	waitUntilTrue(t, func() bool {
+		rec2.mu.Lock()
+		defer rec2.mu.Unlock()
+		return rec2.empty == 1
+	})
 }

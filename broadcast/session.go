@@ -27,15 +27,20 @@ const (
 type Session struct {
 	ID        string
 	Transport string
-	User      Identity
+	// User is the user as logs name them (Identity without its Claims).
+	User Identity
 
-	// queue holds events for the writer, at most queueMax; wake tells the
-	// writer there is something to take. A slice that grows on demand,
-	// rather than a buffered channel, keeps idle connections small.
-	qmu       sync.Mutex
-	queue     []*Event
-	queueMax  int
+	// queue holds events for the writer, at most queueMax. A slice that
+	// grows on demand, rather than a buffered channel, keeps idle
+	// connections small.
+	qmu      sync.Mutex
+	queue    []*Event
+	queueMax int
+	// wake tells Pump's writer there is something to take. Pump makes it
+	// (under qmu): sessions written on demand (Start) never need it, and
+	// each idle connection would carry it. woken records a Wake before.
 	wake      chan struct{}
+	woken     bool
 	done      chan struct{}
 	closeOnce sync.Once
 	mu        sync.Mutex
@@ -82,12 +87,14 @@ func NewSession(transport string, user Identity, scope Scope, filter Filter, que
 		obs:       obs,
 		ID:        newID(),
 		Transport: transport,
-		User:      user,
-		scope:     scope,
-		filter:    filter.compile(),
-		queueMax:  queueSize,
-		wake:      make(chan struct{}, 1),
-		done:      make(chan struct{}),
+		// The claims are decided into scope; a session keeps only what
+		// its logs name the user by. A token's claims are a map of their
+		// own, kept for the life of every connection otherwise.
+		User:     Identity{Subject: user.Subject, Email: user.Email, Expires: user.Expires},
+		scope:    scope,
+		filter:   filter.compile(),
+		queueMax: queueSize,
+		done:     make(chan struct{}),
 	}
 }
 
@@ -120,8 +127,21 @@ func (s *Session) Wake() {
 		(*n)()
 		return
 	}
+	s.qmu.Lock()
+	w := s.wake
+	if w == nil {
+		s.woken = true // for Pump, when it starts
+	}
+	s.qmu.Unlock()
+	if w != nil {
+		signalWake(w)
+	}
+}
+
+// signalWake wakes the writer waiting on w, or leaves it a wake-up.
+func signalWake(w chan struct{}) {
 	select {
-	case s.wake <- struct{}{}:
+	case w <- struct{}{}:
 	default:
 	}
 }
@@ -181,6 +201,16 @@ type Transport interface {
 // (never when pingEvery is 0). It returns when ctx ends, the session is
 // closed, or a write fails; Outcome says what that means.
 func (s *Session) Pump(ctx context.Context, sub Subscription, t Transport, pingEvery time.Duration) error {
+	s.qmu.Lock()
+	if s.wake == nil {
+		s.wake = make(chan struct{}, 1)
+	}
+	wake := s.wake
+	if s.woken {
+		s.woken = false
+		signalWake(wake)
+	}
+	s.qmu.Unlock()
 	d := &deliverer{s: s, t: t, cursor: sub.Cursor, hasCursor: sub.HasCursor}
 	if err := d.send(sub.first(), false); err != nil {
 		return err
@@ -204,7 +234,7 @@ func (s *Session) Pump(ctx context.Context, sub Subscription, t Transport, pingE
 			return ctx.Err()
 		case <-s.done:
 			return nil
-		case <-s.wake:
+		case <-wake:
 			batch = s.take(batch)
 			select {
 			case <-s.done:

@@ -106,9 +106,13 @@ type eioSession struct {
 	sess        *broadcast.Session // the namespace's session while connected
 	ctrl        [][]byte           // control packets for the writer
 
-	wake    chan struct{}        // ctrl packets or a ping for run
-	connect chan json.RawMessage // CONNECT payloads for the writer
-	wsConn  atomic.Pointer[websocket.Conn]
+	wake chan struct{} // ctrl packets, a ping or a CONNECT for run
+	// connect is a CONNECT's payload for run, pending while connecting
+	// (under mu): a field and a wake, not a channel of its own, which
+	// every idle connection would carry.
+	connect        json.RawMessage
+	connectPending bool
+	wsConn         atomic.Pointer[websocket.Conn]
 
 	// wsLock (a semaphore, so that a wait can be bounded) is held for
 	// every write to the WebSocket, which goes straight to the net.Conn
@@ -122,15 +126,14 @@ type eioSession struct {
 // counts it out.
 func newEIOSession(h *Handler, token, remote, engine string) *eioSession {
 	e := &eioSession{
-		id:      newID(),
-		h:       h,
-		token:   token,
-		remote:  remote,
-		engine:  engine,
-		done:    make(chan struct{}),
-		wake:    make(chan struct{}, 1),
-		connect: make(chan json.RawMessage, 1),
-		wsLock:  make(chan struct{}, 1),
+		id:     newID(),
+		h:      h,
+		token:  token,
+		remote: remote,
+		engine: engine,
+		done:   make(chan struct{}),
+		wake:   make(chan struct{}, 1),
+		wsLock: make(chan struct{}, 1),
 	}
 	e.beat = time.AfterFunc(e.h.cfg.PingInterval, e.beatDue)
 	if engine == enginePolling {
@@ -454,8 +457,14 @@ func (e *eioSession) run() {
 				return
 			}
 		case <-e.wake:
-			err = e.flushCtrl()
-		case payload := <-e.connect:
+			e.mu.Lock()
+			payload, connecting := e.connect, e.connectPending
+			e.connect, e.connectPending = nil, false
+			e.mu.Unlock()
+			if !connecting {
+				err = e.flushCtrl()
+				break
+			}
 			joined, open, started := e.serveNamespace(payload)
 			if !open || started {
 				return
@@ -529,6 +538,7 @@ func (e *eioSession) onMessage(data []byte) error {
 	switch {
 	case p.Type == typeConnect && state == nsIdle:
 		e.ns = nsConnecting
+		e.connect, e.connectPending = p.Data, true
 	case p.Type == typeDisconnect && state == nsConnected:
 		e.ns, e.sess = nsIdle, nil
 	}
@@ -538,12 +548,8 @@ func (e *eioSession) onMessage(data []byte) error {
 		if state != nsIdle {
 			return protoErr(errState, "CONNECT to a namespace already joined")
 		}
-		select {
-		case e.connect <- p.Data:
-			return nil
-		default:
-			return protoErr(errState, "CONNECT while another is pending")
-		}
+		signal(e.wake)
+		return nil
 	case typeDisconnect:
 		if state != nsConnected {
 			return protoErr(errState, "DISCONNECT from a namespace not joined")
