@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -35,6 +36,15 @@ type captureBacklog struct {
 	LimitRate    float64 `json:"limit_rate"`     // changes/s of the limit
 	Ratio        float64 `json:"ratio"`          // limit seconds / rowcast seconds: rowcast's rate as a share of the limit's
 	RowcastCPUUs float64 `json:"rowcast_cpu_us"` // rowcast CPU µs per change
+
+	// Where the 2 cores went during the logical drains (0: not measured,
+	// as in runs before these were added).
+	WalsenderCPUUs   float64 `json:"walsender_cpu_us,omitempty"`       // rowcast's WAL sender, CPU µs per change
+	ClientCPUUs      float64 `json:"client_cpu_us,omitempty"`          // the bench process (the WebSocket client), CPU µs per change
+	BusyPct          float64 `json:"busy_pct,omitempty"`               // % of both cores busy during rowcast's drain
+	LimitCPUUs       float64 `json:"limit_cpu_us,omitempty"`           // pg_recvlogical, CPU µs per change
+	LimitBusyPct     float64 `json:"limit_busy_pct,omitempty"`         // % of both cores busy during pg_recvlogical's drain
+	LimitWalsenderUs float64 `json:"limit_walsender_cpu_us,omitempty"` // the rest of that busy time, per change: its WAL sender and what else ran
 }
 
 // logicalDrainTarget judges captureBacklog.Ratio of logical capture:
@@ -168,7 +178,11 @@ func (b *bench) captureLogical(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		cpu0 := procCPU(rc.PID())
+		walPID, err := b.walSenderPID(ctx)
+		if err != nil {
+			return err
+		}
+		cpu0, wal0, self0, stat0 := procCPU(rc.PID()), procCPU(walPID), procCPU(os.Getpid()), readCPUStat()
 		t0 := time.Now()
 		// Asked while rowcast is stopped, the profile starts with the drain.
 		waitProfile := b.cpuProfile(ctx, rc, captureProfileWindow, "capture", "logical", sh.key)
@@ -183,11 +197,13 @@ func (b *bench) captureLogical(ctx context.Context) error {
 		}
 		rowcastSecs := cs.lastRow().Sub(t0).Seconds()
 		cpu := procCPU(rc.PID()) - cpu0
+		walCPU, selfCPU, busy := procCPU(walPID)-wal0, procCPU(os.Getpid())-self0, 100-idlePct(stat0)
 
-		recvSecs, err := b.recvLogical(ctx, end)
+		recv, err := b.recvLogical(ctx, end)
 		if err != nil {
 			return err
 		}
+		recvSecs := recv.secs
 		b.res.capture.add(captureKey("logical", sh.key), map[string]string{"mode": "logical", "backlog": fmt.Sprintf("%d changes, %s", n, sh.label), "limit": "pg_recvlogical"}, captureBacklog{
 			N:            float64(n),
 			WriteS:       writeSecs,
@@ -198,47 +214,77 @@ func (b *bench) captureLogical(ctx context.Context) error {
 			LimitRate:    float64(n) / recvSecs,
 			Ratio:        recvSecs / rowcastSecs,
 			RowcastCPUUs: cpu / float64(n) * 1e6,
+
+			WalsenderCPUUs:   walCPU / float64(n) * 1e6,
+			ClientCPUUs:      selfCPU / float64(n) * 1e6,
+			BusyPct:          busy,
+			LimitCPUUs:       recv.cpu / float64(n) * 1e6,
+			LimitBusyPct:     recv.busyPct,
+			LimitWalsenderUs: (recv.busySecs - recv.cpu) / float64(n) * 1e6,
 		})
 		b.logf("capture logical %s: rowcast %.0f/s, pg_recvlogical %.0f/s", sh.key, float64(n)/rowcastSecs, float64(n)/recvSecs)
 	}
 	return nil
 }
 
-// recvLogical runs pg_recvlogical on the second slot until end and returns
-// its wall time (process start to exit).
-func (b *bench) recvLogical(ctx context.Context, end string) (float64, error) {
+// recvDrain is pg_recvlogical's drain: its wall time (process start to
+// exit), its CPU seconds, and the share of both cores busy meanwhile.
+type recvDrain struct{ secs, cpu, busyPct, busySecs float64 }
+
+// recvLogical runs pg_recvlogical on the second slot until end.
+func (b *bench) recvLogical(ctx context.Context, end string) (recvDrain, error) {
 	args := append(b.pgArgs(), "-d", benchDB, "--start", "-S", recvSlot,
 		"-o", "proto_version=1", "-o", "publication_names=rowcast",
 		"-f", "/dev/null", "-E", end, "--no-loop")
+	stat0 := readCPUStat()
 	t0 := time.Now()
 	p, err := b.procs.Start(b.pinned(1, b.pgTool("pg_recvlogical"), args...), nil)
 	if err != nil {
-		return 0, err
+		return recvDrain{}, err
 	}
 	bound := time.NewTimer(5 * time.Minute)
 	defer bound.Stop()
 	select {
 	case <-p.Done():
 		if err := p.Err(); err != nil {
-			return 0, fmt.Errorf("pg_recvlogical: %w\n%s", err, p.Log)
+			return recvDrain{}, fmt.Errorf("pg_recvlogical: %w\n%s", err, p.Log)
 		}
 	case <-bound.C:
 		p.Kill()
-		return 0, fmt.Errorf("pg_recvlogical did not reach %s within 5 minutes", end)
+		return recvDrain{}, fmt.Errorf("pg_recvlogical did not reach %s within 5 minutes", end)
 	case <-ctx.Done():
 		p.Kill()
-		return 0, ctx.Err()
+		return recvDrain{}, ctx.Err()
 	}
-	secs := time.Since(t0).Seconds()
+	d := recvDrain{secs: time.Since(t0).Seconds(), busyPct: 100 - idlePct(stat0), busySecs: busySecs(stat0)}
+	if ps := p.Cmd.ProcessState; ps != nil {
+		d.cpu = (ps.UserTime() + ps.SystemTime()).Seconds()
+	}
 	// Make sure the slot starts after this backlog next time.
+	conn, err := b.connect(ctx)
+	if err != nil {
+		return recvDrain{}, err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, `SELECT pg_replication_slot_advance($1, $2::pg_lsn) FROM pg_replication_slots
+		WHERE slot_name = $1 AND confirmed_flush_lsn < $2::pg_lsn`, recvSlot, end)
+	return d, err
+}
+
+// walSenderPID is the process of the WAL sender streaming to rowcast
+// (the active slot other than pg_recvlogical's).
+func (b *bench) walSenderPID(ctx context.Context) (int, error) {
 	conn, err := b.connect(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer conn.Close(context.Background())
-	_, err = conn.Exec(ctx, `SELECT pg_replication_slot_advance($1, $2::pg_lsn) FROM pg_replication_slots
-		WHERE slot_name = $1 AND confirmed_flush_lsn < $2::pg_lsn`, recvSlot, end)
-	return secs, err
+	var pid int
+	err = conn.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE active AND slot_name <> $1 LIMIT 1`, recvSlot).Scan(&pid)
+	if err != nil {
+		return 0, fmt.Errorf("finding rowcast's WAL sender: %w", err)
+	}
+	return pid, nil
 }
 
 func (b *bench) captureNotify(ctx context.Context) error {

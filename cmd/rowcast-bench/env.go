@@ -351,6 +351,13 @@ func readCPUStat() cpuStat {
 	return st
 }
 
+// busySecs is the CPU time all cores spent busy since s0 (/proc/stat
+// counts in USER_HZ ticks, 100 a second on Linux).
+func busySecs(s0 cpuStat) float64 {
+	s1 := readCPUStat()
+	return ((s1.total - s0.total) - (s1.idle - s0.idle)) / 100
+}
+
 // idlePct is the share of all cores left idle since s0.
 func idlePct(s0 cpuStat) float64 {
 	s1 := readCPUStat()

@@ -188,6 +188,7 @@ func (r *results) renderCapture(w io.Writer) {
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", p.Labels["mode"], p.Labels["backlog"],
 			f(m.RowcastRate, 0), p.Labels["limit"], f(m.LimitRate, 0), f(m.Ratio, 2), f(m.RowcastCPUUs, 1))
 	}
+	r.renderDrainCPU(w)
 	if p := r.sustained.point(sustainedKey); p != nil {
 		m := p.Median
 		fmt.Fprintf(w, "\nNOTIFY sustained: pgbench -c %d -j 2 single-row INSERTs as fast as possible with the trigger, %d s; rowcast (one client) and the bare listener measured in turn.\n\n", sustainedWriters, r.b.sustainedSecs())
@@ -200,6 +201,30 @@ func (r *results) renderCapture(w io.Writer) {
 		}
 		fmt.Fprintf(w, "| rowcast → WebSocket client | %s | %s | %s |\n", f(m.WriterTPS, 0), f(m.RowcastRate, 0), lag(m.RowcastLagS))
 		fmt.Fprintf(w, "| bare pgx LISTEN loop | %s | %s | %s |\n", f(m.LimitWriterTPS, 0), f(m.LimitRate, 0), lag(m.LimitLagS))
+	}
+}
+
+// renderDrainCPU shows where both cores went during the logical drains:
+// rowcast's drain feeds a WebSocket client on the same machine, which
+// pg_recvlogical's (written to /dev/null) does not.
+func (r *results) renderDrainCPU(w io.Writer) {
+	var rows []string
+	for _, p := range r.capture.points {
+		m := p.Median
+		if p.Labels["mode"] != "logical" || !(m.WalsenderCPUUs > 0) {
+			continue
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %s%% | %s | %s | %s%% |\n", p.Labels["backlog"],
+			f(m.RowcastCPUUs, 1), f(m.WalsenderCPUUs, 1), f(m.ClientCPUUs, 1), f(m.BusyPct, 0),
+			f(m.LimitCPUUs, 1), f(m.LimitWalsenderUs, 1), f(m.LimitBusyPct, 0)))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nWhere both cores went during the logical drains, CPU µs per change: rowcast's drain also feeds the WebSocket client (the bench process), pg_recvlogical writes to /dev/null. \"WAL sender and the rest\" is the machine's busy time during pg_recvlogical's drain less pg_recvlogical's own.\n\n")
+	fmt.Fprintf(w, "| backlog | rowcast | its WAL sender | client | both cores busy | pg_recvlogical | WAL sender and the rest | both cores busy |\n|---|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, row := range rows {
+		fmt.Fprint(w, row)
 	}
 }
 

@@ -98,8 +98,9 @@ func addRun[T any](s *series[T], key string, labels map[string]string, run map[s
 	for i := range rv.NumField() {
 		name := jsonName(rv.Type().Field(i))
 		x, ok := run[name]
-		if !ok && strings.HasPrefix(name, "sio_") {
-			// Runs from before the Socket.IO fan-out measurement.
+		if !ok && (strings.HasPrefix(name, "sio_") || strings.HasSuffix(rv.Type().Field(i).Tag.Get("json"), ",omitempty")) {
+			// Runs from before the Socket.IO fan-out measurement, or
+			// before a metric marked omitempty was added.
 			rv.Field(i).SetFloat(math.NaN())
 			continue
 		}

@@ -141,6 +141,9 @@ func fields(v any) map[string]any {
 	out := map[string]any{}
 	for i := range rv.NumField() {
 		x := rv.Field(i).Float()
+		if math.IsNaN(x) && strings.HasSuffix(rv.Type().Field(i).Tag.Get("json"), ",omitempty") {
+			continue // not measured in this run (older runs)
+		}
 		if math.IsNaN(x) || math.IsInf(x, 0) {
 			out[jsonName(rv.Type().Field(i))] = nil
 		} else {
