@@ -73,6 +73,7 @@ func AppendJSONFrame(b []byte, e *Event) []byte {
 	return append(b, '}')
 }
 
+// timeLayout is RFC 3339 in UTC with milliseconds, as the contract says.
 const timeLayout = "2006-01-02T15:04:05.000Z07:00"
 
 func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }

@@ -22,7 +22,7 @@ func decodeNotification(data []byte, n *notification, keyCols, rowCols int) erro
 	if !rowcast.ValidJSON(data) {
 		return json.Unmarshal(data, n) // its syntax error
 	}
-	switch data[skipSpace(data)] {
+	switch bytes.TrimLeft(data, " \t\r\n")[0] {
 	case '{':
 	case 'n':
 		return nil // null
@@ -69,14 +69,6 @@ func setRow(dst *rowcast.Row, v []byte, columns int) error {
 	}
 	*dst = r
 	return nil
-}
-
-func skipSpace(b []byte) int {
-	i := 0
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
 }
 
 // setString stores a JSON string's text; null leaves it, another type is
