@@ -15,6 +15,7 @@ import (
 // transports map them to their own way of saying goodbye).
 const (
 	CloseGoingAway    = 1001 // server shutting down
+	CloseProtocol     = 1002 // client broke the WebSocket protocol (RFC 6455)
 	ClosePolicy       = 1008 // client broke the protocol
 	CloseTooBig       = 1009 // client sent a message over the limit
 	CloseUnsupported  = 1003 // client sent a kind of message rowcast does not take

@@ -10,8 +10,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/gorilla/websocket"
-
 	"rowcast/broadcast"
 	"rowcast/broadcast/wsframe"
 )
@@ -78,11 +76,11 @@ type eioSession struct {
 	// from the handshake until close, moved by an upgrade (both under mu,
 	// so a move and the final -1 never cross).
 	engine    string
-	ws        *websocket.Conn // set once the transport is WebSocket
-	probe     *websocket.Conn // WebSocket being probed for an upgrade
-	probing   bool            // an upgrade is under way (one at a time)
-	upgrading bool            // probe answered: GETs return at once
-	outbox    [][]byte        // packets waiting for a GET
+	ws        net.Conn // set once the transport is WebSocket
+	probe     net.Conn // WebSocket being probed for an upgrade
+	probing   bool     // an upgrade is under way (one at a time)
+	upgrading bool     // probe answered: GETs return at once
+	outbox    [][]byte // packets waiting for a GET
 	outBytes  int
 	// drained, pollWake and pollTimer exist for sessions that start on
 	// long-polling only: a WebSocket session never needs them, and at
@@ -112,7 +110,7 @@ type eioSession struct {
 	// every idle connection would carry.
 	connect        json.RawMessage
 	connectPending bool
-	wsConn         atomic.Pointer[websocket.Conn]
+	wsConn         atomic.Value // net.Conn: e.ws, for abortWrite
 
 	// wsLock (a semaphore, so that a wait can be bounded) is held for
 	// every write to the WebSocket, which goes straight to the net.Conn
@@ -346,7 +344,7 @@ func (writeBusy) Temporary() bool { return true }
 
 // writeWS writes what fill adds to the batch to the WebSocket in one
 // system call, within timeout (the wait for another write included).
-func (e *eioSession) writeWS(ws *websocket.Conn, timeout time.Duration, fill func(*wsframe.Batch)) error {
+func (e *eioSession) writeWS(nc net.Conn, timeout time.Duration, fill func(*wsframe.Batch)) error {
 	deadline := time.Now().Add(timeout)
 	select {
 	case e.wsLock <- struct{}{}:
@@ -362,7 +360,6 @@ func (e *eioSession) writeWS(ws *websocket.Conn, timeout time.Duration, fill fun
 	defer func() { <-e.wsLock }()
 	// The deadline is set before fill looks at anything (see
 	// namespaceWriter.writeWS).
-	nc := ws.NetConn()
 	if err := nc.SetWriteDeadline(deadline); err != nil {
 		return fmt.Errorf("websocket write deadline: %w", err)
 	}
@@ -573,18 +570,15 @@ func (e *eioSession) onMessage(data []byte) error {
 // reading (Session.SetAbort). It must not take e.mu: the hub calls it
 // with its own lock held.
 func (e *eioSession) abortWrite() {
-	if c := e.wsConn.Load(); c != nil {
-		_ = c.UnderlyingConn().SetWriteDeadline(time.Now().Add(time.Second))
+	if c, ok := e.wsConn.Load().(net.Conn); ok {
+		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 	}
 }
 
 // resetConn drops a slow client's TCP connection rather than closing it
 // gracefully, as /ws does.
-func resetConn(c *websocket.Conn) {
-	if c == nil {
-		return
-	}
-	if tcp, ok := c.UnderlyingConn().(*net.TCPConn); ok {
+func resetConn(c net.Conn) {
+	if tcp, ok := c.(*net.TCPConn); ok {
 		_ = tcp.SetLinger(0)
 	}
 }

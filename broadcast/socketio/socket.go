@@ -3,8 +3,7 @@ package socketio
 import (
 	"encoding/json"
 	"errors"
-
-	"github.com/gorilla/websocket"
+	"net"
 
 	"rowcast/broadcast"
 	"rowcast/broadcast/wsframe"
@@ -188,7 +187,7 @@ func (w namespaceWriter) Write(evs []*broadcast.Event) error {
 
 // writeWS writes the control packets, then the events, to the WebSocket
 // in one system call: each event's frame is built once for every client.
-func (w namespaceWriter) writeWS(ws *websocket.Conn, ctrl [][]byte, evs []*broadcast.Event) error {
+func (w namespaceWriter) writeWS(ws net.Conn, ctrl [][]byte, evs []*broadcast.Event) error {
 	e := w.e
 	return e.writeWS(ws, e.h.cfg.WriteTimeout, func(b *wsframe.Batch) {
 		for _, p := range ctrl {

@@ -134,10 +134,9 @@ func New(cfg Config) *Handler {
 // upgrader makes the WebSockets. Origin is checked before the upgrade;
 // write buffers are shared between connections while idle.
 var upgrader = websocket.Upgrader{
-	// Each connection keeps its read buffer for life, and clients send
-	// little (pongs, acknowledgements, one CONNECT): 256 bytes hold any
-	// frame header and control frame, and larger messages are read
-	// through it in pieces.
+	// gorilla does the handshake only; its Conn and buffers are let go
+	// once it is done (wsframe reads and writes the connection), so the
+	// buffers are kept small and shared.
 	ReadBufferSize:  256,
 	WriteBufferSize: 4096,
 	CheckOrigin:     func(*http.Request) bool { return true },
@@ -416,12 +415,15 @@ func (h *Handler) handshake(w http.ResponseWriter, r *http.Request, transport st
 			h.log.Debug("socket.io: websocket upgrade failed", "err", err)
 			return
 		}
+		// gorilla's Conn is done with once the handshake is: wsframe
+		// reads and writes the net.Conn, and the Conn's buffers go.
+		nc := conn.NetConn()
 		e := newEIOSession(h, token, r.RemoteAddr, engineWebSocket)
-		e.ws = conn
-		e.wsConn.Store(conn)
+		e.ws = nc
+		e.wsConn.Store(nc)
 		h.reg.add(e)
 		open := eioOpenPacket(e.id, nil, h.cfg)
-		if err := e.writeWS(conn, h.cfg.WriteTimeout, func(b *wsframe.Batch) { b.Add(wsframe.Text(open)) }); err != nil {
+		if err := e.writeWS(nc, h.cfg.WriteTimeout, func(b *wsframe.Batch) { b.Add(wsframe.Text(open)) }); err != nil {
 			e.close(closeClient, "handshake write failed: "+err.Error(), true, 0)
 			return
 		}
@@ -429,7 +431,7 @@ func (h *Handler) handshake(w http.ResponseWriter, r *http.Request, transport st
 		// The reader runs in its own goroutine so that this handler
 		// returns and the HTTP server lets go of the request and its
 		// buffers, which an idle WebSocket does not need.
-		go e.readWS(conn)
+		go e.readWS(nc, wsframe.NewReader(nc, h.cfg.MaxPayload))
 		return
 	}
 	e := newEIOSession(h, token, r.RemoteAddr, enginePolling)

@@ -1290,6 +1290,15 @@ func TestProtocolErrorKinds(t *testing.T) {
 			c.send(`451-["x",{"_placeholder":true,"num":0}]`)
 			c.expectClosed(2 * time.Second)
 		}},
+		{"parse", func(env *testEnv) {
+			// A frame the client did not mask breaks RFC 6455: 1002.
+			c, reply := env.openWS("40", nil)
+			connectReplyOf(t, reply)
+			c.c.UnderlyingConn().Write([]byte{0x81, 1, '3'})
+			if err := c.expectClosed(2 * time.Second); !websocket.IsCloseError(err, broadcast.CloseProtocol) {
+				t.Errorf("unmasked frame: %v, want 1002", err)
+			}
+		}},
 		{"ack", func(env *testEnv) {
 			c, reply := env.openWS("40", nil)
 			connectReplyOf(t, reply)

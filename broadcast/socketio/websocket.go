@@ -2,11 +2,13 @@ package socketio
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"rowcast/broadcast"
 	"rowcast/broadcast/wsframe"
 )
 
@@ -39,14 +41,18 @@ func (e *eioSession) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 	// one is refused.
 	e.probing = true
 	e.mu.Unlock()
+	var nc net.Conn
 	conn, err := upgrader.Upgrade(w, r, nil)
+	if err == nil {
+		nc = conn.NetConn() // gorilla's Conn is done with (see handshake)
+	}
 	e.mu.Lock()
 	if err == nil && e.closed {
-		conn.Close()
+		nc.Close()
 		err = errEIOClosed
 	}
 	if err == nil {
-		e.probe = conn
+		e.probe = nc
 	} else {
 		e.probing = false
 	}
@@ -56,18 +62,18 @@ func (e *eioSession) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 		e.h.log.Debug("socket.io: websocket upgrade failed", "sid", e.id, "err", err)
 		return
 	}
-	if !e.probeUpgrade(conn) {
+	rd := wsframe.NewReader(nc, e.h.cfg.MaxPayload)
+	if !e.probeUpgrade(nc, rd) {
 		return
 	}
 	// The reader runs in its own goroutine so that this handler returns
 	// and the HTTP server lets go of the request and its buffers.
-	go e.readWS(conn)
+	go e.readWS(nc, rd)
 }
 
 // probeUpgrade runs the probe until the client completes the upgrade
 // (true) or gives up (false: the WebSocket is dropped, polling goes on).
-func (e *eioSession) probeUpgrade(conn *websocket.Conn) bool {
-	conn.SetReadLimit(int64(e.h.cfg.MaxPayload))
+func (e *eioSession) probeUpgrade(conn net.Conn, rd *wsframe.Reader) bool {
 	conn.SetReadDeadline(time.Now().Add(e.h.cfg.UpgradeTimeout))
 	abandon := func(why string) bool {
 		e.mu.Lock()
@@ -81,17 +87,25 @@ func (e *eioSession) probeUpgrade(conn *websocket.Conn) bool {
 		return false
 	}
 	for {
-		typ, data, err := conn.ReadMessage()
-		if err != nil {
+		op, data, err := rd.Next()
+		switch {
+		case err != nil:
 			return abandon(err.Error())
-		}
-		if typ != websocket.TextMessage {
+		case op == wsframe.OpPong:
+			continue
+		case op == wsframe.OpPing:
+			// Nothing else writes to the probe yet.
+			if _, err := conn.Write(wsframe.Control(wsframe.OpPong, data)); err != nil {
+				return abandon(err.Error())
+			}
+			continue
+		case op != wsframe.OpText:
 			return abandon("binary frame during the upgrade")
 		}
 		switch string(data) {
 		case "2probe":
 			conn.SetWriteDeadline(time.Now().Add(e.h.cfg.WriteTimeout))
-			if err := conn.WriteMessage(websocket.TextMessage, []byte("3probe")); err != nil {
+			if _, err := conn.Write(probeReply); err != nil {
 				return abandon(err.Error())
 			}
 			// Answer the pending GET so that the client can pause polling.
@@ -113,7 +127,7 @@ func (e *eioSession) probeUpgrade(conn *websocket.Conn) bool {
 
 // finishUpgrade moves the session to the WebSocket: the packets waiting
 // for a GET go first, then the writer writes frames itself.
-func (e *eioSession) finishUpgrade(conn *websocket.Conn) error {
+func (e *eioSession) finishUpgrade(conn net.Conn) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
@@ -146,49 +160,56 @@ func (e *eioSession) finishUpgrade(conn *websocket.Conn) error {
 // readWS reads the session's WebSocket until it fails or the session
 // closes. Its pongs and close replies go through writeWS, as every write
 // to the WebSocket does.
-func (e *eioSession) readWS(conn *websocket.Conn) {
-	conn.SetReadLimit(int64(e.h.cfg.MaxPayload))
-	conn.SetPingHandler(func(data string) error {
-		err := e.writeWS(conn, e.h.cfg.WriteTimeout, func(b *wsframe.Batch) {
-			b.Add(wsframe.Control(wsframe.OpPong, []byte(data)))
-		})
-		if err != nil && !e.isClosed() {
-			return err
+func (e *eioSession) readWS(conn net.Conn, rd *wsframe.Reader) {
+	err := rd.Serve(func(op byte, data []byte) error {
+		switch op {
+		case wsframe.OpPing:
+			err := e.writeWS(conn, e.h.cfg.WriteTimeout, func(b *wsframe.Batch) {
+				b.Add(wsframe.Control(wsframe.OpPong, data))
+			})
+			if err != nil && !e.isClosed() {
+				return err
+			}
+			return nil
+		case wsframe.OpPong:
+			return nil
+		case wsframe.OpText:
+			if err := e.onPacket(data); err != nil {
+				return packetError{err}
+			}
+			return nil
 		}
-		return nil
+		return packetError{protoErr(errBinary, "binary frames are not supported")}
 	})
-	conn.SetCloseHandler(func(code int, _ string) error {
+	var ce *wsframe.CloseError
+	var pe packetError
+	switch {
+	case errors.As(err, &pe):
+		if !errors.Is(pe.err, errEIOClosed) {
+			e.protocolError(pe.err)
+		}
+	case e.isClosed():
+	case errors.As(err, &ce):
 		echo := wsframe.Close(0, "")
-		if code != websocket.CloseNoStatusReceived {
-			echo = wsframe.Close(code, "")
+		if ce.Code != wsframe.CloseNoStatus {
+			echo = wsframe.Close(ce.Code, "")
 		}
 		_ = e.writeWS(conn, time.Second, func(b *wsframe.Batch) { b.Add(echo) })
-		return nil
-	})
-	for {
-		typ, data, err := conn.ReadMessage()
-		if err != nil {
-			var ce *websocket.CloseError
-			switch {
-			case e.isClosed():
-			case errors.Is(err, websocket.ErrReadLimit):
-				e.protocolErrorCode(protoErr(errTooLarge, "message over maxPayload"), websocket.CloseMessageTooBig)
-			case errors.As(err, &ce):
-				e.close(closeClient, "client closed ("+ce.Text+")", true, 0)
-			default:
-				e.close(closeClient, "connection lost: "+err.Error(), true, 0)
-			}
-			return
-		}
-		if typ != websocket.TextMessage {
-			e.protocolError(protoErr(errBinary, "binary frames are not supported"))
-			return
-		}
-		if err := e.onPacket(data); err != nil {
-			if !errors.Is(err, errEIOClosed) {
-				e.protocolError(err)
-			}
-			return
-		}
+		e.close(closeClient, "client closed ("+ce.Text+")", true, 0)
+	case errors.Is(err, wsframe.ErrTooBig):
+		e.protocolErrorCode(protoErr(errTooLarge, "message over maxPayload"), broadcast.CloseTooBig)
+	case errors.Is(err, wsframe.ErrProtocol):
+		e.protocolErrorCode(protoErr(errParse, err.Error()), broadcast.CloseProtocol)
+	default:
+		e.close(closeClient, "connection lost: "+err.Error(), true, 0)
 	}
 }
+
+// packetError is what handling a packet from the client failed with, as
+// against reading it.
+type packetError struct{ err error }
+
+func (p packetError) Error() string { return p.err.Error() }
+
+// probeReply answers the client's probe.
+var probeReply = wsframe.Text([]byte("3probe"))

@@ -38,15 +38,12 @@ var pingFrame = wsframe.Control(wsframe.OpPing, nil)
 // Upgrader is shared by the WebSocket transports. Origin is checked by
 // the gate before the upgrade.
 var Upgrader = websocket.Upgrader{
-	// Each connection keeps its read buffer for life, and clients send
-	// little (pongs, acknowledgements, one CONNECT): 256 bytes hold any
-	// frame header and control frame, and larger messages are read
-	// through it in pieces.
+	// gorilla does the handshake only; its Conn and buffers are let go
+	// once it is done (wsframe reads and writes the connection), so the
+	// buffers are kept small and shared.
 	ReadBufferSize:  256,
 	WriteBufferSize: 4096,
 	CheckOrigin:     func(*http.Request) bool { return true },
-	// Buffers are shared between connections while idle, which keeps
-	// memory per idle client small.
 	WriteBufferPool: &sync.Pool{},
 }
 
@@ -105,11 +102,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		slot.Release()
 		return
 	}
+	// From here the connection is the net.Conn: frames are written
+	// straight to it and read by a wsframe.Reader, and gorilla's Conn,
+	// done with once the handshake is, is let go with its buffers.
+	nc := conn.NetConn()
 	sess := h.gate.NewSession(Transport, user, filter)
 	sess.SetAbort(func() {
 		// Deadlines on the net.Conn are safe to set from another goroutine;
 		// a write stuck on a full socket fails within a second.
-		_ = conn.UnderlyingConn().SetWriteDeadline(time.Now().Add(time.Second))
+		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
 	})
 	sub, err := h.gate.Hub().Subscribe(sess, cursor)
 	if err != nil {
@@ -124,17 +125,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// request state and buffers, which an idle WebSocket does not need. A
 	// writer goroutine runs only while there is something to write
 	// (Session.Start): an idle connection has one goroutine.
-	c := &client{h: h, conn: conn, nc: conn.NetConn(), sess: sess, ended: make(chan struct{})}
-	go c.run(sub, slot)
+	c := &client{h: h, nc: nc, sess: sess, ended: make(chan struct{})}
+	// The session's writer is started here, not by run: the reader's
+	// goroutine waits through the idle hours, and one whose stack grew
+	// once keeps the larger stack.
+	sess.Start(sub, c, h.cfg.PingInterval, c.end)
+	go c.run(slot)
 }
 
 // client is one /ws connection: the Transport its session writes to.
 // Every frame the server sends after the upgrade (events, pings, pongs,
 // the close frame) is written by the session's single writer, straight
-// to the net.Conn: gorilla only reads, so nothing interleaves.
+// to the net.Conn, and a wsframe.Reader reads: gorilla does the
+// handshake only, so nothing interleaves.
 type client struct {
 	h    *Handler
-	conn *websocket.Conn
 	nc   net.Conn
 	sess *broadcast.Session
 
@@ -192,12 +197,11 @@ func (c *client) flush(timeout time.Duration) error {
 	return nil
 }
 
-// run is the connection's reader and owner: it starts the session's
-// writer, reads until the connection fails or the session ends, then
-// waits for the writer's goodbye and releases the connection.
-func (c *client) run(sub broadcast.Subscription, slot *broadcast.Slot) {
+// run is the connection's reader and owner: it reads until the
+// connection fails or the session ends, then waits for the writer's
+// goodbye and releases the connection.
+func (c *client) run(slot *broadcast.Slot) {
 	defer slot.Release()
-	c.sess.Start(sub, c, c.h.cfg.PingInterval, c.end)
 	c.read() // closes the session whenever it returns
 	<-c.ended
 	c.h.gate.Disconnected(c.sess, c.d)
@@ -238,63 +242,66 @@ func (c *client) close(d broadcast.Disconnect) {
 			_ = c.batch.Flush(c.nc, time.Now().Add(time.Second))
 		}
 	}
-	c.conn.Close()
+	c.nc.Close()
 }
 
 func closeConn(conn *websocket.Conn, code int, reason string, timeout time.Duration) {
 	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(timeout))
 }
 
+// errOnlyText and errSlow end the reader (see read).
+var (
+	errOnlyText = errors.New("only JSON text messages are accepted")
+	errSlow     = errors.New("slow consumer")
+)
+
 // read reads until the connection fails, answering subscribe messages,
 // and closes the session when it returns. Pings and close frames from
 // the client are answered by the writer, never from here.
 func (c *client) read() {
-	conn, sess := c.conn, c.sess
-	conn.SetReadLimit(readLimit)
+	sess := c.sess
 	wait := c.h.cfg.PingInterval + c.h.cfg.WriteTimeout
-	conn.SetReadDeadline(time.Now().Add(wait))
-	conn.SetPongHandler(func(string) error {
-		conn.SetReadDeadline(time.Now().Add(wait))
-		return nil
+	c.nc.SetReadDeadline(time.Now().Add(wait))
+	err := wsframe.NewReader(c.nc, readLimit).Serve(func(op byte, p []byte) error {
+		switch op {
+		case wsframe.OpPong:
+			return c.nc.SetReadDeadline(time.Now().Add(wait))
+		case wsframe.OpPing:
+			c.mu.Lock()
+			c.pong = wsframe.Control(wsframe.OpPong, p)
+			c.mu.Unlock()
+			sess.Wake()
+			return nil
+		case wsframe.OpText:
+			if !sess.Offer(c.h.gate.ClientMessage(sess, p)) {
+				return errSlow
+			}
+			return nil
+		}
+		return errOnlyText
 	})
-	conn.SetPingHandler(func(data string) error {
-		c.mu.Lock()
-		c.pong = wsframe.Control(wsframe.OpPong, []byte(data))
-		c.mu.Unlock()
-		sess.Wake()
-		return nil
-	})
-	conn.SetCloseHandler(func(code int, _ string) error {
+	var ce *wsframe.CloseError
+	switch {
+	case errors.As(err, &ce):
+		// Answered when the writer says goodbye: the code echoed, or an
+		// empty close frame for one without a status.
 		echo := wsframe.Close(0, "")
-		if code != websocket.CloseNoStatusReceived {
-			echo = wsframe.Close(code, "")
+		if ce.Code != wsframe.CloseNoStatus {
+			echo = wsframe.Close(ce.Code, "")
 		}
 		c.mu.Lock()
 		c.echo = echo
 		c.mu.Unlock()
-		return nil
-	})
-	for {
-		typ, data, err := conn.ReadMessage()
-		if err != nil {
-			var ce *websocket.CloseError
-			switch {
-			case errors.As(err, &ce):
-				sess.Close(0, "client closed ("+ce.Text+")")
-			case errors.Is(err, websocket.ErrReadLimit):
-				sess.Close(broadcast.CloseTooBig, "message too big")
-			default:
-				sess.Close(0, "connection lost: "+err.Error())
-			}
-			return
-		}
-		if typ != websocket.TextMessage {
-			sess.Close(broadcast.CloseUnsupported, "only JSON text messages are accepted")
-			return
-		}
-		if !sess.Offer(c.h.gate.ClientMessage(sess, data)) {
-			sess.SlowConsumer()
-			return
-		}
+		sess.Close(0, "client closed ("+ce.Text+")")
+	case errors.Is(err, wsframe.ErrTooBig):
+		sess.Close(broadcast.CloseTooBig, "message too big")
+	case errors.Is(err, wsframe.ErrProtocol):
+		sess.Close(broadcast.CloseProtocol, err.Error())
+	case err == errOnlyText:
+		sess.Close(broadcast.CloseUnsupported, err.Error())
+	case err == errSlow:
+		sess.SlowConsumer()
+	default:
+		sess.Close(0, "connection lost: "+err.Error())
 	}
 }

@@ -362,3 +362,53 @@ func TestSlowConsumerDropped(t *testing.T) {
 		break
 	}
 }
+
+// What a client breaks at the frame level closes its connection with the
+// code that says what, and frees its slot: a binary message (1003), a
+// message over the limit (1009), an unmasked frame (1002). A subscribe
+// message the client sends in fragments is taken whole.
+func TestClientFrames(t *testing.T) {
+	env, url := serve(t, nil)
+	closedWith := func(c *websocket.Conn) error {
+		c.SetReadDeadline(time.Now().Add(time.Minute))
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				return err
+			}
+		}
+	}
+	c := dial(t, url, nil)
+	c.WriteMessage(websocket.BinaryMessage, []byte{1})
+	if err := closedWith(c); !websocket.IsCloseError(err, broadcast.CloseUnsupported) {
+		t.Fatalf("binary message: %v, want 1003", err)
+	}
+	c = dial(t, url, nil)
+	c.WriteMessage(websocket.TextMessage, make([]byte, readLimit+1))
+	if err := closedWith(c); !websocket.IsCloseError(err, broadcast.CloseTooBig) {
+		t.Fatalf("message over the limit: %v, want 1009", err)
+	}
+	c = dial(t, url, nil)
+	c.UnderlyingConn().Write([]byte{0x81, 2, 'h', 'i'}) // text "hi", not masked
+	if err := closedWith(c); !websocket.IsCloseError(err, broadcast.CloseProtocol) {
+		t.Fatalf("unmasked frame: %v, want 1002", err)
+	}
+	env.WaitClients(t, 0)
+	broadcasttest.WaitLong(t, "slots released", func() bool { return env.Gate.Connections() == 0 })
+
+	// gorilla's client sends a message longer than its write buffer in
+	// fragments.
+	d := websocket.Dialer{WriteBufferSize: 64}
+	c, _, err := d.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	env.WaitClients(t, 1)
+	sub := `{"type":"subscribe","filter":{"status":["open","` + strings.Repeat("x", 300) + `"]}}`
+	if err := c.WriteMessage(websocket.TextMessage, []byte(sub)); err != nil {
+		t.Fatal(err)
+	}
+	if f := next(t, c); f.Event != "subscribed" || !strings.Contains(string(f.Data), `"open"`) {
+		t.Fatalf("subscribe reply: %+v", f)
+	}
+}
