@@ -4,9 +4,11 @@
 // client: it is built once and shared, and the frames queued for one
 // client go out in one system call (writev) instead of one write each.
 //
-// The connection's WebSocket library still does the handshake and reads;
-// whoever writes with this package must be the connection's only writer,
-// control frames (pong, close) included, or frames would interleave.
+// It reads what clients send too (Reader), so that an idle connection
+// holds no read buffer and waits on the smallest goroutine stack; the
+// WebSocket library does the handshake only. Whoever writes with this
+// package must be the connection's only writer, control frames (pong,
+// close) included, or frames would interleave.
 package wsframe
 
 import (
