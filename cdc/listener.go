@@ -173,15 +173,37 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 	l.connected.Store(true)
 	l.log.Info("listening", "channel", l.cfg.Channel, "table", l.cfg.Table.String())
 	var asm assembly
+	// Changes decoded but not handed on yet. While notifications are
+	// arriving faster than they are handled, the ones already read from
+	// the connection join one batch (up to maxBatch) before it goes to
+	// the sink: one hand-on, and one write to each client, for the burst
+	// instead of one for each of its notifications.
+	var batch []rowcast.Change
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := l.apply(ctx, sink, batch...)
+		batch = nil // the sink may keep the slice it was given
+		return err
+	}
 	// The wait for each notification is bounded by the connection's read
 	// deadline, not a context: a context with a timeout costs a timer, and
 	// pgconn a watcher, for every notification. ctx ending sets a read
-	// deadline in the past, which ends the wait at once.
+	// deadline in the past, which ends the wait at once. With a batch
+	// pending the deadline is in the past too: the wait returns a
+	// notification already read, or times out at once, and the batch is
+	// handed on.
 	raw := conn.PgConn().Conn()
 	stop := context.AfterFunc(ctx, func() { _ = raw.SetReadDeadline(time.Now()) })
 	defer stop()
 	for {
-		if err := raw.SetReadDeadline(time.Now().Add(listenerIdle)); err != nil {
+		poll := len(batch) > 0
+		deadline := pollDeadline
+		if !poll {
+			deadline = time.Now().Add(listenerIdle)
+		}
+		if err := raw.SetReadDeadline(deadline); err != nil {
 			return true, fmt.Errorf("setting the listener's read deadline: %w", err)
 		}
 		// Looked at after setting ours: a cancellation's deadline
@@ -191,6 +213,13 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 		}
 		n, err := conn.WaitForNotification(context.Background())
 		if err != nil && ctx.Err() == nil && pgconn.Timeout(err) && !conn.IsClosed() {
+			if poll {
+				// Nothing more read: hand the batch on.
+				if err := flush(); err != nil {
+					return true, err
+				}
+				continue
+			}
 			// Quiet for a while: is the server still there? A network
 			// that drops everything would otherwise leave the listener
 			// waiting for ever, and clients without a word. The ping
@@ -207,6 +236,13 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 			return true, fmt.Errorf("PostgreSQL did not answer a ping within %v after %v without a notification (the network may drop the connection): %w", pingTimeout, listenerIdle, err)
 		}
 		if err != nil {
+			if ctx.Err() == nil {
+				// What was read before the connection failed still goes
+				// on (clients are told to resync after the reconnect).
+				if ferr := flush(); ferr != nil {
+					return true, ferr
+				}
+			}
 			return true, fmt.Errorf("wait for notification: %w", err)
 		}
 		if n.Channel != l.cfg.Channel {
@@ -221,10 +257,8 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 		if why == whyTooLarge {
 			// A change may have been lost; clients must not trust their
 			// data without being told.
-			if err := l.apply(ctx, sink, rowcast.Change{Op: rowcast.OpResync, CaptureTime: time.Now(),
-				Reason: ReasonChangeTooLarge}); err != nil {
-				return true, err
-			}
+			batch = append(batch, rowcast.Change{Op: rowcast.OpResync, CaptureTime: time.Now(),
+				Reason: ReasonChangeTooLarge})
 		}
 		if !complete {
 			continue
@@ -241,11 +275,17 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 				"err", err, "sender_pid", n.PID, "payload", truncate(payload, 200))
 			continue
 		}
-		if err := l.apply(ctx, sink, cs...); err != nil {
-			return true, err
+		batch = append(batch, cs...)
+		if len(batch) >= maxBatch {
+			if err := flush(); err != nil {
+				return true, err
+			}
 		}
 	}
 }
+
+// maxBatch is the most changes the listener hands on at once.
+const maxBatch = 512
 
 // maxAssembled bounds a payload put together from parts. A row's JSON
 // this large does not belong on a dashboard; past it the change is
@@ -534,6 +574,12 @@ type truncateNote struct {
 }
 
 func (tc *truncateCheck) read(ctx context.Context, conn *pgx.Conn) (filenode, xmin uint64, partitioned bool, err error) {
+	// The listener's loop may have left a read deadline in the past (it
+	// takes the notifications already read without waiting): the query
+	// gets one of its own. The loop sets its own again before it waits.
+	if err := conn.PgConn().Conn().SetReadDeadline(time.Now().Add(pingTimeout)); err != nil {
+		return 0, 0, false, fmt.Errorf("setting the read deadline for the catalog query: %w", err)
+	}
 	err = conn.QueryRow(ctx, tc.query).Scan(&filenode, &xmin, &partitioned)
 	if err != nil {
 		return 0, 0, false, fmt.Errorf("read the catalog entry of the captured table: %w", err)

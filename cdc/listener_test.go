@@ -195,6 +195,53 @@ func TestListenerVerifiesTruncate(t *testing.T) {
 	}
 }
 
+// One transaction's notifications arrive together, and the ones already
+// read are handed on in batches: every change in order, and a TRUNCATE in
+// the middle of a batch is still checked against the catalog (its query
+// runs while the loop's read deadline is in the past).
+func TestListenerBurst(t *testing.T) {
+	url, admin, table := notifyDB(t)
+	sink := &slotSink{}
+	l := runListener(t, ListenerConfig{ConnString: url, Channel: "rowcast", Table: table}, sink)
+	slotExec(t, admin, `BEGIN;
+		INSERT INTO tickets(id, title) SELECT g, 'before' FROM generate_series(1, 200) g;
+		TRUNCATE tickets;
+		INSERT INTO tickets(id, title) SELECT g, 'after' FROM generate_series(201, 400) g;
+		COMMIT`)
+	waitForTicket(t, sink, rowcast.OpInsert, 400)
+	got := sink.snapshot()
+	if len(got) != 401 {
+		t.Fatalf("%d changes, want 401", len(got))
+	}
+	for i, c := range got {
+		want, id := rowcast.OpInsert, i+1
+		switch {
+		case i == 200:
+			want, id = rowcast.OpTruncate, 0
+		case i > 200:
+			id = i
+		}
+		if c.Op != want {
+			t.Fatalf("change %d is %s, want %s", i, c.Op, want)
+		}
+		if v, _ := c.Key.Text("id"); id != 0 && v != fmt.Sprint(id) {
+			t.Fatalf("change %d is ticket %s, want %d", i, v, id)
+		}
+	}
+	st := l.Status()
+	for reason, n := range st.Rejected {
+		if n != 0 {
+			t.Errorf("%d notifications rejected (%s)", n, reason)
+		}
+	}
+	if st.Reconnects != 0 {
+		t.Errorf("%d reconnects", st.Reconnects)
+	}
+	sink.mu.Lock()
+	t.Logf("401 changes in batches of up to %d", sink.maxBatch)
+	sink.mu.Unlock()
+}
+
 // The check itself, with the notifications of two TRUNCATEs read only
 // after both committed (as when the listener is busy): the first is
 // confirmed by the new storage, the second by its pg_class row; repeats

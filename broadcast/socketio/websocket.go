@@ -88,13 +88,19 @@ func (e *eioSession) probeUpgrade(conn net.Conn, rd *wsframe.Reader) bool {
 	}
 	for {
 		op, data, err := rd.Next()
+		var ce *wsframe.CloseError
 		switch {
+		case errors.As(err, &ce):
+			// Nothing else writes to the probe yet: answered here.
+			conn.SetWriteDeadline(time.Now().Add(time.Second))
+			conn.Write(ce.Echo())
+			return abandon(err.Error())
 		case err != nil:
 			return abandon(err.Error())
 		case op == wsframe.OpPong:
 			continue
 		case op == wsframe.OpPing:
-			// Nothing else writes to the probe yet.
+			conn.SetWriteDeadline(time.Now().Add(e.h.cfg.WriteTimeout))
 			if _, err := conn.Write(wsframe.Control(wsframe.OpPong, data)); err != nil {
 				return abandon(err.Error())
 			}
@@ -190,11 +196,7 @@ func (e *eioSession) readWS(conn net.Conn, rd *wsframe.Reader) {
 		}
 	case e.isClosed():
 	case errors.As(err, &ce):
-		echo := wsframe.Close(0, "")
-		if ce.Code != wsframe.CloseNoStatus {
-			echo = wsframe.Close(ce.Code, "")
-		}
-		_ = e.writeWS(conn, time.Second, func(b *wsframe.Batch) { b.Add(echo) })
+		_ = e.writeWS(conn, time.Second, func(b *wsframe.Batch) { b.Add(ce.Echo()) })
 		e.close(closeClient, "client closed ("+ce.Text+")", true, 0)
 	case errors.Is(err, wsframe.ErrTooBig):
 		e.protocolErrorCode(protoErr(errTooLarge, "message over maxPayload"), broadcast.CloseTooBig)

@@ -285,12 +285,8 @@ func (c *client) read() {
 	case errors.As(err, &ce):
 		// Answered when the writer says goodbye: the code echoed, or an
 		// empty close frame for one without a status.
-		echo := wsframe.Close(0, "")
-		if ce.Code != wsframe.CloseNoStatus {
-			echo = wsframe.Close(ce.Code, "")
-		}
 		c.mu.Lock()
-		c.echo = echo
+		c.echo = ce.Echo()
 		c.mu.Unlock()
 		sess.Close(0, "client closed ("+ce.Text+")")
 	case errors.Is(err, wsframe.ErrTooBig):

@@ -37,6 +37,15 @@ type CloseError struct {
 	Text string
 }
 
+// Echo is the server's answer: the client's code, or an empty close
+// frame when the client's had none.
+func (e *CloseError) Echo() []byte {
+	if e.Code == CloseNoStatus {
+		return Close(0, "")
+	}
+	return Close(e.Code, "")
+}
+
 func (e *CloseError) Error() string {
 	return fmt.Sprintf("websocket: close %d %s", e.Code, e.Text)
 }

@@ -105,6 +105,9 @@ func TestReaderFrames(t *testing.T) {
 		if !errors.As(err, &ce) || ce.Code != 4000 || ce.Text != "bye" {
 			t.Fatalf("chunk %d: ended with %v, want close 4000 bye", chunk, err)
 		}
+		if !bytes.Equal(ce.Echo(), Close(4000, "")) {
+			t.Fatalf("echo % x", ce.Echo())
+		}
 		if len(got) != len(want) {
 			t.Fatalf("chunk %d: %d frames, want %d", chunk, len(got), len(want))
 		}
@@ -159,7 +162,7 @@ func TestReaderRefuses(t *testing.T) {
 	// An empty close frame stands for "no status".
 	_, err := readAll(readerOf(masked(true, OpClose, nil), 0, 100))
 	var ce *CloseError
-	if !errors.As(err, &ce) || ce.Code != CloseNoStatus {
+	if !errors.As(err, &ce) || ce.Code != CloseNoStatus || !bytes.Equal(ce.Echo(), Close(0, "")) {
 		t.Fatalf("empty close: %v", err)
 	}
 }
