@@ -76,6 +76,7 @@ func upperFirst(s string) string {
 // change lacks an old value the counts need; the counts must be reloaded.
 func (s *statsState) delta(c *rowcast.Change) (d statsDelta, ok bool) {
 	d.xid = c.Xid
+	d.moves = make([]statsMove, 0, len(s.columns))
 	switch c.Op {
 	case rowcast.OpInsert:
 		d.total = 1

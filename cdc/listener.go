@@ -179,12 +179,13 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 	// the sink: one hand-on, and one write to each client, for the burst
 	// instead of one for each of its notifications.
 	var batch []rowcast.Change
+	last := 1 // the last batch's size: the next one's is made for as many
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
 		err := l.apply(ctx, sink, batch...)
-		batch = nil // the sink may keep the slice it was given
+		last, batch = len(batch), nil // the sink may keep the slice it was given
 		return err
 	}
 	// The wait for each notification is bounded by the connection's read
@@ -274,6 +275,9 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 			l.rejected.add(reason, "dropped a notification on rowcast's channel: it is not a change of the captured table or a rowcast.broadcast() event (any role that can connect may NOTIFY)",
 				"err", err, "sender_pid", n.PID, "payload", truncate(payload, 200))
 			continue
+		}
+		if batch == nil {
+			batch = make([]rowcast.Change, 0, max(last, len(cs)))
 		}
 		batch = append(batch, cs...)
 		if len(batch) >= maxBatch {
