@@ -258,7 +258,7 @@ func FuzzNotifyPayload(f *testing.F) {
 		if json.Unmarshal([]byte(payload), &n) == nil && n.Op == "truncate" {
 			return // checked against the catalog
 		}
-		cs, reason, err := l.decode(context.Background(), nil, payload, 0)
+		cs, reason, err := l.decode(context.Background(), []byte(payload), 0)
 		if err != nil {
 			if reason == "" {
 				t.Fatalf("%q: error %v without a reason", payload, err)

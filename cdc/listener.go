@@ -1,19 +1,20 @@
 package cdc
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"rowcast"
 )
@@ -29,7 +30,10 @@ type ListenerConfig struct {
 }
 
 // Listener captures changes sent by the rowcast trigger with pg_notify. It
-// owns one dedicated connection (never a pooled one: LISTEN is per session).
+// owns one dedicated connection (never a pooled one: LISTEN is per session),
+// whose protocol it reads itself once pgx has set it up (notifyconn.go),
+// and a second one, opened when a TRUNCATE is to be checked against the
+// catalog.
 // NOTIFY keeps nothing for an absent listener, so after a reconnect it emits
 // OpResync and starts a new epoch of event IDs.
 //
@@ -53,6 +57,44 @@ type Listener struct {
 	// Owned by the Run goroutine.
 	epoch, seq uint64
 	trunc      truncateCheck
+	// catalogConfig and cat: the connection for the TRUNCATE check's
+	// query (the LISTEN connection reads nothing but notifications).
+	catalogConfig *pgx.ConnConfig
+	cat           *pgx.Conn
+	// idle is how long the listener waits for a notification before it
+	// pings (listenerIdle; tests shorten it).
+	idle time.Duration
+}
+
+// catalogError is a failure of the catalog connection: the listener
+// reconnects, and clients resync.
+type catalogError struct{ err error }
+
+func (e *catalogError) Error() string { return "the catalog connection: " + e.err.Error() }
+func (e *catalogError) Unwrap() error { return e.err }
+
+// catalog is the connection for catalog queries, opened on first use.
+func (l *Listener) catalog(ctx context.Context) (*pgx.Conn, error) {
+	if l.cat != nil && !l.cat.IsClosed() {
+		return l.cat, nil
+	}
+	l.closeCatalog()
+	conn, err := pgx.ConnectConfig(ctx, l.catalogConfig)
+	if err != nil {
+		return nil, &catalogError{fmt.Errorf("connect: %w", err)}
+	}
+	l.cat = conn
+	return conn, nil
+}
+
+func (l *Listener) closeCatalog() {
+	if l.cat == nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	l.cat.Close(cctx)
+	l.cat = nil
 }
 
 // NewListener returns a Listener; call Run to start it.
@@ -61,7 +103,7 @@ func NewListener(cfg ListenerConfig) *Listener {
 		cfg.Logger = slog.Default()
 	}
 	log := cfg.Logger.With("capture", "notify")
-	return &Listener{cfg: cfg, log: log, rejected: newDrops(rowcast.NotifyRejectReasons, log)}
+	return &Listener{cfg: cfg, log: log, rejected: newDrops(rowcast.NotifyRejectReasons, log), idle: listenerIdle}
 }
 
 // Status implements rowcast.Source.
@@ -136,11 +178,13 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 	if err != nil {
 		return false, fmt.Errorf("parse connection string: %w", err)
 	}
-	// Named so operators (and tests) can tell the listener's session apart.
-	cc.RuntimeParams["application_name"] = "rowcast listener"
 	if cc.ConnectTimeout == 0 {
 		cc.ConnectTimeout = connectTimeout
 	}
+	l.catalogConfig = cc.Copy()
+	l.catalogConfig.RuntimeParams["application_name"] = "rowcast listener catalog"
+	// Named so operators (and tests) can tell the listener's session apart.
+	cc.RuntimeParams["application_name"] = "rowcast listener"
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
 		return false, fmt.Errorf("connect: %w", err)
@@ -172,12 +216,17 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 	}
 	l.connected.Store(true)
 	l.log.Info("listening", "channel", l.cfg.Channel, "table", l.cfg.Table.String())
+	nc, early, err := hijackListen(ctx, conn)
+	if err != nil {
+		return true, err
+	}
+	defer nc.close()
+	defer l.closeCatalog()
 	var asm assembly
-	// Changes decoded but not handed on yet. While notifications are
-	// arriving faster than they are handled, the ones already read from
-	// the connection join one batch (up to maxBatch) before it goes to
-	// the sink: one hand-on, and one write to each client, for the burst
-	// instead of one for each of its notifications.
+	// Changes decoded but not handed on yet. The notifications already
+	// read from the connection join one batch (up to maxBatch) before it
+	// goes to the sink: one hand-on, and one write to each client, for a
+	// burst instead of one for each of its notifications.
 	var batch []rowcast.Change
 	last := 1 // the last batch's size: the next one's is made for as many
 	flush := func() error {
@@ -188,72 +237,16 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 		last, batch = len(batch), nil // the sink may keep the slice it was given
 		return err
 	}
-	// The wait for each notification is bounded by the connection's read
-	// deadline, not a context: a context with a timeout costs a timer, and
-	// pgconn a watcher, for every notification. ctx ending sets a read
-	// deadline in the past, which ends the wait at once. With a batch
-	// pending the deadline is in the past too: the wait returns a
-	// notification already read, or times out at once, and the batch is
-	// handed on.
-	raw := conn.PgConn().Conn()
-	stop := context.AfterFunc(ctx, func() { _ = raw.SetReadDeadline(time.Now()) })
-	defer stop()
-	for {
-		poll := len(batch) > 0
-		deadline := pollDeadline
-		if !poll {
-			deadline = time.Now().Add(listenerIdle)
+	// handle takes one notification; a non-nil error ends the connection.
+	handle := func(pid uint32, channel string, payload []byte) error {
+		if channel != l.cfg.Channel {
+			return nil
 		}
-		if err := raw.SetReadDeadline(deadline); err != nil {
-			return true, fmt.Errorf("setting the listener's read deadline: %w", err)
-		}
-		// Looked at after setting ours: a cancellation's deadline
-		// (AfterFunc) comes after it, or the loop ends here.
-		if err := ctx.Err(); err != nil {
-			return true, err
-		}
-		n, err := conn.WaitForNotification(context.Background())
-		if err != nil && ctx.Err() == nil && pgconn.Timeout(err) && !conn.IsClosed() {
-			if poll {
-				// Nothing more read: hand the batch on.
-				if err := flush(); err != nil {
-					return true, err
-				}
-				continue
-			}
-			// Quiet for a while: is the server still there? A network
-			// that drops everything would otherwise leave the listener
-			// waiting for ever, and clients without a word. The ping
-			// bounds itself; the read deadline is past.
-			if err := raw.SetReadDeadline(time.Time{}); err != nil {
-				return true, fmt.Errorf("clearing the listener's read deadline: %w", err)
-			}
-			pctx, cancel := context.WithTimeout(ctx, pingTimeout)
-			err = conn.Ping(pctx)
-			cancel()
-			if err == nil {
-				continue
-			}
-			return true, fmt.Errorf("PostgreSQL did not answer a ping within %v after %v without a notification (the network may drop the connection): %w", pingTimeout, listenerIdle, err)
-		}
-		if err != nil {
-			if ctx.Err() == nil {
-				// What was read before the connection failed still goes
-				// on (clients are told to resync after the reconnect).
-				if ferr := flush(); ferr != nil {
-					return true, ferr
-				}
-			}
-			return true, fmt.Errorf("wait for notification: %w", err)
-		}
-		if n.Channel != l.cfg.Channel {
-			continue
-		}
-		l.trunc.seen(n.PID)
-		payload, complete, why := asm.add(n.PID, n.Payload)
+		l.trunc.seen(pid)
+		payload, complete, why := asm.add(pid, payload)
 		if why != "" {
 			l.rejected.add(rowcast.RejectedMalformed, "dropped a payload sent in parts on rowcast's channel: its parts did not arrive together and in order (any role that can connect may NOTIFY)",
-				"why", why, "sender_pid", n.PID)
+				"why", why, "sender_pid", pid)
 		}
 		if why == whyTooLarge {
 			// A change may have been lost; clients must not trust their
@@ -262,28 +255,100 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 				Reason: ReasonChangeTooLarge})
 		}
 		if !complete {
-			continue
+			return nil
 		}
-		cs, reason, err := l.decode(ctx, conn, payload, n.PID)
+		cs, reason, err := l.decode(ctx, payload, pid)
 		if err != nil {
-			if conn.IsClosed() || ctx.Err() != nil {
+			var ce *catalogError
+			if errors.As(err, &ce) || ctx.Err() != nil {
 				// The connection failed while reading the catalog:
 				// reconnecting resyncs clients, so the change is not
 				// silently lost.
-				return true, err
+				return err
 			}
 			l.rejected.add(reason, "dropped a notification on rowcast's channel: it is not a change of the captured table or a rowcast.broadcast() event (any role that can connect may NOTIFY)",
-				"err", err, "sender_pid", n.PID, "payload", truncate(payload, 200))
-			continue
+				"err", err, "sender_pid", pid, "payload", truncate(string(payload[:min(len(payload), 201)]), 200))
+			return nil
 		}
 		if batch == nil {
 			batch = make([]rowcast.Change, 0, max(last, len(cs)))
 		}
 		batch = append(batch, cs...)
 		if len(batch) >= maxBatch {
+			return flush()
+		}
+		return nil
+	}
+	for _, n := range early {
+		if err := handle(n.PID, n.Channel, []byte(n.Payload)); err != nil {
+			return true, err
+		}
+	}
+	// The wait for a message is bounded by the connection's read
+	// deadline, set only when the loop is about to wait (nothing whole in
+	// the buffer). ctx ending sets a read deadline in the past, which ends
+	// the wait at once. Quiet for listenerIdle, the listener pings; a ping
+	// not answered within pingTimeout ends the connection.
+	raw := nc.conn
+	stop := context.AfterFunc(ctx, func() { _ = raw.SetReadDeadline(time.Now()) })
+	defer stop()
+	var pinged time.Time // when the unanswered ping was sent
+	for {
+		if !nc.ready() {
+			// Nothing more in hand: the batch goes on before the wait.
 			if err := flush(); err != nil {
 				return true, err
 			}
+			deadline := time.Now().Add(l.idle)
+			if !pinged.IsZero() {
+				deadline = pinged.Add(pingTimeout)
+			}
+			if err := raw.SetReadDeadline(deadline); err != nil {
+				return true, fmt.Errorf("setting the listener's read deadline: %w", err)
+			}
+			// Looked at after setting ours: a cancellation's deadline
+			// (AfterFunc) comes after it, or the loop ends here.
+			if err := ctx.Err(); err != nil {
+				return true, err
+			}
+			if err := nc.wait(); err != nil {
+				if ctx.Err() != nil {
+					return true, ctx.Err()
+				}
+				var ne net.Error
+				switch {
+				case !errors.As(err, &ne) || !ne.Timeout():
+					return true, fmt.Errorf("wait for notification: %w", err)
+				case !pinged.IsZero():
+					return true, fmt.Errorf("PostgreSQL did not answer a ping within %v after %v without a notification (the network may drop the connection)", pingTimeout, l.idle)
+				}
+				// Quiet for a while: is the server still there? A network
+				// that drops everything would otherwise leave the
+				// listener waiting for ever, and clients without a word.
+				if err := nc.ping(pingTimeout); err != nil {
+					return true, fmt.Errorf("pinging PostgreSQL after %v without a notification: %w", l.idle, err)
+				}
+				pinged = time.Now()
+				continue
+			}
+		}
+		typ, body := nc.next()
+		switch typ {
+		case msgNotification:
+			pid, channel, payload, err := parseNotification(body)
+			if err != nil {
+				return true, fmt.Errorf("the LISTEN connection: %w", err)
+			}
+			if err := handle(pid, string(channel), payload); err != nil {
+				return true, err
+			}
+		case msgReadyForQuery:
+			pinged = time.Time{} // the ping's answer
+		case msgEmptyQuery, msgNotice, msgParameter:
+		case msgError:
+			return true, fmt.Errorf("the LISTEN connection: %w", serverError(body))
+		default:
+			return true, fmt.Errorf("the LISTEN connection: unexpected message %q from PostgreSQL", typ)
 		}
 	}
 }
@@ -327,13 +392,13 @@ type part struct {
 }
 
 // isPart tells a part from any other payload without decoding it all.
-func isPart(payload string) bool { return strings.HasPrefix(payload, `{"op":"part"`) }
+func isPart(payload []byte) bool { return bytes.HasPrefix(payload, []byte(`{"op":"part"`)) }
 
 // add takes a notification's payload. It returns the payload to decode
 // (the notification's own, or the last part's assembled one) with
 // complete set, or complete false while parts are outstanding. why says
 // what was dropped, if anything.
-func (a *assembly) add(pid uint32, payload string) (out string, complete bool, why string) {
+func (a *assembly) add(pid uint32, payload []byte) (out []byte, complete bool, why string) {
 	if !isPart(payload) {
 		if a.active {
 			why = whyOutOfOrder
@@ -342,10 +407,10 @@ func (a *assembly) add(pid uint32, payload string) (out string, complete bool, w
 		return payload, true, why
 	}
 	var p part
-	if err := json.Unmarshal([]byte(payload), &p); err != nil || p.Op != "part" || p.Part == nil ||
+	if err := json.Unmarshal(payload, &p); err != nil || p.Op != "part" || p.Part == nil ||
 		p.Parts < 1 || *p.Part < 0 || *p.Part >= p.Parts || p.Xid == 0 || p.Seq == 0 {
 		a.reset()
-		return "", false, whyBadPart
+		return nil, false, whyBadPart
 	}
 	if *p.Part == 0 {
 		if a.active {
@@ -355,26 +420,26 @@ func (a *assembly) add(pid uint32, payload string) (out string, complete bool, w
 		a.active, a.pid, a.xid, a.seq, a.parts = true, pid, p.Xid, p.Seq, p.Parts
 	} else if !a.active || pid != a.pid || p.Xid != a.xid || p.Seq != a.seq || p.Parts != a.parts || *p.Part != a.next {
 		a.reset()
-		return "", false, whyOutOfOrder
+		return nil, false, whyOutOfOrder
 	}
 	data, err := base64.StdEncoding.DecodeString(p.Data)
 	if err != nil {
 		a.reset()
-		return "", false, whyBadPart
+		return nil, false, whyBadPart
 	}
 	if len(a.buf)+len(data) > maxAssembled {
 		a.reset()
-		return "", false, whyTooLarge
+		return nil, false, whyTooLarge
 	}
 	a.buf = append(a.buf, data...)
 	a.next++
 	if a.next < a.parts {
-		return "", false, why
+		return nil, false, why
 	}
-	out = string(a.buf)
+	out = bytes.Clone(a.buf) // a.buf is kept for the next payload
 	a.reset()
 	if isPart(out) {
-		return "", false, whyBadPart
+		return nil, false, whyBadPart
 	}
 	return out, true, why
 }
@@ -420,11 +485,12 @@ type notification struct {
 // update that changed the primary key (a delete of the old key, then an
 // insert of the row under its new key, so that clients drop the old
 // one). On error it returns the reason to count (see
-// rowcast.NotifyRejectReasons). An error with the connection closed is a
-// connection failure, not a bad payload.
-func (l *Listener) decode(ctx context.Context, conn *pgx.Conn, payload string, pid uint32) (cs []rowcast.Change, reason string, err error) {
+// rowcast.NotifyRejectReasons). A *catalogError is a failure of the
+// catalog connection, not a bad payload. payload is decode's: row values
+// are slices of it, rewritten in place.
+func (l *Listener) decode(ctx context.Context, payload []byte, pid uint32) (cs []rowcast.Change, reason string, err error) {
 	var n notification
-	if err := decodeNotification([]byte(payload), &n, len(l.cfg.Table.Key), len(l.cfg.Table.Columns)); err != nil {
+	if err := decodeNotification(payload, &n, len(l.cfg.Table.Key), len(l.cfg.Table.Columns)); err != nil {
 		return nil, rowcast.RejectedMalformed, fmt.Errorf("decode notification: %w", err)
 	}
 	t := l.cfg.Table
@@ -460,10 +526,14 @@ func (l *Listener) decode(ctx context.Context, conn *pgx.Conn, payload string, p
 	}
 	switch n.Op {
 	case "truncate":
-		ok, err := l.trunc.verify(ctx, conn, truncateNote{xid: n.Xid, seq: n.Seq, pid: pid})
+		cat, err := l.catalog(ctx)
 		if err != nil {
-			if conn.IsClosed() || ctx.Err() != nil {
-				return nil, "", err
+			return nil, "", err
+		}
+		ok, err := l.trunc.verify(ctx, cat, truncateNote{xid: n.Xid, seq: n.Seq, pid: pid})
+		if err != nil {
+			if cat.IsClosed() || ctx.Err() != nil {
+				return nil, "", &catalogError{err}
 			}
 			// Missing a real TRUNCATE would leave clients with rows that
 			// are gone; a resync too many is the lesser harm.

@@ -242,6 +242,43 @@ func TestListenerBurst(t *testing.T) {
 	sink.mu.Unlock()
 }
 
+// Quiet for its idle time, the listener pings PostgreSQL (an empty query
+// on the LISTEN connection) and reads the answer among the notifications:
+// the connection stays up and the next change arrives.
+func TestListenerPings(t *testing.T) {
+	url, admin, table := notifyDB(t)
+	sink := &slotSink{}
+	cfg := ListenerConfig{ConnString: url, Channel: "rowcast", Table: table}
+	lw := &testLogWriter{t: t}
+	cfg.Logger = slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	l := NewListener(cfg)
+	l.idle = 50 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx, sink) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		lw.done.Store(true)
+	})
+	waitUntil(t, 20*time.Second, "the listener to listen", func() bool { return l.Status().Connected })
+	// The empty query is the listener session's last statement once it
+	// has pinged; several pings go by while this waits.
+	qctx := slotCtx(t, time.Minute)
+	waitUntil(t, 20*time.Second, "a ping", func() bool {
+		var n int
+		err := admin.QueryRow(qctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rowcast listener' AND query = ';'`).Scan(&n)
+		return err == nil && n == 1
+	})
+	slotExec(t, admin, `INSERT INTO tickets(id, title) VALUES (1, 'after the pings')`)
+	waitForTicket(t, sink, rowcast.OpInsert, 1)
+	if st := l.Status(); st.Reconnects != 0 || !st.Connected {
+		t.Errorf("status %+v, want connected without a reconnect", st)
+	}
+}
+
 // The check itself, with the notifications of two TRUNCATEs read only
 // after both committed (as when the listener is busy): the first is
 // confirmed by the new storage, the second by its pg_class row; repeats
@@ -310,7 +347,7 @@ func BenchmarkDecodeNotification(b *testing.B) {
 		`"created_at":"2026-11-30T13:06:29.123456+00:00","updated_at":"2026-11-30T13:06:29.123456+00:00"}}`
 	b.ReportAllocs()
 	for b.Loop() {
-		cs, _, err := l.decode(context.Background(), nil, payload, 42)
+		cs, _, err := l.decode(context.Background(), []byte(payload), 42) // the copy the LISTEN connection's read makes
 		if err != nil || len(cs) != 1 {
 			b.Fatal(err, cs)
 		}
