@@ -238,8 +238,8 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 		return err
 	}
 	// handle takes one notification; a non-nil error ends the connection.
-	handle := func(pid uint32, channel string, payload []byte) error {
-		if channel != l.cfg.Channel {
+	handle := func(pid uint32, channel, payload []byte) error {
+		if string(channel) != l.cfg.Channel {
 			return nil
 		}
 		l.trunc.seen(pid)
@@ -263,7 +263,10 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 			if errors.As(err, &ce) || ctx.Err() != nil {
 				// The connection failed while reading the catalog:
 				// reconnecting resyncs clients, so the change is not
-				// silently lost.
+				// silently lost. What came before it goes on.
+				if ferr := flush(); ferr != nil {
+					return ferr
+				}
 				return err
 			}
 			l.rejected.add(reason, "dropped a notification on rowcast's channel: it is not a change of the captured table or a rowcast.broadcast() event (any role that can connect may NOTIFY)",
@@ -280,7 +283,7 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 		return nil
 	}
 	for _, n := range early {
-		if err := handle(n.PID, n.Channel, []byte(n.Payload)); err != nil {
+		if err := handle(n.PID, []byte(n.Channel), []byte(n.Payload)); err != nil {
 			return true, err
 		}
 	}
@@ -339,13 +342,18 @@ func (l *Listener) listen(ctx context.Context, sink rowcast.Sink, wasUp bool) (u
 			if err != nil {
 				return true, fmt.Errorf("the LISTEN connection: %w", err)
 			}
-			if err := handle(pid, string(channel), payload); err != nil {
+			if err := handle(pid, channel, payload); err != nil {
 				return true, err
 			}
 		case msgReadyForQuery:
 			pinged = time.Time{} // the ping's answer
 		case msgEmptyQuery, msgNotice, msgParameter:
 		case msgError:
+			// The session is ending (terminated, the server shutting
+			// down): what was read before the error still goes on.
+			if err := flush(); err != nil {
+				return true, err
+			}
 			return true, fmt.Errorf("the LISTEN connection: %w", serverError(body))
 		default:
 			return true, fmt.Errorf("the LISTEN connection: unexpected message %q from PostgreSQL", typ)
