@@ -656,9 +656,9 @@ type truncateNote struct {
 }
 
 func (tc *truncateCheck) read(ctx context.Context, conn *pgx.Conn) (filenode, xmin uint64, partitioned bool, err error) {
-	// The listener's loop may have left a read deadline in the past (it
-	// takes the notifications already read without waiting): the query
-	// gets one of its own. The loop sets its own again before it waits.
+	// Bounded: a catalog that does not answer must not hold capture up.
+	// At connect the query runs on the LISTEN connection, before the
+	// listener takes it over; later on the catalog connection.
 	if err := conn.PgConn().Conn().SetReadDeadline(time.Now().Add(pingTimeout)); err != nil {
 		return 0, 0, false, fmt.Errorf("setting the read deadline for the catalog query: %w", err)
 	}

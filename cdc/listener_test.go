@@ -197,8 +197,8 @@ func TestListenerVerifiesTruncate(t *testing.T) {
 
 // One transaction's notifications arrive together, and the ones already
 // read are handed on in batches: every change in order, and a TRUNCATE in
-// the middle of a batch is still checked against the catalog (its query
-// runs while the loop's read deadline is in the past).
+// the middle of a batch is still checked against the catalog (on the
+// catalog connection, opened for it).
 func TestListenerBurst(t *testing.T) {
 	url, admin, table := notifyDB(t)
 	sink := &slotSink{}
