@@ -149,9 +149,14 @@ func runChaos(t *testing.T, mode string, d time.Duration) *chaosModeReport {
 	var bg sync.WaitGroup
 	walCtx, stopWAL := context.WithCancel(ctx)
 	defer func() { stopWAL(); bg.Wait() }()
+	// The oracle's reader is stopped before its last reads (drain): two
+	// readers of one slot make PostgreSQL refuse the second.
+	oracleCtx, stopOracle := context.WithCancel(walCtx)
+	var ow sync.WaitGroup
+	defer func() { stopOracle(); ow.Wait() }()
 	if oracle != nil {
-		bg.Add(1)
-		go func() { defer bg.Done(); oracle.run(walCtx) }()
+		ow.Add(1)
+		go func() { defer ow.Done(); oracle.run(oracleCtx) }()
 	}
 	bg.Add(1)
 	go func() { defer bg.Done(); e.sampleDatabase(walCtx) }()
@@ -232,6 +237,8 @@ func runChaos(t *testing.T, mode string, d time.Duration) *chaosModeReport {
 		return done, n
 	})
 	if oracle != nil {
+		stopOracle()
+		ow.Wait()
 		oracle.drain(t)
 	}
 	stopClients()
@@ -1056,11 +1063,19 @@ func (o *walOracle) run(ctx context.Context) {
 	}
 }
 
-// drain reads until the slot has nothing more.
+// drain reads until the slot has nothing more. The background reader
+// has stopped; its backend may still hold the slot for a moment after
+// its query was cancelled, which is waited out.
 func (o *walOracle) drain(t *testing.T) {
 	conn := connectDB(t, o.db)
+	deadline := time.Now().Add(time.Minute)
 	for i := 0; i < 3; {
 		n, err := o.read(context.Background(), conn)
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "55006" && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond) // the slot is still active for the stopped reader's backend
+			continue
+		}
 		if err != nil {
 			t.Fatalf("reading the oracle's slot: %v", err)
 		}
