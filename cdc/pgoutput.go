@@ -90,6 +90,7 @@ type stream struct {
 	dec      *valueDecoder
 
 	relations map[uint32]*relation
+	changes   changeDecoder
 
 	inTx  bool
 	begin pglogrepl.BeginMessage
@@ -100,6 +101,16 @@ type stream struct {
 	// committed is the end LSN of the last transaction whose changes
 	// are in batch, not handed on yet (0: none).
 	committed pglogrepl.LSN
+	// sentAt is when the WAL sender sent the message being handled;
+	// behind, whether the last COMMIT was sent backlogLag or more after
+	// the transaction committed. holdUntil is when a batch held for the
+	// transactions behind it goes on (zero: none held); waiting, that
+	// everything buffered was read and the next receive waits for more
+	// until then.
+	sentAt    time.Time
+	behind    bool
+	holdUntil time.Time
+	waiting   bool
 
 	// serverEnd is the last keepalive's ServerWALEnd: everything before it
 	// has been sent to us.
@@ -121,6 +132,23 @@ type stream struct {
 // (a flapping network) would never move it, and a restarted rowcast
 // would get the whole history since again, TRUNCATEs included.
 const ackEvery = time.Second
+
+// While the stream is behind (a backlog after a restart, or a WAL sender
+// that fell back), a batch of committed transactions waits up to
+// backlogHold for the ones behind it before it goes on, or until it is
+// full. The WAL sender sends each message on its own, and a drain that
+// keeps up with it would otherwise hand every transaction on alone: a
+// write to every client per change, which in a drain of single-row
+// transactions cost more than everything else rowcast does per change.
+// Changes that are already backlogLag late wait at most backlogHold more;
+// a stream that keeps up is never held.
+//
+// Behind is judged on the server's clock alone: the COMMIT message's
+// commit time against the time the WAL sender sent it.
+const (
+	backlogLag  = 20 * time.Millisecond
+	backlogHold = 2 * time.Millisecond
+)
 
 // querier is what the stream reads from the regular connection (a row's
 // key or unchanged TOAST values when the WAL lacks them, and whether it is
@@ -194,7 +222,10 @@ func (st *stream) run(ctx context.Context) error {
 		// goes to the sink before the loop waits.
 		poll := st.committed != 0
 		next := minTime(st.nextStatus, st.nextSyncCheck)
-		if poll {
+		switch {
+		case poll && st.waiting:
+			next = minTime(next, st.holdUntil)
+		case poll:
 			next = pollDeadline
 		}
 		if !next.Equal(deadline) {
@@ -216,8 +247,9 @@ func (st *stream) run(ctx context.Context) error {
 				return nil
 			}
 			if pgconn.Timeout(err) {
-				if poll {
-					// Nothing more buffered: hand on what was committed.
+				if poll && !st.hold() {
+					// Nothing more buffered, and no hold or its end:
+					// hand on what was committed.
 					if err := st.apply(ctx); err != nil {
 						return err
 					}
@@ -230,6 +262,7 @@ func (st *stream) run(ctx context.Context) error {
 			return fmt.Errorf("cdc: receiving from the replication connection: %w", err)
 		}
 		st.lastHeard = time.Now()
+		st.waiting = false
 		switch msg := raw.(type) {
 		case *pgproto3.CopyData:
 			if err := st.copyData(ctx, msg.Data); err != nil {
@@ -245,6 +278,29 @@ func (st *stream) run(ctx context.Context) error {
 			return errors.New("cdc: PostgreSQL ended the replication stream (server shutting down?)")
 		}
 	}
+}
+
+// hold is called when everything buffered has been read and committed
+// transactions wait to be handed on. While the stream is behind and the
+// batch's hold lasts, it reports true: the next receive waits for the next
+// message until the hold ends. False means hand the batch on now.
+//
+// The loop still reads each message as it arrives. Sleeping between reads
+// to take several at once was tried: the WAL sender's socket buffer holds
+// only a millisecond or two of small messages, so the WAL sender stopped
+// while rowcast slept and the drain slowed by a third.
+func (st *stream) hold() bool {
+	if !st.behind || len(st.batch) == 0 {
+		// Nothing to wait for: a batch that filled up went on already,
+		// and the commit's position goes on at once.
+		return false
+	}
+	now := time.Now()
+	if st.holdUntil.IsZero() {
+		st.holdUntil = now.Add(st.s.cfg.hold)
+	}
+	st.waiting = now.Before(st.holdUntil)
+	return st.waiting
 }
 
 // pollDeadline is a read deadline in the past: a receive returns what is
@@ -284,6 +340,7 @@ func (st *stream) copyData(ctx context.Context, data []byte) error {
 			return fmt.Errorf("cdc: %w", err)
 		}
 		st.s.raiseReceived(xld.WALStart + pglogrepl.LSN(len(xld.WALData)))
+		st.sentAt = xld.ServerTime
 		return st.handle(ctx, xld.WALData)
 	}
 	return nil
@@ -403,7 +460,10 @@ func (st *stream) finish() {
 }
 
 func (st *stream) handle(ctx context.Context, walData []byte) error {
-	msg, err := parsePgoutput(walData)
+	msg, ok, err := st.changes.decode(walData)
+	if !ok {
+		msg, err = parsePgoutput(walData)
+	}
 	if err != nil {
 		return fmt.Errorf("cdc: parsing pgoutput message: %w", err)
 	}
@@ -425,6 +485,7 @@ func (st *stream) handle(ctx context.Context, walData []byte) error {
 		// Handed on with the transactions right behind it (run), in one
 		// Sink.Apply, or now when the batch is full.
 		st.committed = m.TransactionEndLSN
+		st.behind = st.sentAt.Sub(m.CommitTime) >= backlogLag
 		if len(st.batch) >= st.s.cfg.BatchSize {
 			return st.apply(ctx)
 		}
@@ -591,6 +652,7 @@ func (st *stream) apply(ctx context.Context) error {
 	}
 	commitEnd := st.committed
 	st.committed = 0
+	st.holdUntil, st.waiting = time.Time{}, false
 	if commitEnd > st.s.handedOn {
 		st.s.handedOn = commitEnd
 	}

@@ -47,6 +47,10 @@ type SlotConfig struct {
 	// MinBackoff and MaxBackoff bound the wait before reconnecting
 	// (defaults 100ms and 5s).
 	MinBackoff, MaxBackoff time.Duration
+
+	// hold is how long a batch waits for the transactions behind it while
+	// the stream is behind (default backlogHold; tests lengthen it).
+	hold time.Duration
 }
 
 // Slot captures changes through a logical replication slot with the
@@ -116,6 +120,9 @@ func NewSlot(cfg SlotConfig) *Slot {
 	}
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 512
+	}
+	if cfg.hold <= 0 {
+		cfg.hold = backlogHold
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 100 * time.Millisecond

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,8 @@ type slotSink struct {
 	changes  []rowcast.Change
 	count    int
 	maxBatch int
+	// batches holds the size of every batch.
+	batches []int
 	// countOnly keeps counts but not the changes (large tests).
 	countOnly bool
 	// fail makes Apply return an error this many more times.
@@ -61,6 +64,7 @@ func (s *slotSink) Apply(_ context.Context, cs []rowcast.Change) error {
 	}
 	s.count += len(cs)
 	s.maxBatch = max(s.maxBatch, len(cs))
+	s.batches = append(s.batches, len(cs))
 	if !s.countOnly {
 		s.changes = append(s.changes, cs...)
 	}
@@ -474,16 +478,21 @@ func TestSlotLargeTransactionStreamsInBatches(t *testing.T) {
 }
 
 // A backlog of single-row transactions is handed on whole and in commit
-// order: the transactions already buffered go to the sink together, and
-// the slot's position follows.
+// order, and the slot's position follows. The transactions were committed
+// long before they are sent (the stream is behind), so each batch waits
+// for the ones behind it until it is full: with a hold longer than the
+// test, every batch is exactly BatchSize. A transaction committed once
+// the stream keeps up is not held.
 func TestSlotBacklogOfTransactions(t *testing.T) {
 	url, conn := slotDB(t)
-	const n = 300
+	const n, batch = 300, 100
 	for i := 1; i <= n; i++ {
 		slotExec(t, conn, `INSERT INTO tickets(title) VALUES ($1)`, fmt.Sprint("t", i))
 	}
+	// Committed backlogLag before the slot starts at the latest.
+	time.Sleep(backlogLag)
 	sink := &slotSink{}
-	s, _ := runSlot(t, SlotConfig{ConnString: url}, sink)
+	s, _ := runSlot(t, SlotConfig{ConnString: url, BatchSize: batch, hold: time.Hour}, sink)
 	waitUntil(t, 40*time.Second, "the backlog", func() bool {
 		sink.mu.Lock()
 		defer sink.mu.Unlock()
@@ -501,10 +510,22 @@ func TestSlotBacklogOfTransactions(t *testing.T) {
 			t.Fatalf("change %d has title %s", i, title)
 		}
 	}
-	t.Logf("largest batch: %d changes", sink.maxBatch)
+	sink.mu.Lock()
+	batches := slices.Clone(sink.batches)
+	sink.mu.Unlock()
+	if !slices.Equal(batches, []int{batch, batch, batch}) {
+		t.Fatalf("batches of %v changes, want 3 of %d", batches, batch)
+	}
 	end := changes[n-1].ID.Pos
 	waitUntil(t, 40*time.Second, "the slot's position past the backlog", func() bool {
 		return s.Status().FlushedLSN >= end
+	})
+	// Caught up: a new transaction goes on alone, not held for the hour.
+	slotExec(t, conn, `INSERT INTO tickets(title) VALUES ('live')`)
+	waitUntil(t, 40*time.Second, "the live insert", func() bool {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		return sink.count > n
 	})
 }
 
