@@ -21,29 +21,9 @@ import (
 // trigger's own cost per row, which the writers pay.
 func BenchmarkTriggerUpdate(b *testing.B) {
 	const triggerRows = 1000
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, pgtest.ForTest(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	exec := func(sql string) {
-		b.Helper()
-		if _, err := conn.Exec(ctx, sql); err != nil {
-			b.Fatalf("%s: %v", sql, err)
-		}
-	}
-	exec(slotTicketsDDL)
-	exec(`INSERT INTO tickets (title, description, category, requester_email, assignee_email)
-		SELECT 'Printer on the third floor jams ' || g, repeat('Long description with some detail. ', 10),
-			'hardware', 'user' || g || '@example.com', 'agent@example.com' FROM generate_series(1, 1000) g`)
-	table, err := LookupTable(ctx, conn, "public.tickets")
-	if err != nil {
-		b.Fatal(err)
-	}
-	exec(`CREATE FUNCTION bare_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN PERFORM pg_notify('bare', row_to_json(NEW)::text); RETURN NULL; END $$`)
+	tb := newTriggerBench(b, triggerRows)
+	ctx, conn := tb.ctx, tb.conn
+	exec := func(sql string) { b.Helper(); tb.exec(b, sql) }
 	var pid int
 	if err := conn.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
 		b.Fatal(err)
@@ -73,16 +53,62 @@ func BenchmarkTriggerUpdate(b *testing.B) {
 		update(b)
 	})
 	b.Run("rowcast", func(b *testing.B) {
-		if err := SetupNotify(ctx, conn, table, "rowcast", []string{"priority", "status"}, "ticket"); err != nil {
-			b.Fatal(err)
-		}
-		defer func() {
-			if _, err := TeardownNotify(ctx, conn, table); err != nil {
-				b.Fatal(err)
-			}
-		}()
+		defer tb.installRowcast(b)()
 		update(b)
 	})
+}
+
+// triggerBench is the table both trigger benchmarks write to: the
+// reference tickets, rowcast's NOTIFY capture not installed yet, and the
+// bare pg_notify(row_to_json(NEW)) trigger's function (on channel
+// "bare").
+type triggerBench struct {
+	ctx   context.Context
+	url   string
+	conn  *pgx.Conn
+	table Table
+}
+
+func newTriggerBench(b *testing.B, rows int) *triggerBench {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	b.Cleanup(cancel)
+	tb := &triggerBench{ctx: ctx, url: pgtest.ForTest(b)}
+	conn, err := pgx.Connect(ctx, tb.url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close(context.Background()) })
+	tb.conn = conn
+	tb.exec(b, slotTicketsDDL)
+	tb.exec(b, fmt.Sprintf(`INSERT INTO tickets (title, description, category, requester_email, assignee_email)
+		SELECT 'Printer on the third floor jams ' || g, repeat('Long description with some detail. ', 10),
+			'hardware', 'user' || g || '@example.com', 'agent@example.com' FROM generate_series(1, %d) g`, rows))
+	if tb.table, err = LookupTable(ctx, conn, "public.tickets"); err != nil {
+		b.Fatal(err)
+	}
+	tb.exec(b, `CREATE FUNCTION bare_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN PERFORM pg_notify('bare', row_to_json(NEW)::text); RETURN NULL; END $$`)
+	return tb
+}
+
+// installRowcast installs rowcast's NOTIFY capture of the table; the
+// function returned removes it.
+func (tb *triggerBench) installRowcast(b *testing.B) (remove func()) {
+	if err := SetupNotify(tb.ctx, tb.conn, tb.table, "rowcast", []string{"priority", "status"}, "ticket"); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		if _, err := TeardownNotify(tb.ctx, tb.conn, tb.table); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func (tb *triggerBench) exec(b *testing.B, sql string) {
+	b.Helper()
+	if _, err := tb.conn.Exec(tb.ctx, sql); err != nil {
+		b.Fatalf("%s: %v", sql, err)
+	}
 }
 
 // procCPUTime is a process's user and system CPU time, from /proc (the
@@ -113,42 +139,21 @@ func procCPUTime(b *testing.B, pid int) time.Duration {
 // bare trigger with payloads as large as rowcast's.
 func BenchmarkTriggerWriters(b *testing.B) {
 	const writers, rows = 16, 1600
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	url := pgtest.ForTest(b)
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	exec := func(sql string) {
-		b.Helper()
-		if _, err := conn.Exec(ctx, sql); err != nil {
-			b.Fatalf("%s: %v", sql, err)
-		}
-	}
-	exec(slotTicketsDDL)
-	exec(fmt.Sprintf(`INSERT INTO tickets (title, description, category, requester_email, assignee_email)
-		SELECT 'Printer on the third floor jams ' || g, repeat('Long description with some detail. ', 10),
-			'hardware', 'user' || g || '@example.com', 'agent@example.com' FROM generate_series(1, %d) g`, rows))
-	table, err := LookupTable(ctx, conn, "public.tickets")
-	if err != nil {
-		b.Fatal(err)
-	}
-	exec(`CREATE FUNCTION bare_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN PERFORM pg_notify('bare', row_to_json(NEW)::text); RETURN NULL; END $$`)
-	connect := func(tb testing.TB, app string) *pgx.Conn {
-		tb.Helper()
+	tb := newTriggerBench(b, rows)
+	ctx, url, conn := tb.ctx, tb.url, tb.conn
+	exec := func(sql string) { b.Helper(); tb.exec(b, sql) }
+	connect := func(t testing.TB, app string) *pgx.Conn {
+		t.Helper()
 		cfg, err := pgx.ParseConfig(url)
 		if err != nil {
-			tb.Fatal(err)
+			t.Fatal(err)
 		}
 		cfg.RuntimeParams["application_name"] = app
 		c, err := pgx.ConnectConfig(ctx, cfg)
 		if err != nil {
-			tb.Fatal(err)
+			t.Fatal(err)
 		}
-		tb.Cleanup(func() { c.Close(context.Background()) })
+		t.Cleanup(func() { c.Close(context.Background()) })
 		return c
 	}
 	var ws []*pgx.Conn
@@ -251,14 +256,7 @@ func BenchmarkTriggerWriters(b *testing.B) {
 		run(b, "bare")
 	})
 	b.Run("rowcast", func(b *testing.B) {
-		if err := SetupNotify(ctx, conn, table, "rowcast", []string{"priority", "status"}, "ticket"); err != nil {
-			b.Fatal(err)
-		}
-		defer func() {
-			if _, err := TeardownNotify(ctx, conn, table); err != nil {
-				b.Fatal(err)
-			}
-		}()
+		defer tb.installRowcast(b)()
 		run(b, "rowcast")
 	})
 	// rowcast's trigger with every payload numbered 1: what numbering the
@@ -266,14 +264,7 @@ func BenchmarkTriggerWriters(b *testing.B) {
 	// the writers. Not a trigger to install: PostgreSQL would deliver
 	// identical payloads of one transaction once.
 	b.Run("rowcast-unnumbered", func(b *testing.B) {
-		if err := SetupNotify(ctx, conn, table, "rowcast", []string{"priority", "status"}, "ticket"); err != nil {
-			b.Fatal(err)
-		}
-		defer func() {
-			if _, err := TeardownNotify(ctx, conn, table); err != nil {
-				b.Fatal(err)
-			}
-		}()
+		defer tb.installRowcast(b)()
 		var name, src string
 		if err := conn.QueryRow(ctx, `SELECT proname, prosrc FROM pg_proc
 			WHERE pronamespace = 'rowcast'::regnamespace AND prorettype = 'trigger'::regtype AND prosrc LIKE '%notify_seq%'`).Scan(&name, &src); err != nil {
