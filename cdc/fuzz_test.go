@@ -310,19 +310,20 @@ func TestPgoutputSeeds(t *testing.T) {
 }
 
 // Messages whose counts or lengths claim more than they hold are refused
-// before pglogrepl allocates what they claim (found by fuzzing: a few
-// bytes could allocate gigabytes).
+// before anything allocates what they claim (found by fuzzing: a few
+// bytes made pglogrepl allocate gigabytes).
 func TestPgoutputCountsChecked(t *testing.T) {
+	var d changeDecoder
 	truncate := []byte{'T', 0xFF, 0xFF, 0xFF, 0xFF, 0}
 	insert := append([]byte{'I', 0, 0, 0, 1, 'N', 0, 1, 't', 0xFF, 0xFF, 0xFF, 0xF0}, "x"...)
-	for _, m := range [][]byte{truncate, insert} {
-		if _, err := parsePgoutput(m); err == nil || !strings.Contains(err.Error(), "beyond") {
+	for m, want := range map[string]string{string(truncate): "beyond", string(insert): "claims 4294967280 bytes"} {
+		if _, err := d.parse([]byte(m)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v", m, err)
 		}
 	}
 	for _, m := range [][]byte{insertMsg(1, "1", "open"), updateMsg(1, []string{"1", "\x00null"}, []string{"2", "\x00unchanged"}),
-		{'T', 0, 0, 0, 1, 0, 0, 0, 0, 9}} {
-		if _, err := parsePgoutput(m); err != nil {
+		{'T', 0, 0, 0, 1, 0, 0, 0, 0, 9}, relationMsg(1, "public", "tickets", "id")} {
+		if _, err := d.parse(m); err != nil {
 			t.Errorf("%q refused: %v", m, err)
 		}
 	}

@@ -286,9 +286,9 @@ func (st *stream) run(ctx context.Context) error {
 // message until the hold ends. False means hand the batch on now.
 //
 // The loop still reads each message as it arrives. Sleeping between reads
-// to take several at once was tried: the WAL sender's socket buffer holds
-// only a millisecond or two of small messages, so the WAL sender stopped
-// while rowcast slept and the drain slowed by a third.
+// to take several at once was tried: the WAL sender sat idle while rowcast
+// slept (its socket buffer holds little of such small messages, most
+// likely) and the drain slowed by about a third.
 func (st *stream) hold() bool {
 	if !st.behind || len(st.batch) == 0 {
 		// Nothing to wait for: a batch that filled up went on already,
@@ -460,10 +460,7 @@ func (st *stream) finish() {
 }
 
 func (st *stream) handle(ctx context.Context, walData []byte) error {
-	msg, ok, err := st.changes.decode(walData)
-	if !ok {
-		msg, err = parsePgoutput(walData)
-	}
+	msg, err := st.changes.parse(walData)
 	if err != nil {
 		return fmt.Errorf("cdc: parsing pgoutput message: %w", err)
 	}
@@ -519,15 +516,21 @@ func (st *stream) handle(ctx context.Context, walData []byte) error {
 	return nil
 }
 
-// parsePgoutput is pglogrepl.Parse, which indexes into the message without
-// checking its length first (an empty message panics): a malformed message
-// is an error, never a crash.
-func parsePgoutput(b []byte) (msg pglogrepl.Message, err error) {
+// parseOther is pglogrepl.Parse for the messages changeDecoder does not
+// decode (RELATION, TRUNCATE, logical messages, ORIGIN, TYPE). pglogrepl
+// indexes into a message without checking its length first (an empty
+// message panics), and allocates what a TRUNCATE's relation count claims
+// before reading it (a few bytes claiming four billion would allocate
+// gigabytes, and running out of memory is a crash no recover catches): a
+// malformed message is an error, never a crash. Change messages never
+// come here; their lengths are checked by changeDecoder.
+func parseOther(b []byte) (msg pglogrepl.Message, err error) {
 	if len(b) == 0 {
 		return nil, errors.New("empty message")
 	}
-	if err := checkCounts(b); err != nil {
-		return nil, err
+	// T, relation count (4), options (1), relation ids (4 each).
+	if b[0] == 'T' && (len(b) < 6 || uint64(binary.BigEndian.Uint32(b[1:]))*4 > uint64(len(b)-6)) {
+		return nil, fmt.Errorf("malformed %q message: counts or lengths beyond its %d bytes", b[0], len(b))
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -535,77 +538,6 @@ func parsePgoutput(b []byte) (msg pglogrepl.Message, err error) {
 		}
 	}()
 	return pglogrepl.Parse(b)
-}
-
-// checkCounts refuses a message whose counts or lengths claim more than
-// the message holds. pglogrepl allocates what they claim before reading
-// (a TRUNCATE's relation count, a column's length): a few bytes claiming
-// four billion would allocate gigabytes, and running out of memory is a
-// crash no recover catches.
-func checkCounts(b []byte) error {
-	if !countsFit(b) {
-		return fmt.Errorf("malformed %q message: counts or lengths beyond its %d bytes", b[0], len(b))
-	}
-	return nil
-}
-
-// countsFit is checkCounts without the error, which is built only for a
-// message that fails: the check runs on every message.
-func countsFit(b []byte) bool {
-	switch b[0] {
-	case 'T':
-		// T, relation count (4), options (1), relation ids (4 each).
-		if len(b) < 6 || uint64(binary.BigEndian.Uint32(b[1:]))*4 > uint64(len(b)-6) {
-			return false
-		}
-	case 'I', 'U', 'D':
-		// Type, relation id (4), then tuples, each after a one-byte tag.
-		p := 5
-		for p < len(b) {
-			switch b[p] {
-			case 'N', 'K', 'O':
-			default:
-				return false
-			}
-			n, ok := tupleLen(b[p+1:])
-			if !ok {
-				return false
-			}
-			p += 1 + n
-		}
-	}
-	return true
-}
-
-// tupleLen is the length of the TupleData at the start of b: a column
-// count (2), then per column a kind byte and, for text and binary values,
-// a length (4) and that many bytes.
-func tupleLen(b []byte) (int, bool) {
-	if len(b) < 2 {
-		return 0, false
-	}
-	cols := int(binary.BigEndian.Uint16(b))
-	p := 2
-	for range cols {
-		if p >= len(b) {
-			return 0, false
-		}
-		kind := b[p]
-		p++
-		if kind != 't' && kind != 'b' {
-			continue
-		}
-		if len(b)-p < 4 {
-			return 0, false
-		}
-		n := uint64(binary.BigEndian.Uint32(b[p:]))
-		p += 4
-		if n > uint64(len(b)-p) {
-			return 0, false
-		}
-		p += int(n)
-	}
-	return p, true
 }
 
 // ignore counts a change of rel that is not handed on.

@@ -38,6 +38,15 @@ type changeDecoder struct {
 	cols   [2][]pglogrepl.TupleDataColumn
 }
 
+// parse decodes one pgoutput message: the change messages here, the
+// others through pglogrepl (parseOther).
+func (d *changeDecoder) parse(b []byte) (pglogrepl.Message, error) {
+	if msg, ok, err := d.decode(b); ok {
+		return msg, err
+	}
+	return parseOther(b)
+}
+
 // decode decodes b when it is one of the change messages; ok is false
 // for any other message type.
 func (d *changeDecoder) decode(b []byte) (msg pglogrepl.Message, ok bool, err error) {
