@@ -86,6 +86,57 @@ func FuzzUnmarshalChange(f *testing.F) {
 	})
 }
 
+// FuzzUnmarshalChanges: a stream message decodes into its changes or is
+// refused whole, never panics, and what is accepted encodes as a batch
+// that decodes back to the same changes.
+func FuzzUnmarshalChanges(f *testing.F) {
+	samples := wireSamples()
+	var w WireBatch
+	for n := 1; n <= len(samples); n++ {
+		for i := 0; i < n; i++ {
+			if err := w.Add(&samples[i]); err != nil {
+				f.Fatal(err)
+			}
+		}
+		f.Add(w.Message())
+	}
+	for _, s := range []string{`{"v":2}`, `{"v":2,"changes":[{"op":"resync"},{"v":1,"op":"resync"}]}`, `{"v":2,"changes":[{"op":"insert"}]}`, `[{"op":"resync"}]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dst := []Change{{Op: OpStart}}
+		got, err := UnmarshalChanges(data, dst)
+		if err != nil {
+			if len(got) != 1 || got[0].Op != OpStart {
+				t.Fatalf("refused %q (%v), but dst changed", data, err)
+			}
+			return
+		}
+		if len(got) < 2 {
+			t.Fatalf("accepted %q without a change", data)
+		}
+		var w WireBatch
+		for i := range got[1:] {
+			if err := w.Add(&got[1+i]); err != nil {
+				t.Fatalf("accepted %q, which does not encode: %v", data, err)
+			}
+		}
+		m := w.Message()
+		back, err := UnmarshalChanges(m, nil)
+		if err != nil {
+			t.Fatalf("accepted %q, encoded as %q, which is refused: %v", data, m, err)
+		}
+		for i := range back {
+			if err := w.Add(&back[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if m2 := w.Message(); string(m2) != string(m) {
+			t.Fatalf("accepted %q: encoded %q, then %q", data, m, m2)
+		}
+	})
+}
+
 // FuzzJSONText: the quick path for unescaped strings gives what
 // encoding/json gives (statuses, priorities and filters compare by it).
 func FuzzJSONText(f *testing.F) {

@@ -57,7 +57,7 @@ func NewCluster(reg prometheus.Registerer, status func() ClusterStatus) *Cluster
 	reg.MustRegister(c.leader, c.leaderChanges, c.publishSeconds, c.publishFailed,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "rowcast_cluster_consumer_lag_messages",
-			Help: "Messages of the stream this node has not handed to its clients yet.",
+			Help: "Messages of the stream (each one or more changes) this node has not handed to its clients yet.",
 		}, func() float64 { return float64(status().Lag) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "rowcast_cluster_stream_connected",

@@ -82,6 +82,7 @@ func (n *clusterNode) wire(source rowcast.Source, hub *broadcast.Hub, connString
 	n.consumer = cluster.NewConsumer(n.conn, hub, nil, n.log)
 	pub := cluster.NewPublisher(cluster.Instrument(n.conn, n.metrics), cfg.NATSPublishTimeout, n.log)
 	pub.HandOff(n.consumer)
+	pub.Batch(cfg.NATSBatch)
 	what := cfg.Slot
 	if mode == "notify" {
 		what = cfg.Channel

@@ -37,7 +37,7 @@ type Config struct {
 	DebugListen                                                     string
 	// Cluster mode (NATS JetStream); off while NATSURL is empty.
 	NATSURL, NATSStream                            string
-	NATSReplicas                                   int
+	NATSReplicas, NATSBatch                        int
 	NATSCreds, NATSUser, NATSPassword, NATSToken   string
 	NATSTLSCA, NATSTLSCert, NATSTLSKey             string
 	NATSPublishTimeout, NATSMaxAge, NATSDuplicates time.Duration
@@ -149,6 +149,8 @@ func configSettings(c *Config) []setting {
 			"cluster mode: how long the stream keeps a change (at least ROWCAST_REPLAY_WINDOW_AGE): what a starting node fills its replay window from"),
 		duration(&c.NATSDuplicates, "nats-duplicates", "ROWCAST_NATS_DUPLICATES", "2m",
 			"cluster mode: the stream's deduplication window: a change published again within it (by a new capturer) is stored once"),
+		integer(&c.NATSBatch, "nats-batch", "ROWCAST_NATS_BATCH", "512", 1, 65536,
+			"cluster mode: most changes in one stream message (each message also stays within the servers' max_payload); 1 publishes one change per message, the only form rowcast read before batches (set it while such nodes still consume the stream)"),
 	}
 }
 

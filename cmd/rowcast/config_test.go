@@ -73,7 +73,7 @@ func TestDefaults(t *testing.T) {
 		CORSCredentials: false, LiveUpdates: true,
 		LogLevel: slog.LevelInfo, LogFormat: "text", DebugListen: "",
 		NATSStream: "ROWCAST", NATSReplicas: 1, NATSPublishTimeout: 5 * time.Second,
-		NATSMaxAge: time.Hour, NATSDuplicates: 2 * time.Minute,
+		NATSMaxAge: time.Hour, NATSDuplicates: 2 * time.Minute, NATSBatch: 512,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", cfg, want)
@@ -319,6 +319,7 @@ func nonDefault() map[string]string {
 		"nats-token": "tok", "nats-tls-ca": "/etc/ca.pem", "nats-tls-cert": "/etc/c.pem",
 		"nats-tls-key": "/etc/k.pem", "nats-publish-timeout": "2s", "nats-max-age": "2h",
 		"nats-duplicates": "1m",
+		"nats-batch":      "1",
 	}
 }
 

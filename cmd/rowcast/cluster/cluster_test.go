@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -352,6 +353,8 @@ func (l *fakeLog) Publish(_ context.Context, msgs []Message, _ uint64) (Pending,
 	return p, nil
 }
 
+func (l *fakeLog) MaxMessage() int { return 1 << 20 }
+
 func (l *fakeLog) Tail(context.Context, int, func(Message) bool) ([]Message, uint64, error) {
 	return nil, 0, nil
 }
@@ -451,18 +454,18 @@ func TestConsumerHandsOnOwnChanges(t *testing.T) {
 func TestOwnQueue(t *testing.T) {
 	var o ownQueue
 	a, b := change(1), change(2)
-	o.put(1, []byte("a"), &a)
-	o.put(2, []byte("b"), &b)
+	o.put(1, []byte("a"), []rowcast.Change{a})
+	o.put(2, []byte("b"), []rowcast.Change{b})
 	if _, ok := o.take(1, []byte("x")); ok {
 		t.Fatal("a message with other bytes than published was taken as published")
 	}
-	if ch, ok := o.take(2, []byte("b")); !ok || ch.ID.Pos != 2 {
-		t.Fatalf("take(2) = %v, %v", ch.ID, ok)
+	if chs, ok := o.take(2, []byte("b")); !ok || len(chs) != 1 || chs[0].ID.Pos != 2 {
+		t.Fatalf("take(2) = %v, %v", chs, ok)
 	}
 	// A new term from an older end of the stream drops what did not land.
-	o.put(3, []byte("c"), &a)
-	o.put(4, []byte("d"), &a)
-	o.put(3, []byte("e"), &b)
+	o.put(3, []byte("c"), []rowcast.Change{a})
+	o.put(4, []byte("d"), []rowcast.Change{a})
+	o.put(3, []byte("e"), []rowcast.Change{b})
 	if _, ok := o.take(4, []byte("d")); ok {
 		t.Fatal("a message of a failed term was taken")
 	}
@@ -475,19 +478,19 @@ func TestOwnQueue(t *testing.T) {
 	for round := 0; round < 3; round++ {
 		for i := 0; i < 50; i++ {
 			c := change(next + uint64(w.n))
-			w.put(c.ID.Pos, []byte(fmt.Sprint(c.ID.Pos)), &c)
+			w.put(c.ID.Pos, []byte(fmt.Sprint(c.ID.Pos)), []rowcast.Change{c})
 		}
 		for i := 0; i < 30; i++ {
-			ch, ok := w.take(next, []byte(fmt.Sprint(next)))
-			if !ok || ch.ID.Pos != next {
-				t.Fatalf("round %d: take(%d) = %d, %v", round, next, ch.ID.Pos, ok)
+			chs, ok := w.take(next, []byte(fmt.Sprint(next)))
+			if !ok || len(chs) != 1 || chs[0].ID.Pos != next {
+				t.Fatalf("round %d: take(%d) = %v, %v", round, next, chs, ok)
 			}
 			next++
 		}
 	}
 	// Bounded: a consumer that does not keep up decodes instead.
 	for i := uint64(10); i < 10+2*maxOwnMessages; i++ {
-		o.put(i, []byte("f"), &a)
+		o.put(i, []byte("f"), []rowcast.Change{a})
 	}
 	if o.n != maxOwnMessages {
 		t.Fatalf("queue holds %d messages, bound %d", o.n, maxOwnMessages)
@@ -497,12 +500,126 @@ func TestOwnQueue(t *testing.T) {
 		t.Fatal("a queued message was not taken")
 	}
 	for i := uint64(10 + 2*maxOwnMessages); i < 10+2*maxOwnMessages+maxOwnMessages/4; i++ {
-		o.put(i, []byte("g"), &a)
+		o.put(i, []byte("g"), []rowcast.Change{a})
 	}
 	if _, ok := o.take(10+maxOwnMessages, []byte("f")); ok {
 		t.Fatal("a message beyond the bound was taken")
 	}
-	if ch, ok := o.take(10+2*maxOwnMessages+1, []byte("g")); !ok || ch.ID != a.ID {
+	if chs, ok := o.take(10+2*maxOwnMessages+1, []byte("g")); !ok || chs[0].ID != a.ID {
 		t.Fatal("a message queued around the ring was not taken")
+	}
+}
+
+// smallLog is a stream whose servers take small messages only.
+type smallLog struct {
+	*Conn
+	max int
+}
+
+func (s smallLog) MaxMessage() int { return s.max }
+
+// A capture batch goes to the stream in as few messages as the limits
+// allow: at most Batch changes each, and none larger than the servers
+// take. Markers travel among the changes, and the consumer hands on every
+// change once, in order, whichever way the messages were cut.
+func TestPublishBatches(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		batch     int
+		max       int
+		wantMsgs  int // messages of the first term's 301 changes and 2 markers
+		checkSize bool
+	}{
+		{"default", DefaultBatch, 1 << 20, 1, false},
+		{"by count", 7, 1 << 20, 44, false},
+		{"one per message", 1, 1 << 20, 303, false},
+		{"by size", DefaultBatch, 1000, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn := oneServer(t)
+			rec, _ := consumeAll(t, conn)
+			ctx := context.Background()
+			p := NewPublisher(smallLog{conn, tc.max}, 10*time.Second, quiet())
+			p.Batch(tc.batch)
+			if err := p.Begin(ctx, nil); err != nil {
+				t.Fatal(err)
+			}
+			cs := append([]rowcast.Change{{Op: rowcast.OpStart, ID: rowcast.EventID{Epoch: epoch, Pos: 1}}}, changes(1, 151)...)
+			cs = append(cs, rowcast.Change{Op: rowcast.OpResync, Reason: "test"})
+			cs = append(cs, changes(151, 302)...)
+			if err := apply(ctx, p, cs); err != nil {
+				t.Fatal(err)
+			}
+			last, err := conn.LastSeq(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.wantMsgs > 0 && last != uint64(tc.wantMsgs) {
+				t.Fatalf("%d messages on the stream, want %d", last, tc.wantMsgs)
+			}
+			if tc.checkSize {
+				s, err := conn.js.Stream(ctx, "T")
+				if err != nil {
+					t.Fatal(err)
+				}
+				for seq := uint64(1); seq <= last; seq++ {
+					m, err := s.GetMsg(ctx, seq)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(m.Data) > tc.max {
+						t.Fatalf("message %d is %d bytes, the servers take %d", seq, len(m.Data), tc.max)
+					}
+				}
+				if last < 20 {
+					t.Fatalf("%d messages of at most %d bytes for 303 changes", last, tc.max)
+				}
+			}
+			// The next term replays from an older position: what the
+			// stream holds is skipped, whatever message it came in.
+			p2 := NewPublisher(smallLog{conn, tc.max}, 10*time.Second, quiet())
+			p2.Batch(tc.batch)
+			if err := p2.Begin(ctx, nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := apply(ctx, p2, changes(290, 401)); err != nil {
+				t.Fatal(err)
+			}
+			checkSequence(t, waitRows(t, rec, 400), 400)
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			var ops []rowcast.Op
+			for _, c := range rec.changes {
+				// The published markers (not the consumer's own start).
+				if !isChange(&c) && (!c.ID.IsZero() || c.Reason != "") {
+					ops = append(ops, c.Op)
+				}
+			}
+			if fmt.Sprint(ops) != "[start resync]" {
+				t.Fatalf("markers handed on: %v", ops)
+			}
+		})
+	}
+}
+
+// A change larger than the servers take cannot be published: the term
+// fails with an error that says what to raise, and nothing of its batch
+// lands on the stream.
+func TestPublishChangeTooLarge(t *testing.T) {
+	conn := oneServer(t)
+	ctx := context.Background()
+	p := NewPublisher(smallLog{conn, 1000}, 10*time.Second, quiet())
+	var failed error
+	if err := p.Begin(ctx, func(err error) { failed = err }); err != nil {
+		t.Fatal(err)
+	}
+	big := change(2)
+	big.Row = append(big.Row, rowcast.Column{Name: "description", Value: json.RawMessage(`"` + strings.Repeat("x", 2000) + `"`)})
+	err := p.Apply(ctx, []rowcast.Change{change(1), big, change(3)})
+	if err == nil || !strings.Contains(err.Error(), "max_payload") || !errors.Is(failed, err) {
+		t.Fatalf("Apply: %v (fail told %v), want a term failure naming max_payload", err, failed)
+	}
+	if last, err := conn.LastSeq(ctx); err != nil || last != 0 {
+		t.Fatalf("the stream holds %d messages (%v), want none", last, err)
 	}
 }

@@ -118,6 +118,11 @@ func retryDelay(attempt int) time.Duration {
 	return min(time.Duration(1<<min(attempt, 5))*100*time.Millisecond, 3*time.Second)
 }
 
+// handBatch is about the most changes handed to the hub at once: the
+// consumer stops taking what is delivered once it has this many (a
+// message of several changes may take it past).
+const handBatch = 512
+
 // consume runs one consumer from sequence from until ctx ends or it fails.
 func (c *Consumer) consume(ctx context.Context, from, last uint64) error {
 	deliveries := make(chan Delivery, 1024)
@@ -132,7 +137,7 @@ func (c *Consumer) consume(ctx context.Context, from, last uint64) error {
 			}
 		})
 	}()
-	batch := make([]rowcast.Change, 0, 512)
+	batch := make([]rowcast.Change, 0, handBatch)
 	for {
 		var d Delivery
 		select {
@@ -154,7 +159,7 @@ func (c *Consumer) consume(ctx context.Context, from, last uint64) error {
 		batch = c.decode(batch, d)
 		seq, pending := d.Seq, d.Pending
 	drain:
-		for len(batch) < cap(batch) {
+		for len(batch) < handBatch {
 			select {
 			case d = <-deliveries:
 				if d.Seq <= seq {
@@ -196,26 +201,28 @@ func (c *Consumer) start(ctx context.Context) {
 
 // Published implements Local: the capturing node on this process says
 // what message seq of the stream will be. When that message arrives with
-// the same bytes, the consumer hands on c as it is instead of decoding
-// the bytes again; the order stays the stream's.
-func (c *Consumer) Published(seq uint64, data []byte, ch *rowcast.Change) {
-	c.own.put(seq, data, ch)
+// the same bytes, the consumer hands on its changes as they are instead of
+// decoding the bytes again; the order stays the stream's.
+func (c *Consumer) Published(seq uint64, data []byte, changes []rowcast.Change) {
+	c.own.put(seq, data, changes)
 }
 
+// decode appends the changes of d to batch: a message is one change or
+// several (see rowcast.WireBatch), and is skipped whole when it cannot be
+// decoded.
 func (c *Consumer) decode(batch []rowcast.Change, d Delivery) []rowcast.Change {
-	if ch, ok := c.own.take(d.Seq, d.Data); ok {
-		return append(batch, ch)
+	if chs, ok := c.own.take(d.Seq, d.Data); ok {
+		return append(batch, chs...)
 	}
-	ch, err := rowcast.UnmarshalChange(d.Data)
+	batch, err := rowcast.UnmarshalChanges(d.Data, batch)
 	if err != nil {
 		c.bad.Add(1)
 		if c.obs != nil {
 			c.obs.BadMessage()
 		}
 		c.log.Warn("skipping a message of the stream that is not a change", "seq", d.Seq, "err", err)
-		return batch
 	}
-	return append(batch, ch)
+	return batch
 }
 
 // CatchUp waits until this node has handed on everything the stream holds
@@ -251,13 +258,13 @@ type ownQueue struct {
 	head  int // index of the oldest message
 	n     int // messages held
 	bytes int
-	taken atomic.Uint64 // messages handed on without decoding
+	taken atomic.Uint64 // changes handed on without decoding
 }
 
 type ownMessage struct {
-	seq    uint64
-	data   []byte
-	change rowcast.Change
+	seq     uint64
+	data    []byte
+	changes []rowcast.Change
 }
 
 // The queue's bounds: in messages, and in bytes of their encoding.
@@ -268,7 +275,7 @@ const (
 
 func (o *ownQueue) at(i int) *ownMessage { return &o.ring[(o.head+i)%len(o.ring)] }
 
-func (o *ownQueue) put(seq uint64, data []byte, ch *rowcast.Change) {
+func (o *ownQueue) put(seq uint64, data []byte, changes []rowcast.Change) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	// A new term publishes from where the stream ends: what was queued
@@ -291,28 +298,28 @@ func (o *ownQueue) put(seq uint64, data []byte, ch *rowcast.Change) {
 		o.ring, o.head = ring, 0
 	}
 	m := o.at(o.n)
-	m.seq, m.data, m.change = seq, data, *ch
+	m.seq, m.data, m.changes = seq, data, changes
 	o.n++
 	o.bytes += len(data)
 }
 
-// take returns the change published as message seq when data is what
+// take returns the changes published as message seq when data is what
 // was published, and forgets everything before it.
-func (o *ownQueue) take(seq uint64, data []byte) (rowcast.Change, bool) {
+func (o *ownQueue) take(seq uint64, data []byte) ([]rowcast.Change, bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for o.n > 0 && o.at(0).seq <= seq {
 		m := o.at(0)
 		found := m.seq == seq && bytes.Equal(m.data, data)
-		ch := m.change
+		chs := m.changes
 		o.bytes -= len(m.data)
 		*m = ownMessage{}
 		o.head = (o.head + 1) % len(o.ring)
 		o.n--
 		if found {
-			o.taken.Add(1)
-			return ch, true
+			o.taken.Add(uint64(len(chs)))
+			return chs, true
 		}
 	}
-	return rowcast.Change{}, false
+	return nil, false
 }

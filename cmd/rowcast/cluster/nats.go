@@ -129,8 +129,8 @@ func (c *Conn) EnsureStream(ctx context.Context) error {
 	return nil
 }
 
-// Message is a change on its way to the stream: its deduplication id and
-// its encoding.
+// Message is a stream message on its way: its deduplication id (its last
+// change's, see Publisher) and its encoding, one or more changes.
 type Message struct {
 	ID   string
 	Data []byte
@@ -155,6 +155,20 @@ func (c *Conn) Publish(ctx context.Context, msgs []Message, after uint64) (Pendi
 		p.futures = append(p.futures, f)
 	}
 	return p, nil
+}
+
+// headerRoom is what MaxMessage leaves of the servers' max_payload for a
+// message's subject and headers (its id and expected sequence).
+const headerRoom = 1024
+
+// MaxMessage is the largest message data the servers take: their
+// max_payload (1 MB unless configured), less room for the headers.
+func (c *Conn) MaxMessage() int {
+	n := int(c.nc.MaxPayload())
+	if n <= 0 {
+		n = 1 << 20 // not connected yet: the servers' default
+	}
+	return max(n-headerRoom, 1)
 }
 
 // natsPending is a batch on its way; used by one goroutine at a time.

@@ -24,6 +24,8 @@ type Log interface {
 	// Publish sends msgs in order, the first right after sequence after,
 	// without waiting for the stream's acknowledgement.
 	Publish(ctx context.Context, msgs []Message, after uint64) (Pending, error)
+	// MaxMessage is the largest message data the stream takes.
+	MaxMessage() int
 	// Tail returns at most n of the stream's last messages, newest
 	// first, up to the first one enough reports true for, and the last
 	// message's sequence.
@@ -77,17 +79,28 @@ type Publisher struct {
 	// term makes the ids of this term's markers unique.
 	term    string
 	markers int
+	// enc builds the messages; batch is the most changes in one.
+	enc   rowcast.WireBatch
+	batch int
 }
 
 // Local is told, in order, what the capturing node publishes and at which
 // sequence it will land, so that the node's own consumer hands its own
 // changes on without decoding them again (see Consumer.Published).
 type Local interface {
-	Published(seq uint64, data []byte, c *rowcast.Change)
+	Published(seq uint64, data []byte, changes []rowcast.Change)
 }
 
 // HandOff makes p tell local what it publishes; call it before Begin.
 func (p *Publisher) HandOff(local Local) { p.local = local }
+
+// DefaultBatch is the most changes in one stream message by default.
+const DefaultBatch = 512
+
+// Batch sets the most changes in one stream message (DefaultBatch
+// unless set); 1 publishes every change as a message of its own, in
+// wire version 1 (see rowcast.WireBatchVersion). Call it before Begin.
+func (p *Publisher) Batch(n int) { p.batch = max(n, 1) }
 
 // batch is a published batch: its acknowledgement and the oldest change
 // in it (zero for a batch of markers only).
@@ -110,7 +123,7 @@ func NewPublisher(log Log, timeout time.Duration, logger *slog.Logger) *Publishe
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	return &Publisher{log: log, timeout: timeout, logger: logger}
+	return &Publisher{log: log, timeout: timeout, logger: logger, batch: DefaultBatch}
 }
 
 // tailScan bounds how far back Begin looks for the newest change: markers
@@ -166,7 +179,10 @@ func isChange(c *rowcast.Change) bool {
 
 // Apply implements rowcast.Sink: it publishes the changes and returns
 // without waiting for the stream (see Oldest), unless maxInflight batches
-// are on their way.
+// are on their way. The changes go in as few messages as the limits allow
+// (at most Batch changes, and at most the servers' largest message each):
+// the stream's cost (a publish, its acknowledgement, a delivery to every
+// node) is per message.
 func (p *Publisher) Apply(ctx context.Context, changes []rowcast.Change) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -178,37 +194,69 @@ func (p *Publisher) Apply(ctx context.Context, changes []rowcast.Change) error {
 			return err
 		}
 	}
-	msgs := make([]Message, 0, len(changes))
-	var sent []int // the index in changes of each message
-	if p.local != nil {
-		sent = make([]int, 0, len(changes))
-	}
+	limit := p.log.MaxMessage()
+	var msgs []Message
+	var groups [][]rowcast.Change // each message's changes, for local
+	var group []rowcast.Change
 	newest, hasNewest := p.newest, p.hasNewest
 	var oldest rowcast.EventID
+	id := "" // the message's id: its last change's, or a marker's
+	markers := p.markers
+	flush := func() {
+		msgs = append(msgs, Message{ID: id, Data: p.enc.Message()})
+		if p.local != nil {
+			groups = append(groups, group)
+			group = nil
+		}
+	}
 	for i := range changes {
 		c := &changes[i]
-		var id string
+		var cid string
 		if isChange(c) {
 			if hasNewest && c.ID.SameEpoch(newest) && !newest.Less(c.ID) {
 				continue // sent again by the slot; the stream holds it
 			}
-			id = changePrefix + c.ID.String()
+			cid = changePrefix + c.ID.String()
+		} else {
+			markers++
+			cid = markerPrefix + p.term + ":" + strconv.Itoa(markers)
+		}
+		if err := p.enc.Add(c); err != nil {
+			p.enc.Message() // drop what this batch encoded
+			return fmt.Errorf("encoding change %s for the stream: %w", c.ID, err)
+		}
+		if p.enc.Size() > limit && p.enc.Len() > 1 {
+			p.enc.Undo()
+			flush()
+			if err := p.enc.Add(c); err != nil {
+				return err // encoded a moment ago
+			}
+		}
+		if size := p.enc.Size(); size > limit {
+			// Alone in its message: no node can publish it. Nothing of
+			// the batch is published, and the term ends.
+			p.enc.Message()
+			return p.stop(fmt.Errorf("change %s encodes to %d bytes, more than the stream takes in a message (%d: the NATS servers' max_payload less room for headers): raise max_payload on the servers (at most 64 MB)", c.ID, size, limit))
+		}
+		switch {
+		case isChange(c):
 			newest, hasNewest = c.ID, true
 			if oldest.IsZero() {
 				oldest = c.ID
 			}
-		} else {
-			p.markers++
-			id = markerPrefix + p.term + ":" + strconv.Itoa(p.markers)
+			id = cid
+		case p.enc.Len() == 1 || !strings.HasPrefix(id, changePrefix):
+			id = cid // a marker, first in its message or after markers only
 		}
-		data, err := rowcast.MarshalChange(c)
-		if err != nil {
-			return err
-		}
-		msgs = append(msgs, Message{ID: id, Data: data})
 		if p.local != nil {
-			sent = append(sent, i)
+			group = append(group, *c)
 		}
+		if p.enc.Len() >= p.batch {
+			flush()
+		}
+	}
+	if p.enc.Len() > 0 {
+		flush()
 	}
 	if len(msgs) == 0 {
 		return nil
@@ -221,12 +269,12 @@ func (p *Publisher) Apply(ctx context.Context, changes []rowcast.Change) error {
 		// Each message expects the one before it as the stream's last,
 		// so it lands at this sequence or not at all.
 		for j, m := range msgs {
-			p.local.Published(p.next+1+uint64(j), m.Data, &changes[sent[j]])
+			p.local.Published(p.next+1+uint64(j), m.Data, groups[j])
 		}
 	}
 	p.inflight = append(p.inflight, &batch{pending: pend, oldest: oldest, deadline: time.Now().Add(p.timeout)})
 	p.next += uint64(len(msgs))
-	p.newest, p.hasNewest = newest, hasNewest
+	p.newest, p.hasNewest, p.markers = newest, hasNewest, markers
 	return nil
 }
 
