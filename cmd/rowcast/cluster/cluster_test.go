@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"rowcast"
 	"rowcast/integration/natscluster"
@@ -602,24 +605,90 @@ func TestPublishBatches(t *testing.T) {
 	}
 }
 
-// A change larger than the servers take cannot be published: the term
-// fails with an error that says what to raise, and nothing of its batch
-// lands on the stream.
-func TestPublishChangeTooLarge(t *testing.T) {
+// A change larger than a message goes in parts, which every node puts
+// back together, the capturing node included; parts a failed term left
+// behind are dropped, and the change comes again whole; a part header no
+// publisher writes is counted; a change larger than any node decodes is
+// replaced by a resync.
+func TestPublishChangeInParts(t *testing.T) {
 	conn := oneServer(t)
 	ctx := context.Background()
+	rec, c := consumeAll(t, conn)
+	other, _ := consumeAll(t, conn)
 	p := NewPublisher(smallLog{conn, 1000}, 10*time.Second, quiet())
-	var failed error
-	if err := p.Begin(ctx, func(err error) { failed = err }); err != nil {
+	p.HandOff(c)
+	if err := p.Begin(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	big := change(2)
-	big.Row = append(big.Row, rowcast.Column{Name: "description", Value: json.RawMessage(`"` + strings.Repeat("x", 2000) + `"`)})
-	err := p.Apply(ctx, []rowcast.Change{change(1), big, change(3)})
-	if err == nil || !strings.Contains(err.Error(), "max_payload") || !errors.Is(failed, err) {
-		t.Fatalf("Apply: %v (fail told %v), want a term failure naming max_payload", err, failed)
+	big := func(pos uint64) rowcast.Change {
+		ch := change(pos)
+		ch.Row = append(ch.Row, rowcast.Column{Name: "description", Value: json.RawMessage(`"` + strings.Repeat("x", 5000) + fmt.Sprint(pos) + `"`)})
+		return ch
 	}
-	if last, err := conn.LastSeq(ctx); err != nil || last != 0 {
-		t.Fatalf("the stream holds %d messages (%v), want none", last, err)
+	if err := apply(ctx, p, []rowcast.Change{change(1), big(2), change(3), change(4)}); err != nil {
+		t.Fatal(err)
+	}
+	// A term that fails half way through a change: two parts of three.
+	for i := 1; i <= 2; i++ {
+		m := nats.NewMsg("T.changes")
+		m.Data = []byte(strings.Repeat("y", 900))
+		m.Header.Set(partHeader, fmt.Sprintf("%d/3", i))
+		if _, err := conn.js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Parts no publisher writes: counted, skipped.
+	for _, h := range []string{"x", "0/2", "3/2", "1/-1"} {
+		m := nats.NewMsg("T.changes")
+		m.Data = []byte(`{"v":1,"op":"resync"}`)
+		m.Header.Set(partHeader, h)
+		if _, err := conn.js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A part without its beginning: dropped, not counted.
+	m := nats.NewMsg("T.changes")
+	m.Data = []byte("z")
+	m.Header.Set(partHeader, "2/2")
+	if _, err := conn.js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	// The next term replays from the big change on.
+	if err := p.Begin(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(ctx, p, []rowcast.Change{big(2), change(3), change(4), big(5), change(6)}); err != nil {
+		t.Fatal(err)
+	}
+	// Larger than any node decodes: a resync in its place.
+	defer func(n int) { maxChangeBytes = n }(maxChangeBytes)
+	maxChangeBytes = 3000
+	if err := apply(ctx, p, []rowcast.Change{big(7), change(8)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []*recorder{rec, other} {
+		rows := waitRows(t, r, 7)
+		if fmt.Sprint(rows) != fmt.Sprint([]rowcast.EventID{change(1).ID, change(2).ID, change(3).ID, change(4).ID, change(5).ID, change(6).ID, change(8).ID}) {
+			t.Fatalf("consumed %v", rows)
+		}
+		r.mu.Lock()
+		var resyncs []string
+		for _, ch := range r.changes {
+			if ch.ID.Pos == 2 || ch.ID.Pos == 5 {
+				if want := big(ch.ID.Pos); !reflect.DeepEqual(ch.Row, want.Row) {
+					t.Errorf("change %d handed on with row %.80s…", ch.ID.Pos, ch.Row)
+				}
+			}
+			if ch.Op == rowcast.OpResync {
+				resyncs = append(resyncs, ch.Reason)
+			}
+		}
+		r.mu.Unlock()
+		if fmt.Sprint(resyncs) != "["+ReasonChangeTooLarge+"]" {
+			t.Errorf("resyncs %q", resyncs)
+		}
+	}
+	if n := c.Bad(); n != 4 {
+		t.Fatalf("%d bad messages counted, want 4", n)
 	}
 }

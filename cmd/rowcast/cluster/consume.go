@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -48,6 +49,8 @@ type Consumer struct {
 	progress chan struct{} // closed and replaced when applied moves
 
 	own ownQueue // what this node publishes, when it captures
+
+	part partial // a change in parts being put back together (consume's)
 }
 
 // NewConsumer returns a consumer of feed into sink (the hub).
@@ -211,18 +214,82 @@ func (c *Consumer) Published(seq uint64, data []byte, changes []rowcast.Change) 
 // several (see rowcast.WireBatch), and is skipped whole when it cannot be
 // decoded.
 func (c *Consumer) decode(batch []rowcast.Change, d Delivery) []rowcast.Change {
-	if chs, ok := c.own.take(d.Seq, d.Data); ok {
-		return append(batch, chs...)
-	}
-	batch, err := rowcast.UnmarshalChanges(d.Data, batch)
-	if err != nil {
-		c.bad.Add(1)
-		if c.obs != nil {
-			c.obs.BadMessage()
+	data := d.Data
+	if d.Parts == 0 {
+		c.part.drop() // parts that will not be completed
+		if chs, ok := c.own.take(d.Seq, d.Data); ok {
+			return append(batch, chs...)
 		}
-		c.log.Warn("skipping a message of the stream that is not a change", "seq", d.Seq, "err", err)
+	} else {
+		var err error
+		if data, err = c.part.add(d); err != nil {
+			c.skip(d.Seq, err)
+		}
+		if data == nil {
+			return batch
+		}
+	}
+	batch, err := rowcast.UnmarshalChanges(data, batch)
+	if err != nil {
+		c.skip(d.Seq, err)
 	}
 	return batch
+}
+
+// skip counts a message of the stream that is not a change.
+func (c *Consumer) skip(seq uint64, err error) {
+	c.bad.Add(1)
+	if c.obs != nil {
+		c.obs.BadMessage()
+	}
+	c.log.Warn("skipping a message of the stream that is not a change", "seq", seq, "err", err)
+}
+
+// partial puts a change published in parts back together. Its parts are
+// consecutive messages (one publish, each expecting the one before it);
+// one out of place drops what was gathered: a term that failed half way
+// through a change, or a stream read from the middle of one, leaves parts
+// without the rest, and the change comes again whole.
+type partial struct {
+	active      bool
+	seq         uint64 // the last part's sequence
+	next, parts int
+	buf         []byte
+}
+
+// add takes part d and returns the change's encoding once its last part
+// is in. An error is a part header or size no publisher writes.
+func (p *partial) add(d Delivery) ([]byte, error) {
+	if d.Parts < 0 {
+		p.drop()
+		return nil, errors.New("a part header that does not parse")
+	}
+	switch {
+	case d.Part == 1:
+		p.drop()
+		p.active, p.parts = true, d.Parts
+	case !p.active || d.Part != p.next || d.Parts != p.parts || d.Seq != p.seq+1:
+		p.drop()
+		return nil, nil // a part without its beginning
+	}
+	if len(p.buf)+len(d.Data) > rowcast.MaxWireSize {
+		p.drop()
+		return nil, fmt.Errorf("a change in parts larger than %d bytes", rowcast.MaxWireSize)
+	}
+	p.buf = append(p.buf, d.Data...)
+	p.seq, p.next = d.Seq, d.Part+1
+	if d.Part < p.parts {
+		return nil, nil
+	}
+	// Decoding copies what it keeps; the buffer is let go, as a change
+	// this large is rare.
+	data := p.buf
+	p.active, p.buf = false, nil
+	return data, nil
+}
+
+func (p *partial) drop() {
+	p.active, p.buf = false, nil
 }
 
 // CatchUp waits until this node has handed on everything the stream holds

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -134,7 +135,13 @@ func (c *Conn) EnsureStream(ctx context.Context) error {
 type Message struct {
 	ID   string
 	Data []byte
+	// Part of Parts (from 1) when Data is a part of one change too large
+	// for a message; 0 of 0 otherwise.
+	Part, Parts int
 }
+
+// partHeader marks a part of a change: "i/n", i from 1 to n.
+const partHeader = "Rowcast-Part"
 
 // Publish sends msgs to the stream in order, the first right after
 // sequence after (the stream's last message), without waiting: the
@@ -147,7 +154,11 @@ type Message struct {
 func (c *Conn) Publish(ctx context.Context, msgs []Message, after uint64) (Pending, error) {
 	p := &natsPending{msgs: msgs, after: after, futures: make([]jetstream.PubAckFuture, 0, len(msgs))}
 	for i, m := range msgs {
-		f, err := c.js.PublishMsgAsync(&nats.Msg{Subject: c.subject, Data: m.Data},
+		msg := &nats.Msg{Subject: c.subject, Data: m.Data}
+		if m.Parts > 0 {
+			msg.Header = nats.Header{partHeader: []string{strconv.Itoa(m.Part) + "/" + strconv.Itoa(m.Parts)}}
+		}
+		f, err := c.js.PublishMsgAsync(msg,
 			jetstream.WithMsgID(m.ID), jetstream.WithExpectLastSequence(after+uint64(i)))
 		if err != nil {
 			return nil, fmt.Errorf("publishing change %s: %w", m.ID, err)
@@ -272,6 +283,23 @@ type Delivery struct {
 	Data []byte
 	// Seq is its sequence in the stream; Pending how many follow it.
 	Seq, Pending uint64
+	// Part of Parts as Message has them; Parts is -1 for a part header
+	// that does not parse.
+	Part, Parts int
+}
+
+// parsePart reads a part header, "i/n" with 1 ≤ i ≤ n; "" is no part.
+func parsePart(h string) (part, parts int) {
+	if h == "" {
+		return 0, 0
+	}
+	a, b, ok := strings.Cut(h, "/")
+	i, err1 := strconv.Atoi(a)
+	n, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || i < 1 || i > n {
+		return 0, -1
+	}
+	return i, n
 }
 
 // Consume delivers the messages of the stream from sequence from (from
@@ -293,7 +321,9 @@ func (c *Conn) Consume(ctx context.Context, from uint64, fn func(Delivery)) erro
 		if err != nil {
 			return
 		}
-		fn(Delivery{Data: m.Data(), Seq: md.Sequence.Stream, Pending: md.NumPending})
+		d := Delivery{Data: m.Data(), Seq: md.Sequence.Stream, Pending: md.NumPending}
+		d.Part, d.Parts = parsePart(m.Headers().Get(partHeader))
+		fn(d)
 	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		c.log.Debug("stream consumer", "err", err)
 	}))

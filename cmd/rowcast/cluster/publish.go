@@ -158,9 +158,10 @@ func (p *Publisher) Begin(ctx context.Context, fail func(error)) error {
 	return nil
 }
 
-// Message ids: "c:" and the event id for a change, "m:", the term and a
-// count for a marker (a start or resync marker is news each time).
-const changePrefix, markerPrefix = "c:", "m:"
+// Message ids: "c:" and the event id for a change (the last in its
+// message), "m:", the term and a count for a marker (a start or resync
+// marker is news each time), "p:" for a part of a change but its last.
+const changePrefix, markerPrefix, partPrefix = "c:", "m:", "p:"
 
 func changeID(msgID string) (rowcast.EventID, bool) {
 	s, ok := strings.CutPrefix(msgID, changePrefix)
@@ -232,11 +233,30 @@ func (p *Publisher) Apply(ctx context.Context, changes []rowcast.Change) error {
 				return err // encoded a moment ago
 			}
 		}
-		if size := p.enc.Size(); size > limit {
-			// Alone in its message: no node can publish it. Nothing of
-			// the batch is published, and the term ends.
-			p.enc.Message()
-			return p.stop(fmt.Errorf("change %s encodes to %d bytes, more than the stream takes in a message (%d: the NATS servers' max_payload less room for headers): raise max_payload on the servers (at most 64 MB)", c.ID, size, limit))
+		if p.enc.Size() > limit {
+			// Alone and still larger than a message: it goes in parts,
+			// consecutive messages the consumers put back together.
+			data := p.enc.Message()
+			if len(data) > maxChangeBytes {
+				// No node would decode it: clients are told to resync
+				// in its place, and the term goes on.
+				p.logger.Error("a change too large for the stream was skipped; clients resync", "id", c.ID.String(), "bytes", len(data), "max", maxChangeBytes)
+				var err error
+				if data, err = rowcast.MarshalChange(&rowcast.Change{Op: rowcast.OpResync, Reason: ReasonChangeTooLarge, CaptureTime: time.Now()}); err != nil {
+					return err
+				}
+			}
+			msgs = append(msgs, parts(data, limit, cid, p.term)...)
+			for len(groups) < len(msgs) && p.local != nil {
+				groups = append(groups, nil) // consumers decode parts
+			}
+			if isChange(c) {
+				newest, hasNewest = c.ID, true
+				if oldest.IsZero() {
+					oldest = c.ID
+				}
+			}
+			continue
 		}
 		switch {
 		case isChange(c):
@@ -269,13 +289,41 @@ func (p *Publisher) Apply(ctx context.Context, changes []rowcast.Change) error {
 		// Each message expects the one before it as the stream's last,
 		// so it lands at this sequence or not at all.
 		for j, m := range msgs {
-			p.local.Published(p.next+1+uint64(j), m.Data, groups[j])
+			if m.Parts == 0 {
+				p.local.Published(p.next+1+uint64(j), m.Data, groups[j])
+			}
 		}
 	}
 	p.inflight = append(p.inflight, &batch{pending: pend, oldest: oldest, deadline: time.Now().Add(p.timeout)})
 	p.next += uint64(len(msgs))
 	p.newest, p.hasNewest, p.markers = newest, hasNewest, markers
 	return nil
+}
+
+// ReasonChangeTooLarge is the resync published in place of a change whose
+// encoding is larger than any node decodes (rowcast.MaxWireSize).
+const ReasonChangeTooLarge = "a change too large for the cluster stream (over 64 MiB) was skipped"
+
+// maxChangeBytes is the largest change published: what every node decodes
+// (a variable for tests).
+var maxChangeBytes = rowcast.MaxWireSize
+
+// parts cuts the encoding of one change into messages of at most limit
+// bytes. The last part carries the change's message id, so that a new
+// term finds the change on the stream only once all of it is there; the
+// others carry ids of this term (a term that fails half way leaves its
+// parts behind, and the next publishes the change again whole).
+func parts(data []byte, limit int, id, term string) []Message {
+	n := (len(data) + limit - 1) / limit
+	out := make([]Message, 0, n)
+	for i := range n {
+		m := Message{Data: data[i*limit : min((i+1)*limit, len(data))], Part: i + 1, Parts: n, ID: id}
+		if i < n-1 {
+			m.ID = partPrefix + term + ":" + strconv.Itoa(i+1) + ":" + id
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // Oldest implements rowcast.Retainer: the oldest change published and not
