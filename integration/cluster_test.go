@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -497,5 +498,53 @@ func TestClusterNotifyTakeover(t *testing.T) {
 	}
 	if !v.connected() {
 		t.Fatal("the surviving node's client was disconnected")
+	}
+}
+
+// TestClusterLargeRow: a ticket larger than a NATS message (the servers'
+// max_payload, 1 MB) reaches the clients of every node whole, the node
+// that captures and the others alike, in order with the changes around
+// it, and nothing on the stream is counted as bad.
+func TestClusterLargeRow(t *testing.T) {
+	nc := startNATS(t)
+	db := newDatabase(t)
+	nodes := startNodes(t, db, clusterEnv(db, nc), 2)
+	waitLeader(t, nodes, -1)
+	var clients []*client
+	for _, s := range nodes {
+		clients = append(clients, dial(t, s, ""))
+	}
+	big := strings.Repeat("0123456789abcdef", 2500*1024/16) // 2.5 MB
+	conn := connectDB(t, db)
+	ctx := context.Background()
+	for _, q := range []string{
+		`INSERT INTO tickets (title) VALUES ('before')`,
+		`INSERT INTO tickets (title, description) VALUES ('big', '` + big + `')`,
+		`INSERT INTO tickets (title) VALUES ('after')`,
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range clients {
+		for _, title := range []string{"before", "big", "after"} {
+			m := c.next(30*time.Second, "ticket:created")
+			d := decodeTicket(t, m)
+			if d.Ticket["title"] != title {
+				t.Fatalf("node %d: got %v, want %s", i, d.Ticket["title"], title)
+			}
+			if title == "big" && d.Ticket["description"] != big {
+				t.Fatalf("node %d: the description has %d bytes, want %d", i, len(fmt.Sprint(d.Ticket["description"])), len(big))
+			}
+		}
+	}
+	for i, s := range nodes {
+		m, err := harness.Scrape(s.base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := m["rowcast_cluster_bad_messages_total"]; n != 0 {
+			t.Fatalf("node %d counted %v bad messages on the stream", i, n)
+		}
 	}
 }
