@@ -288,7 +288,7 @@ func (st *stream) run(ctx context.Context) error {
 // The loop still reads each message as it arrives. Sleeping between reads
 // to take several at once was tried: the WAL sender sat idle while rowcast
 // slept (its socket buffer holds little of such small messages, most
-// likely) and the drain slowed by about a third.
+// likely) and the drain slowed (BENCHMARKS.md, "Per change (capture)").
 func (st *stream) hold() bool {
 	if !st.behind || len(st.batch) == 0 {
 		// Nothing to wait for: a batch that filled up went on already,

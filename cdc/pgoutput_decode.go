@@ -14,8 +14,8 @@ import (
 // columns are reused from one message to the next, and a column's Data is
 // a slice of the message, not a copy. pglogrepl.Parse allocates a message,
 // a tuple and one column per value, and copies every value byte by byte:
-// in a drain of single-row transactions, that was an eighth of rowcast's
-// CPU per change.
+// in a profiled drain of single-row transactions, that was 3.0 of
+// rowcast's 21.8 µs of CPU per change.
 //
 // So a decoded message is valid until the next decode or until the
 // replication connection reads again, whichever is first; the stream
