@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"rowcast/integration/harness"
 	"strconv"
 	"strings"
 	"time"
@@ -452,7 +453,11 @@ func (b *bench) pgbench(ctx context.Context, script string, clients, secs int) (
 	args := append(b.pgArgs(), "-n", "-M", "prepared", "-f", script, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(jobs), "-T", strconv.Itoa(secs), benchDB)
 	t0 := time.Now()
 	// Killed with ctx, so that an interrupted run does not wait for -T.
-	p, err := b.procs.Start(exec.CommandContext(ctx, b.pgTool("pgbench"), args...), nil)
+	var p *harness.Process
+	err := b.everyCore(func() (err error) {
+		p, err = b.procs.Start(exec.CommandContext(ctx, b.pgTool("pgbench"), args...), nil)
+		return err
+	})
 	if err != nil {
 		return pgbenchResult{}, err
 	}

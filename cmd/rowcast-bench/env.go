@@ -80,14 +80,17 @@ func (b *bench) prepare(ctx context.Context) error {
 	}
 
 	b.logf("starting PostgreSQL")
-	b.cluster, err = pgcluster.Start(ctx, pgcluster.Options{Settings: map[string]string{
-		"max_connections":    "200",
-		"shared_buffers":     "512MB",
-		"max_wal_size":       "8GB",
-		"checkpoint_timeout": "1h",
-		// rowcast is stopped (SIGSTOP) while backlogs are written.
-		"wal_sender_timeout": "10min",
-	}})
+	err = b.everyCore(func() (err error) {
+		b.cluster, err = pgcluster.Start(ctx, pgcluster.Options{Settings: map[string]string{
+			"max_connections":    "200",
+			"shared_buffers":     "512MB",
+			"max_wal_size":       "8GB",
+			"checkpoint_timeout": "1h",
+			// rowcast is stopped (SIGSTOP) while backlogs are written.
+			"wal_sender_timeout": "10min",
+		}})
+		return err
+	})
 	if err != nil {
 		return err
 	}

@@ -46,14 +46,20 @@ type machineInfo struct {
 	Pinning    string `json:"pinning"`
 }
 
-func newResults(b *bench) *results {
-	r := newEmptyResults(b)
+// machineCores is the machine's core count, as seen before the bench
+// pinned itself.
+func machineCores() int {
 	cores := runtime.NumCPU()
 	if v := os.Getenv(envPinned); v != "" {
 		fmt.Sscan(v, &cores)
 	}
+	return cores
+}
+
+func newResults(b *bench) *results {
+	r := newEmptyResults(b)
 	r.machine = machineInfo{
-		Cores:      cores,
+		Cores:      machineCores(),
 		CPU:        cpuModel(),
 		Kernel:     strings.TrimSpace(readFile("/proc/sys/kernel/osrelease")),
 		Go:         b.goVersion,
@@ -62,7 +68,7 @@ func newResults(b *bench) *results {
 		MemTotal:   memTotal(),
 	}
 	if b.opts.pin {
-		r.machine.Pinning = "rowcast, pg_recvlogical and the bare broadcast server on core 1; the bench process (WebSocket clients, writers, bare LISTEN loop) on core 0; PostgreSQL and pgbench not pinned"
+		r.machine.Pinning = "rowcast, pg_recvlogical and the bare broadcast server on core 1; the bench process (WebSocket clients, writers, bare LISTEN loop) on core 0; PostgreSQL and pgbench on either core (not pinned)"
 	} else {
 		r.machine.Pinning = "none (fewer than 2 cores, taskset missing, or -pin=false)"
 	}
