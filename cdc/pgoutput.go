@@ -111,6 +111,8 @@ type stream struct {
 	behind    bool
 	holdUntil time.Time
 	waiting   bool
+	// napped is whether the loop has paused (nap) since the last message.
+	napped bool
 
 	// serverEnd is the last keepalive's ServerWALEnd: everything before it
 	// has been sent to us.
@@ -145,9 +147,20 @@ const ackEvery = time.Second
 //
 // Behind is judged on the server's clock alone: the COMMIT message's
 // commit time against the time the WAL sender sent it.
+//
+// While a batch is held, the loop pauses for backlogNap each time it has
+// read everything buffered (see nap), rather than wake for each message as
+// the WAL sender sends it: the next read then takes what gathered
+// meanwhile. In a drain of single-row transactions this took rowcast from
+// 22-28 to 13-15 µs of CPU per change and its WAL sender from 21-30 to
+// 18.5-19.6, at the same drain rate (BENCHMARKS.md, "Per change (capture)").
+// The pause is short beside what the socket holds: the WAL sender's unix
+// socket was full at about 30 KB, some 75 such transactions, 1.7 ms of a
+// drain at 45,000 per second.
 const (
 	backlogLag  = 20 * time.Millisecond
 	backlogHold = 2 * time.Millisecond
+	backlogNap  = 100 * time.Microsecond
 )
 
 // querier is what the stream reads from the regular connection (a row's
@@ -255,6 +268,13 @@ func (st *stream) run(ctx context.Context) error {
 					}
 					continue
 				}
+				if poll && st.waiting && !st.napped {
+					// A held batch, and nothing buffered since the last
+					// message: let the WAL sender's next messages gather
+					// in the socket, then take them in one read.
+					nap(backlogNap)
+					st.napped = true
+				}
 				// Past the deadline: the next round sets a new one.
 				deadline = time.Time{}
 				continue
@@ -262,7 +282,7 @@ func (st *stream) run(ctx context.Context) error {
 			return fmt.Errorf("cdc: receiving from the replication connection: %w", err)
 		}
 		st.lastHeard = time.Now()
-		st.waiting = false
+		st.waiting, st.napped = false, false
 		switch msg := raw.(type) {
 		case *pgproto3.CopyData:
 			if err := st.copyData(ctx, msg.Data); err != nil {
@@ -285,10 +305,10 @@ func (st *stream) run(ctx context.Context) error {
 // batch's hold lasts, it reports true: the next receive waits for the next
 // message until the hold ends. False means hand the batch on now.
 //
-// The loop still reads each message as it arrives. Sleeping between reads
-// to take several at once was tried: the WAL sender sat idle while rowcast
-// slept (its socket buffer holds little of such small messages, most
-// likely) and the drain slowed (BENCHMARKS.md, "Per change (capture)").
+// While the hold lasts, the loop naps between reads (backlogNap). An
+// earlier trial slept on a 500 µs ticker instead: the runtime's timers
+// fire no sooner than about 1.1 ms, the WAL sender sat idle meanwhile and the
+// drain slowed (BENCHMARKS.md, "Per change (capture)").
 func (st *stream) hold() bool {
 	if !st.behind || len(st.batch) == 0 {
 		// Nothing to wait for: a batch that filled up went on already,
