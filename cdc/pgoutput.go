@@ -155,8 +155,8 @@ const ackEvery = time.Second
 // 22-28 to 13-15 µs of CPU per change and its WAL sender from 21-30 to
 // 18.5-19.6, at the same drain rate (BENCHMARKS.md, "Per change (capture)").
 // The pause is short beside what the socket holds: the WAL sender's unix
-// socket was full at about 30 KB, some 75 such transactions, 1.7 ms of a
-// drain at 45,000 per second.
+// socket was full at about 30 KB, by an estimate some 60 such
+// transactions, 1.3 ms of a drain at 45,000 per second.
 const (
 	backlogLag  = 20 * time.Millisecond
 	backlogHold = 2 * time.Millisecond
