@@ -307,8 +307,8 @@ func (st *stream) run(ctx context.Context) error {
 //
 // While the hold lasts, the loop naps between reads (backlogNap). An
 // earlier trial slept on a 500 µs ticker instead: the runtime's timers
-// fire no sooner than about 1.1 ms, the WAL sender sat idle meanwhile and the
-// drain slowed (BENCHMARKS.md, "Per change (capture)").
+// fire no sooner than about 1.1 ms, the WAL sender sat idle meanwhile,
+// and the drain slowed (BENCHMARKS.md, "Per change (capture)").
 func (st *stream) hold() bool {
 	if !st.behind || len(st.batch) == 0 {
 		// Nothing to wait for: a batch that filled up went on already,

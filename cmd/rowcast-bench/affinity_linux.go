@@ -33,8 +33,9 @@ func getThreadAffinity(m *cpuMask) error {
 // inherits the affinity of the thread that forks it: without this,
 // PostgreSQL (every backend and WAL sender with it) and pgbench would be
 // confined to core 0 beside the load generator, and never run on core 1.
-// Processes start forks stay unpinned; rowcast, pg_recvlogical and the
-// bare server are pinned by taskset explicitly (pinned).
+// What start forks stays unpinned, and so do PostgreSQL's backends, which
+// the postmaster forks; rowcast, pg_recvlogical and the bare server are
+// pinned by taskset explicitly (pinned).
 func (b *bench) everyCore(start func() error) error {
 	if !b.opts.pin {
 		return start()
