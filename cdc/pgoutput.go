@@ -111,8 +111,6 @@ type stream struct {
 	behind    bool
 	holdUntil time.Time
 	waiting   bool
-	// napped is whether the loop has paused (nap) since the last message.
-	napped bool
 
 	// serverEnd is the last keepalive's ServerWALEnd: everything before it
 	// has been sent to us.
@@ -268,12 +266,12 @@ func (st *stream) run(ctx context.Context) error {
 					}
 					continue
 				}
-				if poll && st.waiting && !st.napped {
-					// A held batch, and nothing buffered since the last
-					// message: let the WAL sender's next messages gather
-					// in the socket, then take them in one read.
+				if deadline.Equal(pollDeadline) && st.waiting {
+					// A held batch, and the poll found nothing buffered:
+					// let the WAL sender's next messages gather in the
+					// socket, then take them in one read (the next
+					// receive waits until the hold ends).
 					nap(backlogNap)
-					st.napped = true
 				}
 				// Past the deadline: the next round sets a new one.
 				deadline = time.Time{}
@@ -282,7 +280,7 @@ func (st *stream) run(ctx context.Context) error {
 			return fmt.Errorf("cdc: receiving from the replication connection: %w", err)
 		}
 		st.lastHeard = time.Now()
-		st.waiting, st.napped = false, false
+		st.waiting = false
 		switch msg := raw.(type) {
 		case *pgproto3.CopyData:
 			if err := st.copyData(ctx, msg.Data); err != nil {
